@@ -1,0 +1,8 @@
+"""relaxtorch: relaxed-consistency machine learning on PyTorch."""
+from . import formats
+from .numbers import ROUNDINGS, BlockFloat, Finfo, FixedPoint, FloatFormat, MXFormat, finfo, quantize
+
+__version__ = "0.1.0"
+
+__all__ = ["BlockFloat", "Finfo", "FixedPoint", "FloatFormat", "MXFormat", "ROUNDINGS",
+           "finfo", "formats", "quantize", "__version__"]

@@ -1,0 +1,212 @@
+"""Compiled CPU kernels (numba, parallel, nogil) for rounding float32 bits to a grid.
+
+One element is rounded by integer arithmetic on its float32 bits: the
+significand ``sig`` (24 bits with the hidden one) is shifted right by the number
+of bits the grid drops, after adding an increment that encodes the rounding mode
+(0 toward zero, ``2**shift - 1`` away from zero, half-minus-one plus the kept
+LSB for ties-to-even, ``shift`` random bits for stochastic rounding).  The
+portable reference in ``_reference.py`` does the same in torch ops and must
+agree bit for bit (tests compare them).
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+NEAREST, STOCHASTIC, DIRECTED = 0, 1, 2
+_ABS = np.uint32(0x7FFFFFFF)
+_INF = np.uint32(0x7F800000)
+_QNAN = np.uint32(0x7FC00000)
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+@intrinsic
+def _bits_to_f32(typingctx, b):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.uint32), codegen
+
+
+@intrinsic
+def _f32_to_bits(typingctx, f):
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.uint32(types.float32), codegen
+
+
+@njit(inline="always")
+def _mix32(x):
+    # "lowbias32" integer hash (C. Wellons, 2018): a bijection on 32-bit words.
+    x = x & _M32
+    x ^= x >> np.uint64(16)
+    x = (x * np.uint64(0x7FEB352D)) & _M32
+    x ^= x >> np.uint64(15)
+    x = (x * np.uint64(0x846CA68B)) & _M32
+    x ^= x >> np.uint64(16)
+    return x
+
+
+@njit(inline="always")
+def random_bits(index, seed_lo, seed_hi):
+    """32 uniform random bits for element ``index`` (counter-based, thread-order free)."""
+    i = np.uint64(index)
+    h = _mix32((i & _M32) * np.uint64(0x9E3779B9) + seed_lo)
+    return _mix32(h ^ (((i >> np.uint64(32)) * np.uint64(0x85EBCA6B)) & _M32) ^ seed_hi)
+
+
+@njit(inline="always")
+def _pow2_bits(k):
+    """float32 bits of 2**k for k in [-149, 127] (clamped)."""
+    k = min(max(k, -149), 127)
+    if k >= -126:
+        return np.uint32((k + 127) << 23)
+    return np.uint32(1 << (k + 149))
+
+
+@njit(inline="always")
+def round_bits(u, mode, rnd, away_pos, away_neg,
+               man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
+    """Round the float32 bit pattern ``u`` onto the grid; return the result's bits."""
+    a = u & _ABS
+    neg = (u >> np.uint32(31)) != 0
+    be = np.int64(a >> np.uint32(23))
+    e = max(be, 1) - 127
+    sig = np.int64(a & np.uint32(0x7FFFFF)) | (np.int64(0x800000) if be > 0 else np.int64(0))
+    k = e - man if e >= emin else k_low
+    shift = k - e + 23
+    sh = min(max(shift, 0), 31)
+    if mode == NEAREST:
+        inc = ((np.int64(1) << sh) >> 1) - 1 + ((sig >> sh) & 1) if sh > 0 else np.int64(0)
+    elif mode == STOCHASTIC:
+        if shift > 31:  # probability resolved to 2**-31 of a grid step
+            sig = sig >> min(shift - 31, 31)
+        inc = np.int64((rnd >> np.uint64(1)) >> np.uint64(31 - sh))
+    else:
+        away = away_neg if neg else away_pos
+        inc = (np.int64(1) << sh) - 1 if away else np.int64(0)
+    rs = (sig + inc) >> sh
+    res = np.float32(rs) * _bits_to_f32(_pow2_bits(k))
+    rbits = a if shift <= 0 else _f32_to_bits(res)
+    mx = max_neg_bits if neg else max_pos_bits
+    if rbits > mx:
+        toward_max = overflow == 0 or (mode == DIRECTED and not (away_neg if neg else away_pos))
+        rbits = mx if toward_max else (_INF if overflow == 1 else _QNAN)
+    if be == 255:
+        if a > _INF:
+            rbits = a
+        else:
+            rbits = mx if overflow == 0 else (_INF if overflow == 1 else _QNAN)
+    return rbits | (u & np.uint32(0x80000000))
+
+
+# One compiled loop per rounding mode: a mode known at compile time lets LLVM
+# drop the other modes' work and vectorise the loop.
+
+@njit(parallel=True, nogil=True, cache=True)
+def flat_nearest(src, dst, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
+    for i in prange(src.size):
+        dst[i] = round_bits(src[i], NEAREST, np.uint64(0), False, False,
+                            man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def flat_stochastic(src, dst, seed_lo, seed_hi, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
+    for i in prange(src.size):
+        dst[i] = round_bits(src[i], STOCHASTIC, random_bits(i, seed_lo, seed_hi), False, False,
+                            man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def flat_directed(src, dst, away_pos, away_neg, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
+    for i in prange(src.size):
+        dst[i] = round_bits(src[i], DIRECTED, np.uint64(0), away_pos, away_neg,
+                            man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def abs_max_bits(src):
+    """Largest ``|x|`` as float32 bits (NaN patterns sort above inf)."""
+    nchunks = 64
+    chunk = (src.size + nchunks - 1) // nchunks
+    partial = np.zeros(nchunks, dtype=np.uint32)
+    for c in prange(nchunks):
+        m = np.uint32(0)
+        for i in range(c * chunk, min((c + 1) * chunk, src.size)):
+            m = max(m, src[i] & _ABS)
+        partial[c] = m
+    return partial.max()
+
+
+FLOOR, CEIL, EVEN = 0, 1, 2
+
+
+@njit(inline="always")
+def block_scale(amax_bits, scale_mode, elem_emax, even_man, elem_max, scale_lo, scale_hi):
+    """Shared scale exponent of a block whose largest magnitude has bits ``amax_bits``."""
+    if amax_bits == 0:
+        return scale_lo
+    if scale_mode == EVEN:  # round amax to the element's mantissa width first
+        amax_bits = (amax_bits + np.uint32(1 << max(22 - even_man, 0))) & _INF
+    be = np.int64(amax_bits >> np.uint32(23))
+    if be > 0:
+        e = be - 127
+    else:  # subnormal: the exponent of its integer significand, less 149
+        e = np.int64(_f32_to_bits(np.float32(amax_bits)) >> np.uint32(23)) - 127 - 149
+    s = e - elem_emax
+    if scale_mode == CEIL and _bits_to_f32(amax_bits) > elem_max * _bits_to_f32(_pow2_bits(s)):
+        s += 1
+    return min(max(s, scale_lo), scale_hi)
+
+
+@njit(inline="always")
+def _round_block(src, dst, r, c0, c1, mode, seed_lo, seed_hi, away_pos, away_neg,
+                 scale_mode, elem_emax, even_man, scale_lo, scale_hi,
+                 man, emin, k_low, max_pos, max_neg, overflow):
+    amax = np.uint32(0)
+    for c in range(c0, c1):
+        amax = max(amax, src[r, c] & _ABS)
+    s = block_scale(amax, scale_mode, elem_emax, even_man, max_pos, scale_lo, scale_hi)
+    scale = _bits_to_f32(_pow2_bits(s))
+    mp = _f32_to_bits(max_pos * scale)
+    mn = _f32_to_bits(max_neg * scale)
+    ncols = src.shape[1]
+    for c in range(c0, c1):
+        rnd = random_bits(r * ncols + c, seed_lo, seed_hi) if mode == STOCHASTIC else np.uint64(0)
+        q = round_bits(src[r, c], mode, rnd, away_pos, away_neg,
+                       man, emin + s, k_low + s, mp, mn, overflow)
+        dst[r, c] = _QNAN if amax >= _INF else q
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def blocks_nearest(src, dst, block, scale_mode, elem_emax, even_man, scale_lo, scale_hi,
+                   man, emin, k_low, max_pos, max_neg, overflow):
+    nb = (src.shape[1] + block - 1) // block
+    for t in prange(src.shape[0] * nb):
+        r, b = t // nb, t % nb
+        _round_block(src, dst, r, b * block, min((b + 1) * block, src.shape[1]), NEAREST,
+                     np.uint64(0), np.uint64(0), False, False, scale_mode, elem_emax, even_man,
+                     scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def blocks_stochastic(src, dst, seed_lo, seed_hi, block, scale_mode, elem_emax, even_man,
+                      scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow):
+    nb = (src.shape[1] + block - 1) // block
+    for t in prange(src.shape[0] * nb):
+        r, b = t // nb, t % nb
+        _round_block(src, dst, r, b * block, min((b + 1) * block, src.shape[1]), STOCHASTIC,
+                     seed_lo, seed_hi, False, False, scale_mode, elem_emax, even_man,
+                     scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def blocks_directed(src, dst, away_pos, away_neg, block, scale_mode, elem_emax, even_man,
+                    scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow):
+    nb = (src.shape[1] + block - 1) // block
+    for t in prange(src.shape[0] * nb):
+        r, b = t // nb, t % nb
+        _round_block(src, dst, r, b * block, min((b + 1) * block, src.shape[1]), DIRECTED,
+                     np.uint64(0), np.uint64(0), away_pos, away_neg, scale_mode, elem_emax,
+                     even_man, scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)

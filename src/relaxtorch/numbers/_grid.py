@@ -1,0 +1,45 @@
+"""Translate an element format into the parameters of the rounding kernels.
+
+Every element format is described to the kernels as the same thing: a grid of
+magnitudes.  A value of float32 exponent ``E`` lies on a grid of step
+``2**(E - man)`` when ``E >= emin`` (normal numbers) and of step ``2**k_low``
+below (subnormals, a flush to ``{0, 2**emin}``, or fixed point, whose ``emin`` is
+out of reach).  Magnitudes beyond ``max_pos``/``max_neg`` overflow by policy.
+A block scale ``2**s`` shifts ``emin``, ``k_low`` and the maxima together.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+from .formats import FixedPoint, FloatFormat
+
+OVERFLOW_CODE = {"saturate": 0, "inf": 1, "nan": 2}
+NEVER = 1 << 20  # an exponent no float32 reaches: "no normal range" (fixed point)
+
+
+class Grid(NamedTuple):
+    man: int
+    emin: int
+    k_low: int
+    max_pos: float
+    max_neg: float
+    overflow: int
+
+
+def element_grid(fmt: FloatFormat | FixedPoint) -> Grid:
+    if isinstance(fmt, FloatFormat):
+        k_low = fmt.emin - fmt.man if fmt.subnormals else fmt.emin
+        return Grid(fmt.man, fmt.emin, k_low, fmt.max, fmt.max, OVERFLOW_CODE[fmt.overflow])
+    return Grid(NEVER + fmt.fl, NEVER, -fmt.fl, fmt.max, -fmt.min, OVERFLOW_CODE["saturate"])
+
+
+def shifted(grid: Grid, s: int) -> Grid:
+    """The grid scaled by ``2**s`` (a block's shared scale)."""
+    return grid._replace(emin=grid.emin + s, k_low=grid.k_low + s,
+                         max_pos=math.ldexp(grid.max_pos, s), max_neg=math.ldexp(grid.max_neg, s))
+
+
+def elem_mantissa_bits(fmt: FloatFormat | FixedPoint) -> int:
+    """Mantissa width used by the "even" MX scale mode."""
+    return fmt.man if isinstance(fmt, FloatFormat) else max(fmt.wl - 2, 0)

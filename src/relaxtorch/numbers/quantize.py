@@ -1,0 +1,129 @@
+"""``quantize(x, fmt, rounding)``: round a tensor to the values of a number format."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import _grid, _reference
+from .formats import FORMAT_TYPES, BlockFloat, FixedPoint, FloatFormat, Format, MXFormat
+
+ROUNDINGS = ("nearest", "stochastic", "toward_zero", "down", "up")
+_MODE = {"nearest": 0, "stochastic": 1, "toward_zero": 2, "down": 2, "up": 2}
+# (round away from zero for positive values, for negative values) in the directed modes
+_AWAY = {"toward_zero": (False, False), "down": (False, True), "up": (True, False),
+         "nearest": (False, False), "stochastic": (False, False)}
+_SCALE_MODE = {"floor": 0, "ceil": 1, "even": 2}
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_E8M0 = (-127, 127)
+_UNBOUNDED = (-(1 << 20), 1 << 20)
+
+try:
+    from . import _cpu
+except ImportError:  # numba missing or broken: every device uses the torch ops
+    _cpu = None
+
+
+def _draw_seeds(generator, device) -> tuple[int, int]:
+    """Two 32-bit seeds for the counter-based generator, drawn from a torch.Generator."""
+    if isinstance(generator, int) and not isinstance(generator, bool):
+        generator = torch.Generator().manual_seed(generator)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"Invalid generator: {generator!r} (expected a torch.Generator, an int seed or None)")
+    gen_device = generator.device if generator is not None else torch.device(device)
+    if gen_device.type == "cuda" and generator is None:
+        generator = torch.cuda.default_generators[gen_device.index or 0]
+    seeds = torch.randint(0, 2**32, (2,), generator=generator, device=gen_device, dtype=torch.int64)
+    lo, hi = seeds.tolist()
+    return lo, hi
+
+
+def _check(x, fmt, rounding) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"Invalid x: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOAT_DTYPES:
+        hint = " (convert with .float(): formats are simulated in float32)" if x.dtype == torch.float64 else ""
+        raise TypeError(f"Invalid x: dtype {x.dtype} is not supported; expected float32, float16 or bfloat16{hint}")
+    if not isinstance(fmt, FORMAT_TYPES):
+        raise TypeError(f"Invalid fmt: {fmt!r} (expected FloatFormat, FixedPoint, BlockFloat or MXFormat)")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"Invalid rounding: {rounding!r} (must be one of {ROUNDINGS})")
+
+
+def quantize(x: torch.Tensor, fmt: Format, rounding: str = "nearest", *, generator=None) -> torch.Tensor:
+    """Round every element of ``x`` to a value of ``fmt``; return a new tensor of x's dtype.
+
+    ``rounding``: "nearest" (ties to even), "stochastic" (up with probability
+    proportional to the distance from the lower neighbour, so E[q(x)] = x in
+    range), "toward_zero", "down" (toward -inf) or "up" (toward +inf).
+    ``generator`` (a torch.Generator or an int seed) drives stochastic rounding:
+    the same seed gives the same bits on every run; None draws from torch's
+    default generator.  NaN stays NaN; infinities follow the format's overflow policy.
+    """
+    _check(x, fmt, rounding)
+    if x.numel() == 0:
+        return x.clone()
+    mode = _MODE[rounding]
+    seeds = _draw_seeds(generator, x.device) if mode == 1 else (0, 0)
+    x32 = x.float().contiguous()
+    if isinstance(fmt, (FloatFormat, FixedPoint)):
+        out = _round_flat(x32, _grid.element_grid(fmt), mode, seeds, _AWAY[rounding])
+    elif isinstance(fmt, MXFormat):
+        grid = _grid.element_grid(fmt.elem)._replace(overflow=0)  # MX elements saturate
+        rows = x32.reshape(-1, x32.shape[-1]) if x32.dim() > 0 else x32.reshape(1, 1)
+        out = _round_blocks(rows, fmt.block, grid, mode, _SCALE_MODE[fmt.scale_mode], fmt.elem_emax,
+                            _grid.elem_mantissa_bits(fmt.elem), _E8M0, seeds, _AWAY[rounding]).reshape(x.shape)
+    else:
+        out = _block_float(x32, fmt, mode, seeds, _AWAY[rounding])
+    return out.to(x.dtype)
+
+
+def _block_float(x32: torch.Tensor, fmt: BlockFloat, mode: int, seeds, away) -> torch.Tensor:
+    elem = fmt.element
+    grid = _grid.element_grid(elem)
+    args = (grid, mode, 0, 0, elem.wl - 2, _UNBOUNDED, seeds, away)  # floor scale, emax 0
+    if fmt.dim is None:
+        flat = x32.reshape(1, -1)
+        return _round_blocks(flat, flat.shape[1], *args).reshape(x32.shape)
+    if not -x32.dim() <= fmt.dim < max(x32.dim(), 1):
+        raise ValueError(f"Invalid dim: {fmt.dim} (tensor has {x32.dim()} dimensions)")
+    moved = x32.movedim(fmt.dim, 0).contiguous()
+    rows = moved.reshape(moved.shape[0], -1)
+    out = _round_blocks(rows, max(rows.shape[1], 1), *args)
+    return out.reshape(moved.shape).movedim(0, fmt.dim).contiguous()
+
+
+def _f32_bits(value: float) -> np.uint32:
+    return np.array([value], dtype=np.float32).view(np.uint32)[0]
+
+
+def _round_flat(x32, grid, mode, seeds, away) -> torch.Tensor:
+    if _cpu is None or x32.device.type != "cpu":
+        return _reference.round_flat(x32, grid, mode, seeds, away)
+    out = torch.empty_like(x32)
+    src, dst = x32.reshape(-1).numpy().view(np.uint32), out.reshape(-1).numpy().view(np.uint32)
+    common = (grid.man, grid.emin, grid.k_low, _f32_bits(grid.max_pos), _f32_bits(grid.max_neg), grid.overflow)
+    if mode == 0:
+        _cpu.flat_nearest(src, dst, *common)
+    elif mode == 1:
+        _cpu.flat_stochastic(src, dst, np.uint64(seeds[0]), np.uint64(seeds[1]), *common)
+    else:
+        _cpu.flat_directed(src, dst, away[0], away[1], *common)
+    return out
+
+
+def _round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man, scale_range, seeds, away):
+    block = min(block, max(rows.shape[1], 1))
+    if _cpu is None or rows.device.type != "cpu":
+        return _reference.round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man,
+                                       *scale_range, seeds, away)
+    out = torch.empty_like(rows)
+    src, dst = rows.numpy().view(np.uint32), out.numpy().view(np.uint32)
+    common = (block, scale_mode, elem_emax, even_man, scale_range[0], scale_range[1], grid.man, grid.emin,
+              grid.k_low, np.float32(grid.max_pos), np.float32(grid.max_neg), grid.overflow)
+    if mode == 0:
+        _cpu.blocks_nearest(src, dst, *common)
+    elif mode == 1:
+        _cpu.blocks_stochastic(src, dst, np.uint64(seeds[0]), np.uint64(seeds[1]), *common)
+    else:
+        _cpu.blocks_directed(src, dst, away[0], away[1], *common)
+    return out
