@@ -81,15 +81,24 @@ def _block_float(x32: torch.Tensor, fmt: BlockFloat, mode: int, seeds, away) -> 
     elem = fmt.element
     grid = _grid.element_grid(elem)
     args = (grid, mode, 0, 0, elem.wl - 2, _UNBOUNDED, seeds, away)  # floor scale, emax 0
-    if fmt.dim is None:
-        flat = x32.reshape(1, -1)
-        return _round_blocks(flat, flat.shape[1], *args).reshape(x32.shape)
+    if fmt.dim is None:  # one block: a parallel max, then the flat kernel on the shifted grid
+        amax = _abs_max_bits(x32)
+        if amax >= 0x7F800000:
+            return torch.full_like(x32, float("nan"))
+        s = int(_reference.block_scale(torch.tensor([amax]), 0, 0, 0, elem.max, *_UNBOUNDED))
+        return _round_flat(x32, _grid.shifted(grid, s), mode, seeds, away)
     if not -x32.dim() <= fmt.dim < max(x32.dim(), 1):
         raise ValueError(f"Invalid dim: {fmt.dim} (tensor has {x32.dim()} dimensions)")
     moved = x32.movedim(fmt.dim, 0).contiguous()
     rows = moved.reshape(moved.shape[0], -1)
     out = _round_blocks(rows, max(rows.shape[1], 1), *args)
     return out.reshape(moved.shape).movedim(0, fmt.dim).contiguous()
+
+
+def _abs_max_bits(x32: torch.Tensor) -> int:
+    if _cpu is None or x32.device.type != "cpu":
+        return int((x32.reshape(-1).view(torch.int32) & 0x7FFFFFFF).max())
+    return int(_cpu.abs_max_bits(x32.reshape(-1).numpy().view(np.uint32)))
 
 
 def _f32_bits(value: float) -> np.uint32:

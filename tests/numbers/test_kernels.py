@@ -1,0 +1,78 @@
+"""The compiled CPU kernels agree bit for bit with the portable torch-ops path
+(which is what runs on CUDA), in every mode, stochastic rounding included."""
+import numpy as np
+import pytest
+import torch
+
+import relaxtorch as rt
+from relaxtorch.numbers import _grid, _reference, rounding as qmod
+from relaxtorch.numbers.formats import FloatFormat, FixedPoint, MXFormat
+from relaxtorch.numbers.rounding import quantize
+
+pytestmark = pytest.mark.skipif(qmod._cpu is None, reason="numba kernels unavailable")
+
+FLAT = [rt.formats.FP16, rt.formats.BF16, rt.formats.FP8_E4M3, rt.formats.FP8_E5M2, rt.formats.FP4_E2M1,
+        FloatFormat(3, 2, subnormals=False), FloatFormat(4, 3, specials="fn", overflow="nan"),
+        FloatFormat(8, 4, bias=140), FixedPoint(8, 4), FixedPoint(12, -3), FixedPoint(6, 5, signed=False)]
+BLOCKED = [rt.formats.MXFP8_E4M3, rt.formats.MXFP4, rt.formats.MXINT8, MXFormat(rt.formats.FP6_E2M3, 7, scale_mode="ceil"),
+           MXFormat(rt.formats.FP8_E4M3, 16, scale_mode="even"), rt.BlockFloat(6), rt.BlockFloat(5, dim=1)]
+MODES = ["nearest", "stochastic", "toward_zero", "down", "up"]
+
+
+def _inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    mags = torch.exp2(torch.empty(3000).uniform_(-160, 130, generator=g))
+    signs = torch.where(torch.rand(3000, generator=g) < 0.5, -1.0, 1.0)
+    bits = torch.randint(0, 2**32, (3000,), generator=g, dtype=torch.int64)
+    raw = (bits - 2**31).to(torch.int32).view(torch.float32)  # every kind of pattern, NaNs too
+    special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 957.0, 1e-45, -3e38])
+    return torch.cat([mags * signs, raw, special, torch.randn(1000, generator=g)]).float()
+
+
+def _same_bits(a, b):
+    return torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fmt", FLAT, ids=repr)
+def test_flat_kernel_matches_portable_path(fmt, mode):
+    x = _inputs()
+    fast = quantize(x, fmt, mode, generator=7)
+    seeds = qmod._draw_seeds(7, "cpu") if mode == "stochastic" else (0, 0)
+    slow = _reference.round_flat(x, _grid.element_grid(fmt), qmod._MODE[mode], seeds, qmod._AWAY[mode])
+    assert _same_bits(fast, slow)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("fmt", BLOCKED, ids=repr)
+def test_block_kernel_matches_portable_path(fmt, mode, monkeypatch):
+    x = _inputs(1)[:7000].reshape(70, 100)
+    x[3, 5] = float("inf")
+    x[10, 40] = float("nan")
+    x[20, :50] = 0.0
+    fast = quantize(x, fmt, mode, generator=3)
+    monkeypatch.setattr(qmod, "_cpu", None)
+    slow = quantize(x, fmt, mode, generator=3)
+    assert _same_bits(fast, slow)
+
+
+def test_random_bits_agree_and_are_uniform():
+    from relaxtorch.numbers import _cpu
+    from numba import njit
+
+    @njit
+    def draw(n, lo, hi):
+        out = np.empty(n, dtype=np.uint64)
+        for i in range(n):
+            out[i] = _cpu.random_bits(i, lo, hi)
+        return out
+
+    n = 1 << 16
+    idx = torch.arange(n) + (1 << 32) * 0
+    a = torch.from_numpy(draw(n, np.uint64(12345), np.uint64(678)).astype(np.int64))
+    b = _reference.random_bits(idx, 12345, 678)
+    assert torch.equal(a, b)
+    # each of the top 4 bits is a fair coin, within 4 standard errors
+    for bit in range(28, 32):
+        p = ((a >> bit) & 1).double().mean().item()
+        assert abs(p - 0.5) < 4 * 0.5 / n**0.5
