@@ -19,8 +19,24 @@ _UNBOUNDED = (-(1 << 20), 1 << 20)
 
 try:
     from . import _cpu
-except ImportError:  # numba missing or broken: every device uses the torch ops
+except ImportError:  # numba missing or broken: the CPU uses the portable torch ops
     _cpu = None
+_triton = None  # imported on the first CUDA tensor
+_TRITON_MAX_BLOCK = 4096  # longer blocks (BlockFloat slices) use the portable path
+
+
+def _gpu_kernels(device: torch.device):
+    """The Triton module for CUDA tensors, or None (then the portable torch ops run)."""
+    global _triton
+    if device.type != "cuda":
+        return None
+    if _triton is None:
+        try:
+            from . import _triton as module
+        except ImportError:
+            module = False
+        _triton = module
+    return _triton or None
 
 
 def _draw_seeds(generator, device) -> tuple[int, int]:
@@ -106,6 +122,10 @@ def _f32_bits(value: float) -> np.uint32:
 
 
 def _round_flat(x32, grid, mode, seeds, away) -> torch.Tensor:
+    gpu = _gpu_kernels(x32.device)
+    if gpu is not None:
+        return gpu.round_flat(x32, grid, mode, seeds, away,
+                              int(_f32_bits(grid.max_pos)), int(_f32_bits(grid.max_neg)))
     if _cpu is None or x32.device.type != "cpu":
         return _reference.round_flat(x32, grid, mode, seeds, away)
     out = torch.empty_like(x32)
@@ -122,6 +142,9 @@ def _round_flat(x32, grid, mode, seeds, away) -> torch.Tensor:
 
 def _round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man, scale_range, seeds, away):
     block = min(block, max(rows.shape[1], 1))
+    gpu = _gpu_kernels(rows.device)
+    if gpu is not None and block <= _TRITON_MAX_BLOCK:
+        return gpu.round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man, scale_range, seeds, away)
     if _cpu is None or rows.device.type != "cpu":
         return _reference.round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man,
                                        *scale_range, seeds, away)
