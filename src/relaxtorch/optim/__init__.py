@@ -1,4 +1,5 @@
 """Low-precision and variance-reduced training algorithms."""
+from .swalp import SWALP
 from .svrg import HALP, SVRG
 
-__all__ = ["HALP", "SVRG"]
+__all__ = ["HALP", "SVRG", "SWALP"]
