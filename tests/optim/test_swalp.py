@@ -1,6 +1,8 @@
 """SWALP: the running average is the mean of the scheduled iterates, and on a noisy
 quadratic with 8-bit stochastic-rounded weights the average reaches far below the
 noise ball where the low-precision iterates stall (the paper's quadratic claim)."""
+import copy
+
 import pytest
 import torch
 
@@ -61,7 +63,7 @@ def test_state_dict_round_trip():
     for _ in range(5):
         w.grad = torch.ones(2)
         opt.step()
-    state = opt.state_dict()
+    state = copy.deepcopy(opt.state_dict())  # as a save to disk would
     w2 = torch.nn.Parameter(w.detach().clone())
     opt2 = SWALP(torch.optim.SGD([w2], lr=0.1, momentum=0.9), cycle=2)
     opt2.load_state_dict(state)
