@@ -15,11 +15,12 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from ._cpu_ir import random_bits_i32, round_directed, round_nearest, round_stochastic
+
 NEAREST, STOCHASTIC, DIRECTED = 0, 1, 2
 _ABS = np.uint32(0x7FFFFFFF)
 _INF = np.uint32(0x7F800000)
 _QNAN = np.uint32(0x7FC00000)
-_M32 = np.uint64(0xFFFFFFFF)
 
 
 @intrinsic
@@ -37,26 +38,6 @@ def _f32_to_bits(typingctx, f):
 
 
 @njit(inline="always")
-def _mix32(x):
-    # "lowbias32" integer hash (C. Wellons, 2018): a bijection on 32-bit words.
-    x = x & _M32
-    x ^= x >> np.uint64(16)
-    x = (x * np.uint64(0x7FEB352D)) & _M32
-    x ^= x >> np.uint64(15)
-    x = (x * np.uint64(0x846CA68B)) & _M32
-    x ^= x >> np.uint64(16)
-    return x
-
-
-@njit(inline="always")
-def random_bits(index, seed_lo, seed_hi):
-    """32 uniform random bits for element ``index`` (counter-based, thread-order free)."""
-    i = np.uint64(index)
-    h = _mix32((i & _M32) * np.uint64(0x9E3779B9) + seed_lo)
-    return _mix32(h ^ (((i >> np.uint64(32)) * np.uint64(0x85EBCA6B)) & _M32) ^ seed_hi)
-
-
-@njit(inline="always")
 def _pow2_bits(k):
     """float32 bits of 2**k for k in [-149, 127] (clamped)."""
     k = min(max(k, -149), 127)
@@ -65,64 +46,28 @@ def _pow2_bits(k):
     return np.uint32(1 << (k + 149))
 
 
-@njit(inline="always")
-def round_bits(u, mode, rnd, away_pos, away_neg,
-               man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
-    """Round the float32 bit pattern ``u`` onto the grid; return the result's bits."""
-    a = u & _ABS
-    neg = (u >> np.uint32(31)) != 0
-    be = np.int64(a >> np.uint32(23))
-    e = max(be, 1) - 127
-    sig = np.int64(a & np.uint32(0x7FFFFF)) | (np.int64(0x800000) if be > 0 else np.int64(0))
-    k = e - man if e >= emin else k_low
-    shift = k - e + 23
-    sh = min(max(shift, 0), 31)
-    if mode == NEAREST:
-        inc = ((np.int64(1) << sh) >> 1) - 1 + ((sig >> sh) & 1) if sh > 0 else np.int64(0)
-    elif mode == STOCHASTIC:
-        if shift > 31:  # probability resolved to 2**-31 of a grid step
-            sig = sig >> min(shift - 31, 31)
-        inc = np.int64((rnd >> np.uint64(1)) >> np.uint64(31 - sh))
-    else:
-        away = away_neg if neg else away_pos
-        inc = (np.int64(1) << sh) - 1 if away else np.int64(0)
-    rs = (sig + inc) >> sh
-    res = np.float32(rs) * _bits_to_f32(_pow2_bits(k))
-    rbits = a if shift <= 0 else _f32_to_bits(res)
-    mx = max_neg_bits if neg else max_pos_bits
-    if rbits > mx:
-        toward_max = overflow == 0 or (mode == DIRECTED and not (away_neg if neg else away_pos))
-        rbits = mx if toward_max else (_INF if overflow == 1 else _QNAN)
-    if be == 255:
-        if a > _INF:
-            rbits = a
-        else:
-            rbits = mx if overflow == 0 else (_INF if overflow == 1 else _QNAN)
-    return rbits | (u & np.uint32(0x80000000))
-
-
 # One compiled loop per rounding mode: a mode known at compile time lets LLVM
 # drop the other modes' work and vectorise the loop.
 
 @njit(parallel=True, nogil=True, cache=True)
 def flat_nearest(src, dst, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
     for i in prange(src.size):
-        dst[i] = round_bits(src[i], NEAREST, np.uint64(0), False, False,
-                            man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+        dst[i] = round_nearest(src[i], np.uint32(0), False, False,
+                               man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
 
 
 @njit(parallel=True, nogil=True, cache=True)
 def flat_stochastic(src, dst, seed_lo, seed_hi, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
     for i in prange(src.size):
-        dst[i] = round_bits(src[i], STOCHASTIC, random_bits(i, seed_lo, seed_hi), False, False,
-                            man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+        dst[i] = round_stochastic(src[i], random_bits_i32(i, seed_lo, seed_hi), False, False,
+                                  man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
 
 
 @njit(parallel=True, nogil=True, cache=True)
 def flat_directed(src, dst, away_pos, away_neg, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
     for i in prange(src.size):
-        dst[i] = round_bits(src[i], DIRECTED, np.uint64(0), away_pos, away_neg,
-                            man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+        dst[i] = round_directed(src[i], np.uint32(0), away_pos, away_neg,
+                                man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -173,9 +118,14 @@ def _round_block(src, dst, r, c0, c1, mode, seed_lo, seed_hi, away_pos, away_neg
     mn = _f32_to_bits(max_neg * scale)
     ncols = src.shape[1]
     for c in range(c0, c1):
-        rnd = random_bits(r * ncols + c, seed_lo, seed_hi) if mode == STOCHASTIC else np.uint64(0)
-        q = round_bits(src[r, c], mode, rnd, away_pos, away_neg,
-                       man, emin + s, k_low + s, mp, mn, overflow)
+        if mode == NEAREST:
+            q = round_nearest(src[r, c], np.uint32(0), False, False, man, emin + s, k_low + s, mp, mn, overflow)
+        elif mode == STOCHASTIC:
+            rnd = random_bits_i32(r * ncols + c, seed_lo, seed_hi)
+            q = round_stochastic(src[r, c], rnd, False, False, man, emin + s, k_low + s, mp, mn, overflow)
+        else:
+            q = round_directed(src[r, c], np.uint32(0), away_pos, away_neg, man, emin + s, k_low + s,
+                               mp, mn, overflow)
         dst[r, c] = _QNAN if amax >= _INF else q
 
 
