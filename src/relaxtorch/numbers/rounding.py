@@ -1,6 +1,8 @@
 """``quantize(x, fmt, rounding)``: round a tensor to the values of a number format."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -82,7 +84,7 @@ def quantize(x: torch.Tensor, fmt: Format, rounding: str = "nearest", *, generat
     seeds = _draw_seeds(generator, x.device) if mode == 1 else (0, 0)
     x32 = x.float().contiguous()
     if isinstance(fmt, (FloatFormat, FixedPoint)):
-        out = _round_flat(x32, _grid.element_grid(fmt), mode, seeds, _AWAY[rounding])
+        out = _round_flat(x32, _element_grid(fmt), mode, seeds, _AWAY[rounding])
     elif isinstance(fmt, MXFormat):
         grid = _grid.element_grid(fmt.elem)._replace(overflow=0)  # MX elements saturate
         rows = x32.reshape(-1, x32.shape[-1]) if x32.dim() > 0 else x32.reshape(1, 1)
@@ -93,6 +95,9 @@ def quantize(x: torch.Tensor, fmt: Format, rounding: str = "nearest", *, generat
     return out.to(x.dtype)
 
 
+_element_grid = functools.lru_cache(maxsize=256)(_grid.element_grid)
+
+
 def _block_float(x32: torch.Tensor, fmt: BlockFloat, mode: int, seeds, away) -> torch.Tensor:
     elem = fmt.element
     grid = _grid.element_grid(elem)
@@ -101,14 +106,21 @@ def _block_float(x32: torch.Tensor, fmt: BlockFloat, mode: int, seeds, away) -> 
         amax = _abs_max_bits(x32)
         if amax >= 0x7F800000:
             return torch.full_like(x32, float("nan"))
-        s = int(_reference.block_scale(torch.tensor([amax]), 0, 0, 0, elem.max, *_UNBOUNDED))
-        return _round_flat(x32, _grid.shifted(grid, s), mode, seeds, away)
+        if amax == 0:
+            return x32.clone()
+        return _round_flat(x32, _grid.shifted(grid, _floor_log2(amax)), mode, seeds, away)
     if not -x32.dim() <= fmt.dim < max(x32.dim(), 1):
         raise ValueError(f"Invalid dim: {fmt.dim} (tensor has {x32.dim()} dimensions)")
     moved = x32.movedim(fmt.dim, 0).contiguous()
     rows = moved.reshape(moved.shape[0], -1)
     out = _round_blocks(rows, max(rows.shape[1], 1), *args)
     return out.reshape(moved.shape).movedim(0, fmt.dim).contiguous()
+
+
+def _floor_log2(bits: int) -> int:
+    """floor(log2(v)) of the positive finite float32 whose bits are given."""
+    biased = bits >> 23
+    return biased - 127 if biased else (bits & 0x7FFFFF).bit_length() - 1 - 149
 
 
 def _abs_max_bits(x32: torch.Tensor) -> int:
@@ -121,6 +133,11 @@ def _f32_bits(value: float) -> np.uint32:
     return np.array([value], dtype=np.float32).view(np.uint32)[0]
 
 
+@functools.lru_cache(maxsize=256)
+def _kernel_args(grid: _grid.Grid) -> tuple:
+    return (grid.man, grid.emin, grid.k_low, _f32_bits(grid.max_pos), _f32_bits(grid.max_neg), grid.overflow)
+
+
 def _round_flat(x32, grid, mode, seeds, away) -> torch.Tensor:
     gpu = _gpu_kernels(x32.device)
     if gpu is not None:
@@ -129,8 +146,8 @@ def _round_flat(x32, grid, mode, seeds, away) -> torch.Tensor:
     if _cpu is None or x32.device.type != "cpu":
         return _reference.round_flat(x32, grid, mode, seeds, away)
     out = torch.empty_like(x32)
-    src, dst = x32.reshape(-1).numpy().view(np.uint32), out.reshape(-1).numpy().view(np.uint32)
-    common = (grid.man, grid.emin, grid.k_low, _f32_bits(grid.max_pos), _f32_bits(grid.max_neg), grid.overflow)
+    src, dst = x32.view(-1).numpy().view(np.uint32), out.view(-1).numpy().view(np.uint32)
+    common = _kernel_args(grid)
     if mode == 0:
         _cpu.flat_nearest(src, dst, *common)
     elif mode == 1:
