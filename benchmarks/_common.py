@@ -1,0 +1,253 @@
+"""Shared helpers for the scripts in benchmarks/: the machine, the clock, the report.
+
+A benchmark runs its baseline and its contenders in one process, interleaved
+(baseline, contender, ..., baseline, contender, ...) so that noise on a shared
+machine hits them alike, and reports the median of each and their ratio.  It
+names the machine it ran on and writes JSON next to its table.
+
+These helpers import only the standard library, torch and (if present) numba,
+so a benchmark also runs in a peer's virtual environment with relaxtorch taken
+from the repository's ``src`` (``use_repo_src()``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def use_repo_src() -> None:
+    """Make ``import relaxtorch`` find the repository's source when it is not installed."""
+    src = str(REPO / "src")
+    if src not in sys.path:
+        sys.path.insert(0, src)
+
+
+# ----------------------------------------------------------------------------- machine
+
+def cpu_model() -> str:
+    """The CPU's marketing name (``/proc/cpuinfo``), else whatever ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def resolve_device(name: str):
+    """``torch.device`` for ``--device``; a CUDA request without CUDA is a one-line error (exit 2)."""
+    import torch
+
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            fail(f"Invalid --device: {name!r} (torch {torch.__version__} sees no CUDA device)")
+    elif name != "cpu":
+        fail(f"Invalid --device: {name!r} (expected cpu or cuda)")
+    return torch.device(name)
+
+
+def machine(device=None, extra_packages: tuple[str, ...] = ()) -> dict:
+    """What a reader needs to weigh the numbers: CPU, cores, threads, versions, device."""
+    import torch
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    info = {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": _version("numpy"),
+        "numba": None,
+        "numba_threads": None,
+        "device": "cpu",
+        "git": _git_commit(),
+    }
+    try:
+        import numba
+
+        info["numba"] = numba.__version__
+        info["numba_threads"] = numba.get_num_threads()
+    except ImportError:
+        pass
+    for dist in extra_packages:
+        info[dist] = _version(dist)
+    if device is not None and torch.device(device).type == "cuda":
+        index = torch.device(device).index or 0
+        info["device"] = f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def describe(info: dict) -> str:
+    """The machine as a few lines for the top of a table."""
+    numba = f"numba {info['numba']} ({info['numba_threads']} threads)" if info.get("numba") else "numba absent"
+    lines = [
+        f"machine: {info['cpu']}; {info['cpu_count']} logical CPUs ({info['cpus_usable']} usable), "
+        f"torch threads {info['torch_threads']}",
+        f"software: python {info['python']}, torch {info['torch']}, {numba}, numpy {info['numpy']}"
+        + (f", git {info['git']}" if info.get("git") else ""),
+        f"device: {info['device']}" + (f" (CUDA {info['cuda']})" if info.get("cuda") else ""),
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- timing
+
+def synchronizer(device) -> Callable[[], None]:
+    """A no-op on the CPU; ``torch.cuda.synchronize`` on a CUDA device."""
+    import torch
+
+    if device is not None and torch.device(device).type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def time_interleaved(fns: dict[str, Callable[[], object] | None], reps: int, warmup: int = 1,
+                     sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+    """Seconds per call of each function: ``warmup`` untimed rounds, then ``reps`` timed rounds.
+
+    A round calls every function once, in the dict's order, so the baseline and
+    the contenders take turns.  Each call's result is dropped before the next
+    call (its allocation is part of the cost; its memory is not held over).
+    ``None`` entries are skipped and get an empty list.  The garbage collector
+    is off while timing.
+    """
+    live = {name: fn for name, fn in fns.items() if fn is not None}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for r in range(warmup + reps):
+            for name, fn in live.items():
+                sync()
+                t0 = time.perf_counter()
+                out = fn()
+                sync()
+                t1 = time.perf_counter()
+                del out
+                if r >= warmup:
+                    times[name].append(t1 - t0)
+    finally:
+        if was_enabled:
+            gc.enable()
+    return times
+
+
+def median_ms(samples: list[float]) -> float | None:
+    return statistics.median(samples) * 1e3 if samples else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def paired_ratio(samples: list[float], baseline: list[float]) -> float | None:
+    """Median over rounds of contender/baseline in the same round (robust to drifts between rounds)."""
+    if not samples or len(samples) != len(baseline):
+        return None
+    return statistics.median(s / b for s, b in zip(samples, baseline))
+
+
+# ----------------------------------------------------------------------------- report
+
+def fmt_ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def fmt_ratio(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}x"
+
+
+def timestamp() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> Path:
+    """Write ``payload`` to ``path`` atomically (a temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a report is an ordinary file
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def fail(message: str) -> None:
+    """A CLI error: one line on stderr, exit code 2, no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` whose errors follow the CLI rule: one line on stderr, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        fail(message)
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer >= 1 (``2**24`` and ``16_777_216`` are accepted too)."""
+    try:
+        base, _, power = text.replace("_", "").partition("**")
+        value = int(base) ** int(power) if power else int(base)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
