@@ -31,7 +31,7 @@ def element_grid(fmt: FloatFormat | FixedPoint) -> Grid:
     if isinstance(fmt, FloatFormat):
         k_low = fmt.emin - fmt.man if fmt.subnormals else fmt.emin
         return Grid(fmt.man, fmt.emin, k_low, fmt.max, fmt.max, OVERFLOW_CODE[fmt.overflow])
-    return Grid(NEVER + fmt.fl, NEVER, -fmt.fl, fmt.max, -fmt.min, OVERFLOW_CODE["saturate"])
+    return Grid(NEVER + fmt.fl, NEVER, -fmt.fl, fmt.max, 0.0 - fmt.min, OVERFLOW_CODE["saturate"])  # +0.0 if unsigned
 
 
 def shifted(grid: Grid, s: int) -> Grid:

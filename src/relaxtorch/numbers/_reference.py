@@ -53,7 +53,9 @@ def round_bits(u: torch.Tensor, mode: int, rnd, away_pos: bool, away_neg: bool,
     be = a >> 23
     e = be.clamp(min=1) - 127
     sig = (a & 0x7FFFFF) | torch.where(be > 0, 0x800000, 0)
-    k = torch.where(e >= emin, e - man, k_low)
+    mant_exp = (_as_bits((a & 0x7FFFFF).to(torch.float32)) >> 23) - 127 - 149
+    e_true = torch.where(be > 0, e, mant_exp)  # float32 subnormals: their significand's exponent
+    k = torch.where(e_true >= emin, e_true - man, k_low)
     shift = k - e + 23
     sh = shift.clamp(0, 31)
     if mode == NEAREST:

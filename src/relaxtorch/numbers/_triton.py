@@ -46,7 +46,9 @@ def _round(u, rnd, MODE: tl.constexpr, away_pos, away_neg, man, emin, k_low, max
     be = (a >> 23).to(tl.int32)
     e = tl.maximum(be, 1) - 127
     sig = ((a & 0x7FFFFF) | tl.where(be > 0, 0x800000, 0).to(tl.uint32)).to(tl.int64)
-    k = tl.where(e >= emin, e - man, k_low)
+    mant_exp = ((a & 0x7FFFFF).to(tl.float32).to(tl.uint32, bitcast=True) >> 23).to(tl.int32) - 127 - 149
+    e_true = tl.where(be > 0, e, mant_exp)
+    k = tl.where(e_true >= emin, e_true - man, k_low)
     shift = k - e + 23
     sh = tl.minimum(tl.maximum(shift, 0), 31).to(tl.int64)
     one = tl.full(sh.shape, 1, tl.int64)

@@ -1,6 +1,7 @@
 """``quantize(x, fmt, rounding)``: round a tensor to the values of a number format."""
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
@@ -20,9 +21,12 @@ _E8M0 = (-127, 127)
 _UNBOUNDED = (-(1 << 20), 1 << 20)
 
 try:
+    import numba
+
     from . import _cpu
 except ImportError:  # numba missing or broken: the CPU uses the portable torch ops
     _cpu = None
+_PARALLEL_MIN = 1 << 16  # elements; below this the CPU kernels run on one thread
 _triton = None  # imported on the first CUDA tensor
 _TRITON_MAX_BLOCK = 4096  # longer blocks (BlockFloat slices) use the portable path
 
@@ -82,7 +86,7 @@ def quantize(x: torch.Tensor, fmt: Format, rounding: str = "nearest", *, generat
         return x.clone()
     mode = _MODE[rounding]
     seeds = _draw_seeds(generator, x.device) if mode == 1 else (0, 0)
-    x32 = x.float().contiguous()
+    x32 = x.detach().float().contiguous()  # not differentiable: use rt.quantizer() for autograd
     if isinstance(fmt, (FloatFormat, FixedPoint)):
         out = _round_flat(x32, _element_grid(fmt), mode, seeds, _AWAY[rounding])
     elif isinstance(fmt, MXFormat):
@@ -148,13 +152,32 @@ def _round_flat(x32, grid, mode, seeds, away) -> torch.Tensor:
     out = torch.empty_like(x32)
     src, dst = x32.view(-1).numpy().view(np.uint32), out.view(-1).numpy().view(np.uint32)
     common = _kernel_args(grid)
+    with _threads_for(src.size):
+        _flat_kernel(src, dst, mode, seeds, away, common)
+    return out
+
+
+@contextlib.contextmanager
+def _threads_for(n: int):
+    """Small tensors run on one thread: waking a busy pool costs more than the work."""
+    if n >= _PARALLEL_MIN:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _flat_kernel(src, dst, mode, seeds, away, common) -> None:
     if mode == 0:
         _cpu.flat_nearest(src, dst, *common)
     elif mode == 1:
         _cpu.flat_stochastic(src, dst, np.uint64(seeds[0]), np.uint64(seeds[1]), *common)
     else:
         _cpu.flat_directed(src, dst, away[0], away[1], *common)
-    return out
 
 
 def _round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man, scale_range, seeds, away):
@@ -169,10 +192,15 @@ def _round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man, scal
     src, dst = rows.numpy().view(np.uint32), out.numpy().view(np.uint32)
     common = (block, scale_mode, elem_emax, even_man, scale_range[0], scale_range[1], grid.man, grid.emin,
               grid.k_low, np.float32(grid.max_pos), np.float32(grid.max_neg), grid.overflow)
+    with _threads_for(src.size):
+        _block_kernel(src, dst, mode, seeds, away, common)
+    return out
+
+
+def _block_kernel(src, dst, mode, seeds, away, common) -> None:
     if mode == 0:
         _cpu.blocks_nearest(src, dst, *common)
     elif mode == 1:
         _cpu.blocks_stochastic(src, dst, np.uint64(seeds[0]), np.uint64(seeds[1]), *common)
     else:
         _cpu.blocks_directed(src, dst, away[0], away[1], *common)
-    return out
