@@ -1,0 +1,257 @@
+"""``OptimLP``: low-precision training around any torch optimizer (QPyTorch's OptimLP, SWALP, HALP).
+
+``OptimLP(SGD(...), weight=FP8_E4M3, grad=FP8_E5M2, momentum=FP8_E4M3)`` rounds,
+around every ``step()`` of the wrapped optimizer:
+
+1. the gradients (times ``grad_scaling``) to ``grad``, in place in ``p.grad``;
+2. the wrapped optimizer steps (computing in the parameters' float dtype);
+3. the weights to ``weight``.  With ``acc`` (a wider format, e.g. FP16 or
+   FP32) each weight has an accumulator copy: the optimizer updates the
+   accumulator, which is rounded to ``acc``, and the model's weight becomes
+   ``quantize(acc, weight)``: small updates add up in the accumulator instead of
+   being lost to the weight's grid (the full-precision accumulator of
+   QPyTorch, SWALP and HALP);
+4. every float state tensor shaped like its parameter (``momentum_buffer``,
+   Adam's ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, Adagrad's ``sum``...)
+   to ``momentum``; the ``step`` counters are never rounded.
+
+State is therefore *stored* in ``momentum`` between steps, while within a step
+the optimizer uses the unrounded new value (as QPyTorch's OptimLP does; SWALP's
+algorithm rounds the momentum before the weight update, a difference of one
+zero-mean rounding per step).  Adam's ``exp_avg_sq`` holds squared gradients:
+non-negative (stochastic and nearest rounding keep it so) but spanning twice
+the exponent range, so a narrow format flushes it to zero; pass a mapping such as
+``momentum={"exp_avg": FP8_E4M3, "exp_avg_sq": BF16}`` to choose per state key
+(keys not listed stay unrounded).
+
+Roles left ``None`` are not rounded: with every role ``None`` and
+``grad_scaling=1`` OptimLP is exactly the wrapped optimizer.  Only parameters
+with a gradient are touched, as torch optimizers skip the others.  ``step``
+evaluates a closure once, before rounding: optimizers that re-evaluate it
+(LBFGS) are not supported.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping
+from numbers import Real
+
+import torch
+
+from ..numbers import quantize
+from ._checks import check_format, make_generator, resolve_roundings, tensor_bits
+
+DEFAULT_ROUNDING = {"weight": "stochastic", "grad": "stochastic", "momentum": "stochastic", "acc": "nearest"}
+_QUANTIZABLE = (torch.float32, torch.float16, torch.bfloat16)
+
+
+class OptimLP(torch.optim.Optimizer):
+    """Wrap ``optimizer`` so that weights, gradients, optimizer state and accumulators are low precision.
+
+    Formats (None: not rounded): ``weight``, ``grad``, ``momentum`` (a format,
+    or a mapping from state key to format), ``acc``.  Roundings default to
+    stochastic except the accumulator's (nearest: it is the wide copy);
+    ``rounding`` sets every role not given explicitly.  ``generator`` (a
+    torch.Generator or an int seed) drives stochastic rounding; its state is
+    saved by ``state_dict`` and restored by ``load_state_dict``, so a resumed run
+    repeats the same bits.  ``grad_scaling`` multiplies the gradients before
+    they are rounded (e.g. ``1/S`` to undo a loss scale ``S``).
+
+    OptimLP is a ``torch.optim.Optimizer`` (LR schedulers and SWALP accept it):
+    ``param_groups``, ``state`` and ``defaults`` are the wrapped optimizer's.
+    Accumulators start from the weights at the first step; call
+    ``reset_accumulators()`` after changing the weights outside ``step()``.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, weight=None, grad=None, momentum=None, acc=None,
+                 weight_rounding=None, grad_rounding=None, momentum_rounding=None, acc_rounding=None,
+                 rounding=None, generator=None, grad_scaling: float = 1.0):
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"Invalid optimizer: {optimizer!r} (expected a torch.optim.Optimizer)")
+        for name, fmt in (("weight", weight), ("grad", grad), ("acc", acc)):
+            check_format(name, fmt)
+        if isinstance(momentum, Mapping):
+            for key, fmt in momentum.items():
+                if not isinstance(key, str):
+                    raise TypeError(f"Invalid momentum: key {key!r} (state keys are strings)")
+                check_format(f"momentum[{key!r}]", fmt)
+            momentum = dict(momentum)
+        else:
+            check_format("momentum", momentum)
+        if (isinstance(grad_scaling, bool) or not isinstance(grad_scaling, Real)
+                or not math.isfinite(grad_scaling) or grad_scaling <= 0):
+            raise ValueError(f"Invalid grad_scaling: {grad_scaling!r} (must be a finite number > 0)")
+        self.optimizer = optimizer
+        self.formats = {"weight": weight, "grad": grad, "momentum": momentum, "acc": acc}
+        self.roundings = resolve_roundings({"weight": weight_rounding, "grad": grad_rounding,
+                                            "momentum": momentum_rounding, "acc": acc_rounding},
+                                           DEFAULT_ROUNDING, rounding)
+        self.grad_scaling = float(grad_scaling)
+        self.generator = make_generator(generator)
+        self._acc: dict[torch.Tensor, torch.Tensor] = {}
+        self._check_params(self._params())
+        self._init_hooks()
+
+    # -- the wrapped optimizer's structures -------------------------------------------------------
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    @property
+    def state(self):
+        return self.optimizer.state
+
+    @property
+    def defaults(self):
+        return self.optimizer.defaults
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def _init_hooks(self) -> None:
+        for name in ("step_pre", "step_post", "state_dict_pre", "state_dict_post",
+                     "load_state_dict_pre", "load_state_dict_post"):
+            self.__dict__.setdefault(f"_optimizer_{name}_hooks", OrderedDict())
+        self._patch_step_function()  # step pre/post hooks and profiling, as for any torch optimizer
+
+    def _check_params(self, params) -> None:
+        f = self.formats
+        if all(v is None for v in f.values()):
+            return
+        for p in params:
+            if p.dtype not in _QUANTIZABLE:
+                raise ValueError(f"Invalid optimizer: has a {p.dtype} parameter (formats are simulated in "
+                                 "float32, float16 or bfloat16; convert the model with .float())")
+            if f["acc"] is not None and p.dtype != torch.float32:
+                raise ValueError(f"Invalid acc: {f['acc']!r} (parameters of dtype {p.dtype} cannot hold the "
+                                 "accumulator's values during the step; keep the model float32)")
+
+    # -- the step -------------------------------------------------------------------------------
+    def _q(self, t: torch.Tensor, role: str, fmt=None) -> torch.Tensor:
+        fmt = self.formats[role] if fmt is None else fmt
+        return quantize(t, fmt, self.roundings[role], generator=self.generator)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Round the gradients, step the wrapped optimizer, round weights, accumulators and state."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        f = self.formats
+        params = [p for p in self._params() if p.grad is not None]
+        if f["grad"] is not None or self.grad_scaling != 1.0:
+            for p in params:
+                g = p.grad * self.grad_scaling if self.grad_scaling != 1.0 else p.grad
+                p.grad.copy_(self._q(g, "grad") if f["grad"] is not None else g)
+        if f["acc"] is not None:
+            for p in params:
+                if p not in self._acc:
+                    self._acc[p] = self._q(p.detach().float(), "acc")
+                p.copy_(self._acc[p])
+        self.optimizer.step()
+        for p in params:
+            src = p
+            if f["acc"] is not None:
+                src = self._acc[p] = self._q(p.detach(), "acc")
+            if f["weight"] is not None:
+                p.copy_(self._q(src, "weight"))
+            elif src is not p:
+                p.copy_(src)
+        if f["momentum"] is not None:
+            for p in params:
+                self._round_state(p)
+        return loss
+
+    def _round_state(self, p: torch.Tensor) -> None:
+        fmts = self.formats["momentum"]
+        for key, value in self.optimizer.state.get(p, {}).items():
+            fmt = fmts.get(key) if isinstance(fmts, dict) else fmts
+            if (fmt is None or key == "step" or not isinstance(value, torch.Tensor)
+                    or value.dtype not in _QUANTIZABLE or value.shape != p.shape):
+                continue
+            value.copy_(self._q(value, "momentum", fmt))
+
+    @torch.no_grad()
+    def reset_accumulators(self) -> None:
+        """Forget the accumulators; the next step starts them from the current weights."""
+        self._acc.clear()
+
+    # -- the rest of the optimizer interface ---------------------------------------------------------
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def add_param_group(self, param_group: dict) -> None:
+        params = param_group["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        self._check_params(params)
+        self.optimizer.add_param_group({**param_group, "params": params})
+
+    def state_dict(self) -> dict:
+        """The wrapped optimizer's state dict plus ``"optim_lp"``: accumulators and generator state."""
+        sd = self.optimizer.state_dict()
+        index = {p: i for i, p in enumerate(self._params())}
+        extra = {"acc": {index[p]: a.clone() for p, a in self._acc.items()}}
+        if self.generator is not None:
+            extra["generator_state"] = self.generator.get_state()
+        sd["optim_lp"] = extra
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("optim_lp", {})
+        self.optimizer.load_state_dict(state_dict)
+        params = self._params()
+        self._acc = {params[i]: a.to(device=params[i].device, dtype=torch.float32, copy=True)
+                     for i, a in extra.get("acc", {}).items()}
+        if self.generator is not None and "generator_state" in extra:
+            self.generator.set_state(extra["generator_state"])
+
+    # -- counting the cost -------------------------------------------------------------------------------
+    def memory_bits(self) -> dict[str, int]:
+        """Bits stored, by role: ``"weight"``, ``"acc"`` and each optimizer state key.
+
+        Counts the tensors that exist (state and accumulators appear at the
+        first step) at their format's bits, shared block scales included; a role
+        without a format counts at its tensor's dtype width, as do state tensors
+        that are not rounded (the ``step`` counters).
+        """
+        f, out = self.formats, {}
+
+        def add(key, bits):
+            out[key] = out.get(key, 0) + bits
+
+        for p in self._params():
+            add("weight", tensor_bits(p, f["weight"]))
+            if p in self._acc:
+                add("acc", tensor_bits(self._acc[p], f["acc"]))
+            for key, v in self.optimizer.state.get(p, {}).items():
+                if not isinstance(v, torch.Tensor):
+                    continue
+                fmt = f["momentum"].get(key) if isinstance(f["momentum"], dict) else f["momentum"]
+                rounded = key != "step" and v.dtype in _QUANTIZABLE and v.shape == p.shape
+                add(key, tensor_bits(v, fmt if rounded else None))
+        return out
+
+    def memory_bytes(self) -> dict[str, int]:
+        """``memory_bits()`` in bytes (rounded up per role)."""
+        return {k: math.ceil(b / 8) for k, b in self.memory_bits().items()}
+
+    def bits_per_param(self) -> float:
+        """Stored bits (weights, accumulators, optimizer state) per parameter."""
+        n = sum(p.numel() for p in self._params())
+        return sum(self.memory_bits().values()) / n if n else 0.0
+
+    def __getstate__(self) -> dict:
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._init_hooks()
+
+    def __repr__(self) -> str:
+        f, r = self.formats, self.roundings
+        roles = ", ".join(f"{k}={f[k]!r}" + (f" ({r[k]})" if f[k] is not None else "") for k in f)
+        scale = "" if self.grad_scaling == 1.0 else f", grad_scaling={self.grad_scaling}"
+        return f"OptimLP({roles}{scale}, optimizer={self.optimizer!r})"
