@@ -5,11 +5,10 @@ import argparse
 import json
 import sys
 
-from . import __version__
+from relaxtorch import __version__
 
 
-class CLIError(Exception):
-    """A user error: printed as one line on stderr, exit code 2."""
+from ._errors import CLIError  # noqa: F401 - subcommands raise it through this name
 
 
 def _formats(args: argparse.Namespace) -> None:
@@ -102,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="smoke run: 2 epochs, 256 training rows, one seed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_tradeoff)
+    from .parallel.cli import add_parser as add_hogwild
+    add_hogwild(sub)
     return parser
 
 

@@ -1,0 +1,159 @@
+"""Hogwild! vs Buckwild!: updates per second for 1, 2 (and all) workers, float32 vs 8-bit.
+
+Sparse logistic regression on an RCV1-like problem (default 1M examples, 100k
+features, ~50 non-zeros each).  In one process tree, one configuration after the
+other and repetition after repetition (interleaved, so machine load hits every
+configuration alike), it runs ``relaxtorch.parallel.hogwild`` for
+
+    signature  D32M32G32C32 (float32 Hogwild!)  and  D8M8G32C8 (Buckwild!, 8-bit data and model)
+    workers    1 (the sequential baseline, same code path), 2, and os.cpu_count() if larger
+    order      "shuffle" (a random permutation per epoch, textbook SGD, with software prefetch)
+               and "blocks" (blocks of 256 consecutive examples in random order: streaming)
+
+and prints the median updates/s, the speed-up over 1 worker, the 8-bit/float32
+ratio, and the final loss after the same number of epochs relative to the
+sequential float32 run.  It also measures the machine's core-to-core cache-line
+latency, which bounds how well lock-free workers sharing one model can scale.
+
+    python benchmarks/bench_hogwild.py                 # the full claim (about 3 minutes on 2 cores)
+    python benchmarks/bench_hogwild.py --examples 200000 --features 20000 --reps 2   # quick
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+from relaxtorch._table import format_table  # noqa: E402
+from relaxtorch.data.sparse import make_bag_of_words  # noqa: E402
+from relaxtorch.parallel import SparseLinear, hogwild  # noqa: E402
+from relaxtorch.parallel.report import machine  # noqa: E402
+
+F32, B8 = "D32M32G32C32", "D8M8G32C8"
+
+
+def core_to_core_latency_ns(rounds: int = 20_000) -> float:
+    """One-way latency of handing a cache line between two processes (ping-pong), in ns."""
+    import multiprocessing as mp
+
+    import torch
+    from numba import njit
+
+    from relaxtorch.parallel._intrinsics import load_relaxed, store_relaxed
+
+    @njit(nogil=True)
+    def pingpong(a, me, n):
+        for i in range(n):
+            v = 2 * i + me
+            while load_relaxed(a, 0) != v:
+                pass
+            store_relaxed(a, 0, v + 1)
+
+    flag = torch.zeros(16, dtype=torch.int64).share_memory_()
+    a = flag.numpy()
+    pingpong(np.zeros(16, np.int64), 0, 1)  # compile in the parent; the forked child inherits it
+    a[0] = 0
+    child = mp.get_context("fork").Process(target=pingpong, args=(a, 1, rounds))
+    child.start()
+    t = time.perf_counter()
+    pingpong(a, 0, rounds)
+    dt = time.perf_counter() - t
+    child.join(10)
+    if child.is_alive():
+        child.kill()
+    return dt / (2 * rounds) * 1e9
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--examples", type=int, default=1_000_000)
+    ap.add_argument("--features", type=int, default=100_000)
+    ap.add_argument("--nnz", type=float, default=50)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--orders", default="shuffle,blocks")
+    ap.add_argument("--json", default="reports/bench_hogwild.json")
+    args = ap.parse_args(argv)
+
+    cores = os.cpu_count() or 1
+    workers = sorted({1, 2, cores})
+    orders = args.orders.split(",")
+    load0 = os.getloadavg()
+    info = machine()
+    print(f"machine: {info['cpu']}, {cores} cores, {platform.platform()}, torch {info['torch']}, "
+          f"numba {info['numba']}, device cpu; load average at start {load0[0]:.2f}")
+    latency = core_to_core_latency_ns()
+    print(f"core-to-core cache-line latency (ping-pong, one way): {latency:.0f} ns")
+
+    t = time.perf_counter()
+    ds = make_bag_of_words(args.examples, args.features, args.nnz, seed=0)
+    problem = SparseLinear(ds)
+    print(f"data: {ds} in {time.perf_counter() - t:.1f} s; logistic loss, lr {problem.lr:g} x 0.8^epoch, "
+          f"{args.epochs} epochs, {args.reps} repetitions\n")
+    for sig in (F32, B8):  # compile, start the fork server, share the data: outside the timings
+        hogwild(problem, workers=1, signature=sig, epochs=1, curve_points=0)
+
+    runs: dict = {}
+    for rep in range(args.reps):
+        for order in orders:
+            for sig in (F32, B8):
+                for n in workers:
+                    r = hogwild(problem, workers=n, signature=sig, epochs=args.epochs, order=order, seed=rep,
+                                curve_points=0)
+                    runs.setdefault((order, sig, n), []).append(r)
+                    print(f"  rep {rep} {order:7s} {sig} x{n}: {r.updates_per_s / 1e6:6.2f} M updates/s, "
+                          f"loss {r.final_loss:.5f}", flush=True)
+    load1 = os.getloadavg()
+
+    med = {k: float(np.median([r.updates_per_s for r in v])) for k, v in runs.items()}
+    loss = {k: float(np.median([r.final_loss for r in v])) for k, v in runs.items()}
+    rows, checks = [], []
+    for order in orders:
+        seq_loss = loss[(order, F32, 1)]
+        for sig in (F32, B8):
+            for n in workers:
+                k = (order, sig, n)
+                ups = [r.updates_per_s for r in runs[k]]
+                speedup = med[k] / med[(order, sig, 1)]
+                vs32 = med[k] / med[(order, F32, n)]
+                rel = loss[k] / seq_loss - 1
+                stale = float(np.median([r.staleness["mean"] for r in runs[k]]))
+                rows.append([order, sig, n, f"{med[k] / 1e6:.2f}", f"{min(ups) / 1e6:.2f}-{max(ups) / 1e6:.2f}",
+                             f"{speedup:.2f}x", "-" if sig == F32 else f"{vs32:.2f}x", f"{loss[k]:.5f}",
+                             f"{100 * rel:+.2f}%", f"{stale:.2f}"])
+                if n == 2:
+                    checks.append((f"{order}: {sig} 2 workers >= 1.7x of 1 worker", speedup >= 1.7, f"{speedup:.2f}x"))
+                    checks.append((f"{order}: {sig} 2 workers loss within 1% of sequential", abs(rel) <= 0.01,
+                                   f"{100 * rel:+.2f}%"))
+                if sig == B8:
+                    checks.append((f"{order}: 8-bit >= 1.3x float32 at {n} worker(s)", vs32 >= 1.3, f"{vs32:.2f}x"))
+    print()
+    print(format_table(["order", "signature", "workers", "M updates/s (median)", "range", "vs 1 worker",
+                        "vs float32", f"loss after {args.epochs} epochs", "vs sequential", "staleness"],
+                       rows, "llrrrrrrrr"))
+    print(f"\nload average: {load0[0]:.2f} at start, {load1[0]:.2f} at end ({cores} cores)")
+    for name, ok, value in checks:
+        print(f"  [{'PASS' if ok else 'FAIL'}] {name}: {value}")
+
+    payload = {"machine": {**info, "load_start": load0, "load_end": load1, "core_to_core_ns": latency},
+               "settings": vars(args), "dataset": repr(ds),
+               "results": [{"order": o, "signature": s, "workers": n, "updates_per_s_median": med[(o, s, n)],
+                            "final_loss_median": loss[(o, s, n)],
+                            "runs": [r.to_dict() for r in runs[(o, s, n)]]} for (o, s, n) in runs],
+               "checks": [{"claim": c, "pass": ok, "value": v} for c, ok, v in checks]}
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=1)
+    print(f"\nJSON: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
