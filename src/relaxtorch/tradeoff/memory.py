@@ -13,22 +13,7 @@ from collections.abc import Iterable
 
 import torch
 
-from ..numbers import BlockFloat, MXFormat, finfo
-
-
-def tensor_bits(t: torch.Tensor, fmt=None) -> int:
-    """Bits to store ``t`` in ``fmt`` (None: its dtype), shared block scales included."""
-    n = t.numel()
-    if fmt is None:
-        return n * (torch.finfo(t.dtype).bits if t.is_floating_point() else torch.iinfo(t.dtype).bits)
-    if isinstance(fmt, MXFormat):
-        last = t.shape[-1] if t.dim() > 0 else 1
-        blocks = (n // max(last, 1)) * math.ceil(last / fmt.block) if n else 0
-        return n * fmt.elem.bits + blocks * fmt.scale_bits
-    if isinstance(fmt, BlockFloat):
-        blocks = 1 if fmt.dim is None or t.dim() == 0 else t.shape[fmt.dim]
-        return n * fmt.wl + 8 * blocks
-    return n * int(finfo(fmt).bits)
+from ..quant._checks import tensor_bits  # noqa: F401 - one counting rule for OptimLP and reports
 
 
 def count(tensors: Iterable[torch.Tensor], fmt=None) -> int:
