@@ -146,14 +146,16 @@ def synchronizer(device) -> Callable[[], None]:
 
 
 def time_interleaved(fns: dict[str, Callable[[], object] | None], reps: int, warmup: int = 1,
-                     sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+                     sync: Callable[[], None] = lambda: None,
+                     clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Seconds per call of each function: ``warmup`` untimed rounds, then ``reps`` timed rounds.
 
     A round calls every function once, in the dict's order, so the baseline and
     the contenders take turns.  Each call's result is dropped before the next
     call (its allocation is part of the cost; its memory is not held over).
     ``None`` entries are skipped and get an empty list.  The garbage collector
-    is off while timing.
+    is off while timing.  ``clock`` is wall-clock by default; ``time.process_time``
+    counts the CPU seconds of this process instead (steady on a busy shared machine).
     """
     live = {name: fn for name, fn in fns.items() if fn is not None}
     times: dict[str, list[float]] = {name: [] for name in fns}
@@ -164,10 +166,10 @@ def time_interleaved(fns: dict[str, Callable[[], object] | None], reps: int, war
         for r in range(warmup + reps):
             for name, fn in live.items():
                 sync()
-                t0 = time.perf_counter()
+                t0 = clock()
                 out = fn()
                 sync()
-                t1 = time.perf_counter()
+                t1 = clock()
                 del out
                 if r >= warmup:
                     times[name].append(t1 - t0)

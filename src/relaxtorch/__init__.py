@@ -1,10 +1,10 @@
 """relaxtorch: relaxed-consistency machine learning on PyTorch."""
 from . import formats
 from .quant import OptimLP, Quantizer, quantize_model, quantizer
-from .numbers import ROUNDINGS, BlockFloat, Finfo, FixedPoint, FloatFormat, MXFormat, finfo, quantize
+from .numbers import ROUNDINGS, BlockFloat, Finfo, FixedPoint, FloatFormat, MXFormat, finfo, quantize, quantize_
 
 __version__ = "0.1.0"
 
 __all__ = ["BlockFloat", "Finfo", "FixedPoint", "FloatFormat", "MXFormat", "ROUNDINGS",
-           "finfo", "formats", "quantize", "OptimLP", "Quantizer", "quantize_model", "quantizer",
+           "finfo", "formats", "quantize", "quantize_", "OptimLP", "Quantizer", "quantize_model", "quantizer",
            "__version__"]

@@ -153,3 +153,37 @@ def test_errors_do_not_depend_on_the_mode_or_emptiness():
             rt.quantize(torch.zeros(0, dtype=torch.int32), MXFP8_E4M3, mode)
         with pytest.raises(TypeError):
             rt.quantize(torch.zeros(0, dtype=torch.float64), FP8_E4M3, mode)
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=repr)
+def test_in_place_quantize_gives_the_same_bits(fmt):
+    """quantize_ writes quantize's result into x: contiguous float32 in place, other layouts and
+    dtypes through a copy; the same seed draws the same bits either way."""
+    makers = [lambda: _x(), lambda: _x((45, 37)).t(), lambda: _x((60, 90), 1)[::3, 1::2],
+              lambda: _x().to(torch.bfloat16), lambda: _x().half()]
+    for make in makers:
+        for mode in MODES:
+            want = rt.quantize(make(), fmt, mode, generator=9)
+            y = make()  # a fresh tensor (for views, a fresh base): quantize_ must write through
+            ptr = y.data_ptr()
+            out = rt.quantize_(y, fmt, mode, generator=9)
+            assert out is y and y.data_ptr() == ptr
+            assert y.dtype == want.dtype and _same(y.float(), want.float()), (fmt, mode, y.dtype, y.stride())
+
+
+def test_in_place_quantize_bumps_the_version_autograd_checks():
+    w = torch.randn(8, requires_grad=True)
+    y = (w * w).sum()  # saves w for backward
+    with torch.no_grad():
+        rt.quantize_(w, FP8_E4M3)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward()
+
+
+def test_in_place_quantize_validates_like_quantize():
+    with pytest.raises(TypeError, match="Invalid x"):
+        rt.quantize_(torch.arange(3), FP8_E4M3)
+    with pytest.raises(ValueError, match="Invalid rounding"):
+        rt.quantize_(torch.randn(3), FP8_E4M3, "sideways")
+    empty = torch.empty(0)
+    assert rt.quantize_(empty, MXFP4) is empty

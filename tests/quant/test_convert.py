@@ -86,8 +86,21 @@ def test_weights_representable_and_output_close(name, w, a, e):
     assert torch.nn.functional.cosine_similarity(xgrad.flatten(), ref_xgrad.flatten(), dim=0) > 0.8
 
 
+def _assert_same_as_hand(conv, hand, x, weights):
+    """``conv`` and the hand-written ``hand`` give the same output, input gradient and weight gradients."""
+    got = _run(conv, x)
+    xr = x.clone().requires_grad_()
+    out = hand(xr)
+    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(got[0], out.detach())
+    assert torch.equal(got[1], xr.grad)
+    for g, w in zip(got[2], weights):
+        assert torch.equal(g, w.grad)
+
+
 def test_mlp_matches_hand_placed_quantizers_bit_for_bit():
-    """The converted MLP is q(lin2(q(q(relu(q(lin1(q(x))))))), forward and backward, same random draws."""
+    """The converted MLP is q(lin2(relu(q(lin1(q(x)))))), forward and backward, same random draws:
+    one rounding per boundary (ReLU's and lin2's input quantizers see values already on the grid)."""
     fw, fa, fe = P.FP8_E4M3, FixedPoint(8, 4), P.FP8_E5M2
     model = mlp()
     x = torch.randn(10, 8, generator=torch.Generator().manual_seed(4))
@@ -99,17 +112,41 @@ def test_mlp_matches_hand_placed_quantizers_bit_for_bit():
 
     def hand(x):
         h = q(F.linear(q(x), ws[0], ws[1]))
-        h = q(torch.relu(h))
-        return q(F.linear(q(h), ws[2], ws[3]))
+        return q(F.linear(torch.relu(h), ws[2], ws[3]))
 
-    got = _run(conv, x)
-    xr = x.clone().requires_grad_()
-    out = hand(xr)
-    out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(0)))
-    assert torch.equal(got[0], out.detach())
-    assert torch.equal(got[1], xr.grad)
-    for g, w in zip(got[2], ws):
-        assert torch.equal(g, w.grad)
+    _assert_same_as_hand(conv, hand, x, ws)
+
+
+@pytest.mark.parametrize("fa,fe", [(P.FP8_E4M3, P.FP8_E5M2), (FixedPoint(8, 4), FixedPoint(8, 6)),
+                                   (P.MXFP8_E4M3, P.MXFP8_E5M2)], ids=repr)
+def test_skipped_roundings_change_nothing(fa, fe):
+    """With deterministic rounding the converted MLP equals quantizers at every boundary, three
+    per layer boundary as placed by hand: the ones it skips would not have moved a value."""
+    model = mlp()
+    x = torch.randn(10, 8, generator=torch.Generator().manual_seed(4))
+    conv = quantize_model(model, activation=fa, error=fe, rounding="nearest")
+    q = quantizer(fa, fe, "nearest", "nearest")
+
+    def hand(x):
+        h = q(F.linear(q(x), *list(model.parameters())[:2]))
+        h = q(torch.relu(h))
+        return q(F.linear(q(h), *list(model.parameters())[2:]))
+
+    _assert_same_as_hand(conv, hand, x, list(model.parameters()))
+
+
+def test_input_changed_in_place_is_rounded_again():
+    """A quantized value changed in place (here x * 2 ** -9, off the FP8 grid) is not taken as rounded."""
+    lin = quantize_model(torch.nn.Linear(4, 4), activation=P.FP8_E4M3)
+    q = lin.quant_input
+    x = q(torch.tensor([[1.0, 2.0, 3.0, 1.125]]))
+    assert q.applied_to(x)
+    x.mul_(1 + 2 ** -9)
+    assert not q.applied_to(x)
+    seen = []
+    lin.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    lin(x)
+    assert representable(seen[0], P.FP8_E4M3)
 
 
 def test_no_double_wrapping_and_reconversion_replaces_formats():

@@ -87,38 +87,69 @@ def quantize(x: torch.Tensor, fmt: Format, rounding: str = "nearest", *, generat
     mode = _MODE[rounding]
     seeds = _draw_seeds(generator, x.device) if mode == 1 else (0, 0)
     x32 = x.detach().float().contiguous()  # not differentiable: use rt.quantizer() for autograd
+    return _dispatch(x32, fmt, rounding, mode, seeds, None).to(x.dtype)
+
+
+def quantize_(x: torch.Tensor, fmt: Format, rounding: str = "nearest", *, generator=None) -> torch.Tensor:
+    """``quantize`` in place: ``x``'s elements become their rounded values (the same bits); returns ``x``.
+
+    Contiguous float32 tensors are rounded where they lie, with no temporary (what
+    optimizers rounding weights and state every step want); others round through a copy.
+    """
+    _check(x, fmt, rounding)
+    if x.numel() == 0:
+        return x
+    mode = _MODE[rounding]
+    seeds = _draw_seeds(generator, x.device) if mode == 1 else (0, 0)
+    with torch.no_grad():
+        if x.dtype == torch.float32 and x.is_contiguous():
+            _dispatch(x.detach(), fmt, rounding, mode, seeds, x.detach())
+            torch.autograd.graph.increment_version(x)  # the kernels write behind autograd's back
+        else:
+            x.copy_(_dispatch(x.detach().float().contiguous(), fmt, rounding, mode, seeds, None))
+    return x
+
+
+def _dispatch(x32, fmt, rounding, mode, seeds, out) -> torch.Tensor:
+    """Round contiguous float32 ``x32`` into ``out`` (which may be ``x32`` itself) or a new tensor."""
     if isinstance(fmt, (FloatFormat, FixedPoint)):
-        out = _round_flat(x32, _element_grid(fmt), mode, seeds, _AWAY[rounding])
-    elif isinstance(fmt, MXFormat):
+        return _round_flat(x32, _element_grid(fmt), mode, seeds, _AWAY[rounding], out)
+    if isinstance(fmt, MXFormat):
         grid = _grid.element_grid(fmt.elem)._replace(overflow=0)  # MX elements saturate
-        rows = x32.reshape(-1, x32.shape[-1]) if x32.dim() > 0 else x32.reshape(1, 1)
-        out = _round_blocks(rows, fmt.block, grid, mode, _SCALE_MODE[fmt.scale_mode], fmt.elem_emax,
-                            _grid.elem_mantissa_bits(fmt.elem), _E8M0, seeds, _AWAY[rounding]).reshape(x.shape)
-    else:
-        out = _block_float(x32, fmt, mode, seeds, _AWAY[rounding])
-    return out.to(x.dtype)
+        shape = (-1, x32.shape[-1]) if x32.dim() > 0 else (1, 1)
+        res = _round_blocks(x32.reshape(shape), fmt.block, grid, mode, _SCALE_MODE[fmt.scale_mode], fmt.elem_emax,
+                            _grid.elem_mantissa_bits(fmt.elem), _E8M0, seeds, _AWAY[rounding],
+                            None if out is None else out.reshape(shape))
+        return res.reshape(x32.shape)
+    res = _block_float(x32, fmt, mode, seeds, _AWAY[rounding], out)
+    return res
 
 
 _element_grid = functools.lru_cache(maxsize=256)(_grid.element_grid)
 
 
-def _block_float(x32: torch.Tensor, fmt: BlockFloat, mode: int, seeds, away) -> torch.Tensor:
+def _block_float(x32: torch.Tensor, fmt: BlockFloat, mode: int, seeds, away, out=None) -> torch.Tensor:
     elem = fmt.element
     grid = _grid.element_grid(elem)
     args = (grid, mode, 0, 0, elem.wl - 2, _UNBOUNDED, seeds, away)  # floor scale, emax 0
     if fmt.dim is None:  # one block: a parallel max, then the flat kernel on the shifted grid
         amax = _abs_max_bits(x32)
         if amax >= 0x7F800000:
-            return torch.full_like(x32, float("nan"))
+            return _into(torch.full_like(x32, float("nan")), out)
         if amax == 0:
-            return x32.clone()
-        return _round_flat(x32, _grid.shifted(grid, _floor_log2(amax)), mode, seeds, away)
+            return _into(x32.clone(), out)
+        return _round_flat(x32, _grid.shifted(grid, _floor_log2(amax)), mode, seeds, away, out)
     if not -x32.dim() <= fmt.dim < max(x32.dim(), 1):
         raise ValueError(f"Invalid dim: {fmt.dim} (tensor has {x32.dim()} dimensions)")
     moved = x32.movedim(fmt.dim, 0).contiguous()
     rows = moved.reshape(moved.shape[0], -1)
-    out = _round_blocks(rows, max(rows.shape[1], 1), *args)
-    return out.reshape(moved.shape).movedim(0, fmt.dim).contiguous()
+    res = _round_blocks(rows, max(rows.shape[1], 1), *args)
+    return _into(res.reshape(moved.shape).movedim(0, fmt.dim).contiguous(), out)
+
+
+def _into(result: torch.Tensor, out) -> torch.Tensor:
+    """``result``, copied into ``out`` when one is given."""
+    return result if out is None else out.copy_(result)
 
 
 def _floor_log2(bits: int) -> int:
@@ -142,14 +173,14 @@ def _kernel_args(grid: _grid.Grid) -> tuple:
     return (grid.man, grid.emin, grid.k_low, _f32_bits(grid.max_pos), _f32_bits(grid.max_neg), grid.overflow)
 
 
-def _round_flat(x32, grid, mode, seeds, away) -> torch.Tensor:
+def _round_flat(x32, grid, mode, seeds, away, out=None) -> torch.Tensor:
     gpu = _gpu_kernels(x32.device)
     if gpu is not None:
-        return gpu.round_flat(x32, grid, mode, seeds, away,
-                              int(_f32_bits(grid.max_pos)), int(_f32_bits(grid.max_neg)))
+        return _into(gpu.round_flat(x32, grid, mode, seeds, away,
+                                    int(_f32_bits(grid.max_pos)), int(_f32_bits(grid.max_neg))), out)
     if _cpu is None or x32.device.type != "cpu":
-        return _reference.round_flat(x32, grid, mode, seeds, away)
-    out = torch.empty_like(x32)
+        return _into(_reference.round_flat(x32, grid, mode, seeds, away), out)
+    out = torch.empty_like(x32) if out is None else out
     src, dst = x32.view(-1).numpy().view(np.uint32), out.view(-1).numpy().view(np.uint32)
     common = _kernel_args(grid)
     with _threads_for(src.size):
@@ -180,15 +211,16 @@ def _flat_kernel(src, dst, mode, seeds, away, common) -> None:
         _cpu.flat_directed(src, dst, away[0], away[1], *common)
 
 
-def _round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man, scale_range, seeds, away):
+def _round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man, scale_range, seeds, away, out=None):
     block = min(block, max(rows.shape[1], 1))
     gpu = _gpu_kernels(rows.device)
     if gpu is not None and block <= _TRITON_MAX_BLOCK:
-        return gpu.round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man, scale_range, seeds, away)
+        return _into(gpu.round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man, scale_range,
+                                      seeds, away), out)
     if _cpu is None or rows.device.type != "cpu":
-        return _reference.round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man,
-                                       *scale_range, seeds, away)
-    out = torch.empty_like(rows)
+        return _into(_reference.round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man,
+                                             *scale_range, seeds, away), out)
+    out = torch.empty_like(rows) if out is None else out
     src, dst = rows.numpy().view(np.uint32), out.numpy().view(np.uint32)
     common = (block, scale_mode, elem_emax, even_man, scale_range[0], scale_range[1], grid.man, grid.emin,
               grid.k_low, np.float32(grid.max_pos), np.float32(grid.max_neg), grid.overflow)

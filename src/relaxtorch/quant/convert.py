@@ -11,6 +11,13 @@ The quantizers are attached to the layers themselves (child modules named
 structure, its ``state_dict`` keys and its ``forward`` code are unchanged.
 Activations called as functions (``F.relu`` inside a ``forward``) are not
 modules and are not quantized; the output of the layer before them is.
+
+A value is rounded once per boundary: a layer's input quantizer is skipped when
+its input is, unchanged, the output of an identical quantizer (one Linear's
+output feeding the next), and a ReLU's output quantizer is skipped when its input
+was just rounded to an element-wise format.  Rounding those values again would
+leave them where they are (rounding is idempotent on the grid, and ReLU keeps
+grid values and masks errors element by element), so only the time is saved.
 """
 from __future__ import annotations
 
@@ -27,18 +34,29 @@ LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.Con
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
                nn.Mish, nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus,
                nn.Softsign, nn.Tanhshrink, nn.LogSigmoid)
+# max(x, 0) keeps element-wise grid values on the grid and masks the error elementwise,
+# so a quantizer after one whose input was just quantized changes nothing
+GRID_PRESERVING = (nn.ReLU,)
 DEFAULT_ROUNDING = {"weight": "nearest", "activation": "nearest", "error": "stochastic"}
 INPUT, OUTPUT = "quant_input", "quant_output"
 
 
 def _quantize_input(module, args):
-    if not args:
+    if not args or not isinstance(args[0], torch.Tensor):
         return None
-    return (getattr(module, INPUT)(args[0]),) + tuple(args[1:])
+    q = getattr(module, INPUT)
+    if q.applied_to(args[0]):  # straight from an identical quantizer: already on the grid
+        return None
+    return (q(args[0]),) + tuple(args[1:])
 
 
 def _quantize_output(module, args, output):
-    return getattr(module, OUTPUT)(output)
+    q = getattr(module, OUTPUT)
+    if (isinstance(module, GRID_PRESERVING) and q.elementwise and args and isinstance(args[0], torch.Tensor)
+            and q.applied_to(args[0])):
+        q.mark(output)  # max(x, 0) of grid values is on the grid, forward and backward
+        return output
+    return q(output)
 
 
 def _attach(module: nn.Module, name: str, quantizer: Quantizer, register, hook) -> None:

@@ -39,7 +39,7 @@ from numbers import Real
 
 import torch
 
-from ..numbers import quantize
+from ..numbers import quantize, quantize_
 from ._checks import check_format, make_generator, resolve_roundings, tensor_bits
 
 DEFAULT_ROUNDING = {"weight": "stochastic", "grad": "stochastic", "momentum": "stochastic", "acc": "nearest"}
@@ -132,6 +132,10 @@ class OptimLP(torch.optim.Optimizer):
         fmt = self.formats[role] if fmt is None else fmt
         return quantize(t, fmt, self.roundings[role], generator=self.generator)
 
+    def _q_(self, t: torch.Tensor, role: str, fmt=None) -> torch.Tensor:
+        fmt = self.formats[role] if fmt is None else fmt
+        return quantize_(t, fmt, self.roundings[role], generator=self.generator)
+
     @torch.no_grad()
     def step(self, closure=None):
         """Round the gradients, step the wrapped optimizer, round weights, accumulators and state."""
@@ -141,10 +145,11 @@ class OptimLP(torch.optim.Optimizer):
                 loss = closure()
         f = self.formats
         params = [p for p in self._params() if p.grad is not None]
-        if f["grad"] is not None or self.grad_scaling != 1.0:
-            for p in params:
-                g = p.grad * self.grad_scaling if self.grad_scaling != 1.0 else p.grad
-                p.grad.copy_(self._q(g, "grad") if f["grad"] is not None else g)
+        for p in params:  # rounded in place, tensor by tensor: no temporaries on the hot path
+            if self.grad_scaling != 1.0:
+                p.grad.mul_(self.grad_scaling)
+            if f["grad"] is not None:
+                self._q_(p.grad, "grad")
         if f["acc"] is not None:
             for p in params:
                 if p not in self._acc:
@@ -152,13 +157,10 @@ class OptimLP(torch.optim.Optimizer):
                 p.copy_(self._acc[p])
         self.optimizer.step()
         for p in params:
-            src = p
             if f["acc"] is not None:
-                src = self._acc[p] = self._q(p.detach(), "acc")
+                self._acc[p].copy_(self._q_(p, "acc"))
             if f["weight"] is not None:
-                p.copy_(self._q(src, "weight"))
-            elif src is not p:
-                p.copy_(src)
+                self._q_(p, "weight")
         if f["momentum"] is not None:
             for p in params:
                 self._round_state(p)
@@ -171,7 +173,7 @@ class OptimLP(torch.optim.Optimizer):
             if (fmt is None or key == "step" or not isinstance(value, torch.Tensor)
                     or value.dtype not in _QUANTIZABLE or value.shape != p.shape):
                 continue
-            value.copy_(self._q(value, "momentum", fmt))
+            self._q_(value, "momentum", fmt)
 
     @torch.no_grad()
     def reset_accumulators(self) -> None:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ..numbers import quantize
+from ..numbers import FixedPoint, FloatFormat, quantize
 from ._checks import check_format, check_rounding, make_generator
 
 
@@ -94,8 +94,30 @@ class Quantizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.forward_format is None and self.backward_format is None:
             return x
-        return _Quantize.apply(x, self.forward_format, self.backward_format, self.forward_rounding,
-                               self.backward_rounding, self.generator)
+        out = _Quantize.apply(x, self.forward_format, self.backward_format, self.forward_rounding,
+                              self.backward_rounding, self.generator)
+        self.mark(out)
+        return out
+
+    @property
+    def key(self) -> tuple:
+        """What this quantizer does; equal keys round to the same values."""
+        return self.forward_format, self.backward_format, self.forward_rounding, self.backward_rounding
+
+    @property
+    def elementwise(self) -> bool:
+        """Whether both sides round each element on its own (no shared block scales)."""
+        return all(f is None or isinstance(f, (FloatFormat, FixedPoint))
+                   for f in (self.forward_format, self.backward_format))
+
+    def mark(self, out: torch.Tensor) -> None:
+        """Record on ``out`` that it holds this quantizer's output (until it is changed in place)."""
+        out._relaxtorch_quantized = (self.key, out._version)
+
+    def applied_to(self, x: torch.Tensor) -> bool:
+        """Whether ``x`` is, unchanged, the output of a quantizer with this one's key: then
+        applying this one again would round values already on the grid."""
+        return getattr(x, "_relaxtorch_quantized", None) == (self.key, x._version)
 
     def extra_repr(self) -> str:
         def side(fmt, rounding):
