@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from .._files import atomic_write
 from .sparse import SparseDataset
 
 
@@ -144,12 +145,11 @@ def _line_of(k: int, indptr: list[int], lines: list[int]) -> int:
 def save_libsvm(dataset: SparseDataset, path, *, zero_based: bool = False) -> None:
     """Write a dataset in LIBSVM format (one-based indices unless ``zero_based``), atomically."""
     off = 0 if zero_based else 1
-    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        for i in range(dataset.n_examples):
-            k0, k1 = dataset.indptr[i], dataset.indptr[i + 1]
-            feats = " ".join(f"{j + off}:{v:.9g}" for j, v in zip(dataset.indices[k0:k1].tolist(),
-                                                                 dataset.values[k0:k1].tolist()))
-            y = float(dataset.y[i])
-            f.write(f"{int(y) if y.is_integer() else repr(y)} {feats}".rstrip() + "\n")
-    os.replace(tmp, path)
+    lines = []
+    for i in range(dataset.n_examples):
+        k0, k1 = dataset.indptr[i], dataset.indptr[i + 1]
+        feats = " ".join(f"{j + off}:{v:.9g}" for j, v in zip(dataset.indices[k0:k1].tolist(),
+                                                             dataset.values[k0:k1].tolist()))
+        y = float(dataset.y[i])
+        lines.append(f"{int(y) if y.is_integer() else repr(y)} {feats}".rstrip() + "\n")
+    atomic_write(path, "".join(lines))

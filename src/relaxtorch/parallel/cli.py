@@ -11,6 +11,8 @@ import argparse
 import os
 import sys
 
+from .._files import read_toml
+
 PROBLEMS = ("rcv1-like", "rcv1-like-svm", "rcv1-like-lsq", "digits", "digits-mlp", "matrix-completion",
             "libsvm:PATH")
 DEFAULTS = dict(problem="rcv1-like", workers="2", signature="D32M32G32C32,D8M8G32C8", epochs=None, lr=None,
@@ -75,20 +77,7 @@ def _options(args) -> dict:
 
 
 def _read_config(path) -> dict:
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise _error("--config needs Python 3.11+ or the 'tomli' package") from None
-    try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except OSError as exc:
-        raise _error(f"cannot read config {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise _error(f"config {path}: {exc}") from None
+    raw = read_toml(path, _error)
     raw = raw.get("hogwild", raw)
     out = {}
     for key, value in raw.items():

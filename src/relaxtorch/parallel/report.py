@@ -5,6 +5,7 @@ import json
 import os
 import platform
 
+from .._files import atomic_write, finite
 from .._table import format_table
 from .runner import RunResult
 
@@ -59,11 +60,7 @@ def table(results: list[RunResult]) -> str:
 
 def write_json(path, results: list[RunResult], extra: dict | None = None) -> str:
     payload = {"machine": machine(), "runs": [r.to_dict() for r in results], **(extra or {})}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(finite(payload), indent=2, allow_nan=False) + "\n")
     return path
 
 

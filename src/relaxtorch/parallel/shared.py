@@ -22,6 +22,7 @@ import os
 import numpy as np
 import torch
 
+from .._files import atomic_write
 from ..numbers import quantize
 from ..numbers.formats import FixedPoint
 
@@ -92,26 +93,7 @@ def save_checkpoint(path, model: dict, *, raw: dict | None = None, meta: dict | 
         "raw": {k: torch.as_tensor(np.ascontiguousarray(v)).clone() for k, v in (raw or {}).items()},
         "meta": dict(meta or {}),
     }
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # some filesystems cannot fsync a directory
-        pass
+    atomic_write(path, lambda f: torch.save(payload, f))
     return path
 
 

@@ -33,12 +33,12 @@ evaluates a closure once, before rounding: optimizers that re-evaluate it
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Mapping
 from numbers import Real
 
 import torch
 
+from .._wrapped import WrappedOptimizer
 from ..numbers import quantize, quantize_
 from ._checks import check_format, make_generator, resolve_roundings, tensor_bits
 
@@ -46,7 +46,7 @@ DEFAULT_ROUNDING = {"weight": "stochastic", "grad": "stochastic", "momentum": "s
 _QUANTIZABLE = (torch.float32, torch.float16, torch.bfloat16)
 
 
-class OptimLP(torch.optim.Optimizer):
+class OptimLP(WrappedOptimizer):
     """Wrap ``optimizer`` so that weights, gradients, optimizer state and accumulators are low precision.
 
     Formats (None: not rounded): ``weight``, ``grad``, ``momentum`` (a format,
@@ -67,8 +67,7 @@ class OptimLP(torch.optim.Optimizer):
     def __init__(self, optimizer: torch.optim.Optimizer, *, weight=None, grad=None, momentum=None, acc=None,
                  weight_rounding=None, grad_rounding=None, momentum_rounding=None, acc_rounding=None,
                  rounding=None, generator=None, grad_scaling: float = 1.0):
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"Invalid optimizer: {optimizer!r} (expected a torch.optim.Optimizer)")
+        super().__init__(optimizer)
         for name, fmt in (("weight", weight), ("grad", grad), ("acc", acc)):
             check_format(name, fmt)
         if isinstance(momentum, Mapping):
@@ -82,7 +81,6 @@ class OptimLP(torch.optim.Optimizer):
         if (isinstance(grad_scaling, bool) or not isinstance(grad_scaling, Real)
                 or not math.isfinite(grad_scaling) or grad_scaling <= 0):
             raise ValueError(f"Invalid grad_scaling: {grad_scaling!r} (must be a finite number > 0)")
-        self.optimizer = optimizer
         self.formats = {"weight": weight, "grad": grad, "momentum": momentum, "acc": acc}
         self.roundings = resolve_roundings({"weight": weight_rounding, "grad": grad_rounding,
                                             "momentum": momentum_rounding, "acc": acc_rounding},
@@ -91,29 +89,6 @@ class OptimLP(torch.optim.Optimizer):
         self.generator = make_generator(generator)
         self._acc: dict[torch.Tensor, torch.Tensor] = {}
         self._check_params(self._params())
-        self._init_hooks()
-
-    # -- the wrapped optimizer's structures -------------------------------------------------------
-    @property
-    def param_groups(self):
-        return self.optimizer.param_groups
-
-    @property
-    def state(self):
-        return self.optimizer.state
-
-    @property
-    def defaults(self):
-        return self.optimizer.defaults
-
-    def _params(self) -> list[torch.Tensor]:
-        return [p for group in self.optimizer.param_groups for p in group["params"]]
-
-    def _init_hooks(self) -> None:
-        for name in ("step_pre", "step_post", "state_dict_pre", "state_dict_post",
-                     "load_state_dict_pre", "load_state_dict_post"):
-            self.__dict__.setdefault(f"_optimizer_{name}_hooks", OrderedDict())
-        self._patch_step_function()  # step pre/post hooks and profiling, as for any torch optimizer
 
     def _check_params(self, params) -> None:
         f = self.formats
@@ -181,9 +156,6 @@ class OptimLP(torch.optim.Optimizer):
         self._acc.clear()
 
     # -- the rest of the optimizer interface ---------------------------------------------------------
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
-
     def add_param_group(self, param_group: dict) -> None:
         params = param_group["params"]
         params = [params] if isinstance(params, torch.Tensor) else list(params)
@@ -244,13 +216,6 @@ class OptimLP(torch.optim.Optimizer):
         """Stored bits (weights, accumulators, optimizer state) per parameter."""
         n = sum(p.numel() for p in self._params())
         return sum(self.memory_bits().values()) / n if n else 0.0
-
-    def __getstate__(self) -> dict:
-        return dict(self.__dict__)
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._init_hooks()
 
     def __repr__(self) -> str:
         f, r = self.formats, self.roundings

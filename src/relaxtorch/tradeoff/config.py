@@ -18,7 +18,6 @@ and the key: ``x.toml: [sweep].precisions: unknown precision 'fp7' (choose from 
 from __future__ import annotations
 
 import copy
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,10 +28,7 @@ from .hyper import HYPER_KEYS, Hyper, check_hyper
 from .models import MODELS
 from .precisions import PRECISIONS
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from .._files import read_toml, tomllib
 
 
 class ConfigError(ValueError):
@@ -208,18 +204,7 @@ def load_config(path: str | Path | None = None) -> Config:
     """Read and validate a TOML file; None gives the default sweep (``DEFAULT_TOML``)."""
     if path is None:
         return parse(tomllib.loads(DEFAULT_TOML))
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return parse(raw, str(path))
+    return parse(read_toml(path, ConfigError), str(path))
 
 
 def quick(cfg: Config, epochs: int = 2, max_train: int = 256) -> Config:

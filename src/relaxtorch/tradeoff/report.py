@@ -1,47 +1,19 @@
 """Write a sweep's report (JSON, CSV, PNG plots) atomically and format its table."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import math
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
+from .._files import atomic_write, finite
 from .._table import format_table
 
 CSV_FIELDS = ["model", "dataset", "algorithm", "precision", "seed", "task", "test_error", "train_loss",
               "suboptimality", "iterate_test_error", "weight_bits", "memory_bytes", "seconds", "train_seconds",
               "epochs", "batch_size", "lr"]
 
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _finite(x):
-    """JSON has no NaN/inf: a diverged run's non-finite numbers are written as null."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
 
 
 def to_csv(rows: list[dict]) -> str:
@@ -61,7 +33,7 @@ def write_report(report: dict, out_dir: str | Path) -> list[Path]:
 
     out = Path(out_dir)
     paths = [out / "report.json", out / "report.csv", out / "pareto.png", out / "loss_curves.png"]
-    atomic_write(paths[0], json.dumps(_finite(report), indent=1, allow_nan=False) + "\n")
+    atomic_write(paths[0], json.dumps(finite(report), indent=1, allow_nan=False) + "\n")
     atomic_write(paths[1], to_csv(report["runs"]))
     atomic_write(paths[2], plots.pareto_png(report["summary"]))
     atomic_write(paths[3], plots.loss_curves_png(report["runs"]))
