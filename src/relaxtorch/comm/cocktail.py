@@ -1,0 +1,344 @@
+"""CocktailSGD (Wang et al., "CocktailSGD: Fine-tuning Foundation Models over 500Mbps
+Networks", ICML 2023), after the paper and its reference code (DS3Lab/CocktailSGD).
+
+Every rank steps its own optimizer on its own gradient; then the ranks synchronise the
+*change of the model since the last synchronisation*, ``delta = x_local - anchor``, where
+``anchor`` is the global model every rank agrees on.  The flat parameter vector is cut
+into N chunks; rank j is the "server" of chunk j.  Per step and chunk:
+
+1. worker: a random subset of the chunk's coordinates (``random_ratio``; the same on every
+   rank, from the shared seed and the step; drawn without replacement across steps, so
+   every coordinate is visited once per ``1/random_ratio`` steps, as the reference code's
+   ``random_wo_replacement``), then top-K within the subset (``topk_ratio``),
+   then bucketed quantization (``bits``, ``bucket``) of the survivors; the payload goes to
+   the chunk's server.  Worker-side error feedback is the local model itself: what was not
+   sent stays in ``x_local - anchor`` and is part of the next delta;
+2. server: average the N decompressed deltas of its chunk, add its own residual, compress
+   the sum again (top-K + quantization on the same subset), keep the new residual
+   (server-side error feedback), send the payload to every rank;
+3. every rank adds the decompressed update ``u`` to the anchor, and to its local model
+   after removing what it sent itself: ``x_local += u - sent``.
+
+Both phases are point-to-point (isend/irecv), as in the reference code.  With
+``overlap=True`` the exchange of step t runs in a background thread, on a process group of
+its own, while step t+1 computes, and its update is applied in step t+1 (one step stale);
+the values are the same on every run (the thread works on snapshots).  Each stage switches
+off: ``random_ratio=1.0``, ``topk_ratio=1.0``, ``bits=None`` (or 32); with all three off and
+``overlap=False`` a step is exact model averaging after the local steps.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import torch
+import torch.distributed as dist
+
+from .allreduce import ring_allreduce_bytes
+from .compressors import Quantize, _invalid
+from .._wrapped import WrappedOptimizer
+from .data_parallel import broadcast_parameters
+from .link import LinkModel
+from .sparsify import Compose, RandomK, TopK, mix_seed
+from .stats import CommStats
+
+
+def _ratio(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise _invalid(name, value, "a fraction in (0, 1]; 1.0 switches the stage off")
+    return float(value)
+
+
+class CocktailSGD(WrappedOptimizer):
+    """Local steps of ``optimizer``, then compressed synchronisation of the model delta (see module doc).
+
+    ``seed`` is shared by all ranks (random subsets) and also seeds each rank's stochastic
+    rounding (mixed with the rank).  Parameters are broadcast from rank 0 at construction.
+    ``stats`` counts bytes and time; with ``overlap=True`` ``comm_s`` is the time ``step``
+    waited for the background exchange (the communication not hidden by compute).
+    ``state_dict`` holds the local parameters too (they differ between ranks by the
+    worker residual), so ``load_state_dict`` restores a rank exactly; save one per rank.
+    With ``overlap=True`` the constructor calls ``dist.new_group`` (every rank of the
+    default group must construct it, as torch requires); call ``synchronize()`` before
+    evaluating, checkpointing the model or shutting the process group down.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, random_ratio: float = 0.1, topk_ratio: float = 0.2,
+                 bits: int | None = 4, bucket: int = 128, overlap: bool = True, group=None,
+                 link: LinkModel | None = None, seed: int = 0):
+        super().__init__(optimizer)
+        self.random_ratio = _ratio("random_ratio", random_ratio)
+        self.topk_ratio = _ratio("topk_ratio", topk_ratio)
+        if bits == 32:
+            bits = None
+        quantizer = Quantize(4 if bits is None else bits, bucket)  # validates bits and bucket
+        quantizer = quantizer if bits is not None else None
+        if not isinstance(overlap, bool):
+            raise _invalid("overlap", overlap, "a bool")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise _invalid("seed", seed, "an int, the same on every rank")
+        if link is not None and not isinstance(link, LinkModel):
+            raise _invalid("link", link, "a LinkModel (see parse_link) or None")
+        params = self._params()
+        if not params or len({(p.dtype, p.device) for p in params}) != 1:
+            raise _invalid("optimizer", optimizer, "its parameters must share one dtype and device")
+        self.bits, self.bucket, self.overlap, self.seed, self.link = bits, bucket, overlap, seed, link
+        self.group = group
+        self.stats = CommStats()
+        self._sampler = RandomK(self.random_ratio, seed=seed, cycle=True) if self.random_ratio < 1 else None
+        self._inner = Compose(*([TopK(self.topk_ratio)] if self.topk_ratio < 1 else []),
+                              *([quantizer] if quantizer is not None else []))
+        self._world, self._rank = dist.get_world_size(group), dist.get_rank(group)
+        self._chunk_samplers = [RandomK(self.random_ratio, seed=mix_seed(seed, j), cycle=True)
+                                for j in range(self._world)] if self._sampler else []
+        self._peers = [dist.get_global_rank(group, r) if group is not None else r for r in range(self._world)]
+        self._comm_group = group
+        if overlap:  # the background thread gets a communicator of its own
+            self._comm_group = dist.new_group(ranks=self._peers, backend=dist.get_backend(group))
+        broadcast_parameters(params, group=group)
+        n = sum(p.numel() for p in params)
+        base, extra = divmod(n, self._world)
+        sizes = [base + (1 if j < extra else 0) for j in range(self._world)]
+        self._bounds = [(sum(sizes[:j]), sum(sizes[:j + 1])) for j in range(self._world)]
+        with torch.no_grad():
+            self._anchor = self._flat()
+        self._offsets = torch.tensor([0] + [p.numel() for p in params], device=self._anchor.device).cumsum(0)
+        self._server_error = self._anchor.new_zeros(sizes[self._rank])
+        self._gen_worker = torch.Generator().manual_seed(mix_seed(seed, 1, self._rank))
+        self._gen_server = torch.Generator().manual_seed(mix_seed(seed, 2, self._rank))
+        self._step = 0
+        self._pending = None  # the exchange in flight: {"thread", "pos", "sent", "update", "error", ...}
+
+    # -- description ------------------------------------------------------------------------------
+    @property
+    def compressor(self) -> Compose:
+        """The worker-side stack, e.g. ``Compose(RandomK(0.1), TopK(0.2), Quantize(4, 128))``."""
+        return Compose(*([self._sampler] if self._sampler else []), *self._inner.stages)
+
+    def __repr__(self) -> str:
+        return f"CocktailSGD({self.optimizer!r}, compressor={self.compressor!r}, overlap={self.overlap})"
+
+    @property
+    def anchor(self) -> torch.Tensor:
+        """The global model (flat), the same on every rank."""
+        return self._anchor
+
+    def anchor_tensors(self) -> list[torch.Tensor]:
+        """The global model shaped like the parameters (copies)."""
+        out, off = [], 0
+        for p in self._params():
+            out.append(self._anchor[off:off + p.numel()].view_as(p).clone())
+            off += p.numel()
+        return out
+
+    # -- the step ---------------------------------------------------------------------------------
+    def _flat(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self._params()])
+
+    @torch.no_grad()
+    def _add_to_params(self, values: torch.Tensor, pos: torch.Tensor | None) -> None:
+        """Add ``values`` at the sorted flat positions ``pos`` (None: every position) to the parameters."""
+        if pos is None:
+            off = 0
+            for p in self._params():
+                p.add_(values[off:off + p.numel()].view_as(p))
+                off += p.numel()
+            return
+        cuts = torch.searchsorted(pos, self._offsets).tolist()
+        for i, p in enumerate(self._params()):
+            a, b = cuts[i], cuts[i + 1]
+            if a == b:
+                continue
+            local = pos[a:b] - int(self._offsets[i])
+            if p.is_contiguous():
+                p.view(-1).index_add_(0, local, values[a:b])
+            else:
+                p.add_(torch.zeros(p.numel(), dtype=p.dtype, device=p.device).index_add_(0, local, values[a:b])
+                       .view(p.shape))
+
+    def _subset(self, j: int, step: int) -> torch.Tensor | None:
+        """Positions of chunk j synchronised at ``step`` (None: the whole chunk)."""
+        if self._sampler is None:
+            return None
+        lo, hi = self._bounds[j]
+        return self._chunk_samplers[j].indices(hi - lo, step).to(self._anchor.device)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Local optimizer step, then synchronise the model delta (applied now, or next step if overlapping)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.optimizer.step()
+        self._finish_pending()
+        job = self._launch()
+        if self.overlap:
+            job["thread"] = threading.Thread(target=self._run_exchange, args=(job,), daemon=True,
+                                             name=f"cocktail-exchange-{self._step}")
+            job["thread"].start()
+            self._pending = job
+        else:
+            self._run_exchange(job, timed=True)
+            self._pending = job
+            self._finish_pending()
+        self._step += 1
+        self.stats.steps += 1
+        return loss
+
+    def _launch(self) -> dict:
+        """Compress this rank's delta for every chunk's server (main thread).
+
+        Only the random subset's coordinates are touched: ``pos`` (sorted flat positions,
+        None when the whole model is synchronised) and ``sent`` (what this rank's payloads
+        decode to, aligned with ``pos``)."""
+        t0 = time.perf_counter()
+        x = self._flat()
+        subsets, payloads, sent, positions = [], [], [], []
+        for j, (lo, hi) in enumerate(self._bounds):
+            idx = self._subset(j, self._step)
+            if idx is None:
+                values = x[lo:hi] - self._anchor[lo:hi]
+            else:
+                positions.append(idx + lo)
+                values = x[positions[-1]] - self._anchor[positions[-1]]
+            p = self._inner.compress(values, generator=self._gen_worker, step=self._step)
+            sent.append(self._inner.decompress(p))
+            subsets.append(idx)
+            payloads.append(p)
+        self.stats.compress_s += time.perf_counter() - t0
+        return {"subsets": subsets, "payloads": payloads, "sent": torch.cat(sent),
+                "pos": torch.cat(positions) if positions else None, "update": None, "error": None,
+                "step": self._step}
+
+    def _p2p(self, sends: dict[int, torch.Tensor], recvs: dict[int, torch.Tensor]) -> None:
+        ops = [dist.P2POp(dist.isend, buf, self._peers[r], group=self._comm_group) for r, buf in sends.items()]
+        ops += [dist.P2POp(dist.irecv, buf, self._peers[r], group=self._comm_group) for r, buf in recvs.items()]
+        if ops:
+            for work in dist.batch_isend_irecv(ops):
+                work.wait()
+
+    def _run_exchange(self, job: dict, timed: bool = False) -> None:
+        try:
+            self._exchange(job, timed)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
+            job["error"] = exc
+
+    def _exchange(self, job: dict, timed: bool) -> None:
+        """Phase 1 (deltas to servers), server aggregation with error feedback, phase 2 (updates to all)."""
+        me, world, payloads = self._rank, self._world, job["payloads"]
+        clock = time.perf_counter
+        t0 = clock()
+        mine = payloads[me]
+        recv = {r: torch.empty(mine.nbytes, dtype=torch.uint8, device=self._anchor.device)
+                for r in range(world) if r != me}
+        self._p2p({r: payloads[r].to_bytes() for r in range(world) if r != me}, recv)
+        t1 = clock()
+        got = [mine if r == me else mine.from_bytes(recv[r]) for r in range(world)]
+        agg = self._inner.decompress(got[0]).clone()
+        for p in got[1:]:
+            agg += self._inner.decompress(p)
+        agg /= world
+        idx = job["subsets"][me]
+        err = self._server_error if idx is None else self._server_error[idx]
+        agg += err
+        q = self._inner.compress(agg, generator=self._gen_server, step=job["step"])
+        residual = agg - self._inner.decompress(q)
+        if idx is None:
+            self._server_error.copy_(residual)
+        else:
+            self._server_error[idx] = residual
+        t2 = clock()
+        recv = {r: torch.empty(payloads[r].nbytes, dtype=torch.uint8, device=self._anchor.device)
+                for r in range(world) if r != me}
+        qbuf = q.to_bytes()
+        self._p2p({r: qbuf for r in range(world) if r != me}, recv)
+        t3 = clock()
+        job["update"] = torch.cat([self._inner.decompress(q if j == me else payloads[j].from_bytes(recv[j]))
+                                   for j in range(world)])  # aligned with job["pos"]
+        if timed:
+            self.stats.comm_s += (t1 - t0) + (t3 - t2)
+            self.stats.compress_s += (t2 - t1) + (clock() - t3)
+        sent_bytes = sum(payloads[r].nbytes for r in range(world) if r != me) + (world - 1) * q.nbytes
+        f32, _ = ring_allreduce_bytes(self._anchor.numel(), 4, world, me)
+        job["bytes"] = (sent_bytes, 2 * (world - 1), f32)
+
+    @torch.no_grad()
+    def _finish_pending(self) -> None:
+        """Wait for the exchange in flight (if any) and apply its update."""
+        job, self._pending = self._pending, None
+        if job is None:
+            return
+        if job.get("thread") is not None:
+            t0 = time.perf_counter()
+            job["thread"].join()
+            self.stats.comm_s += time.perf_counter() - t0
+        if job["error"] is not None:
+            raise RuntimeError(f"CocktailSGD: the exchange of step {job['step']} failed on rank "
+                               f"{dist.get_rank()}: {job['error']!r}") from job["error"]
+        nbytes, messages, f32 = job["bytes"]
+        self.stats.record_send(nbytes, self.link, messages=messages, float32_bytes=f32)
+        pos, update = job["pos"], job["update"]
+        if pos is None:
+            self._anchor += update
+        else:
+            self._anchor.index_add_(0, pos, update)
+        self._add_to_params(update - job["sent"], pos)
+
+    def synchronize(self) -> None:
+        """Apply the exchange still in flight (call before evaluating or saving the model)."""
+        self._finish_pending()
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The wrapped optimizer's state plus ``"cocktail"``: local parameters, anchor, server
+        residual, generators, step and the update still in flight (waited for, not applied)."""
+        job = self._pending
+        if job is not None and job.get("thread") is not None:
+            job["thread"].join()
+            job["thread"] = None
+        if job is not None and job["error"] is not None:
+            self._finish_pending()  # raises
+        sd = self.optimizer.state_dict()
+        pending = None
+        if job is not None:
+            pending = {"update": job["update"].clone(), "sent": job["sent"].clone(), "bytes": job["bytes"],
+                       "step": job["step"], "pos": None if job["pos"] is None else job["pos"].clone()}
+        sd["cocktail"] = {"params": self._flat().clone(), "anchor": self._anchor.clone(),
+                          "server_error": self._server_error.clone(), "step": self._step,
+                          "gen_worker": self._gen_worker.get_state(), "gen_server": self._gen_server.get_state(),
+                          "pending": pending}
+        return sd
+
+    @torch.no_grad()
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("cocktail")
+        if self._pending is not None and self._pending.get("thread") is not None:
+            self._pending["thread"].join()
+        self.optimizer.load_state_dict(state_dict)
+        if extra["params"].numel() != self._anchor.numel():
+            raise _invalid("state_dict", f"{extra['params'].numel()} parameters",
+                           f"this model has {self._anchor.numel()}")
+        off = 0
+        for p in self._params():
+            p.copy_(extra["params"][off:off + p.numel()].view_as(p))
+            off += p.numel()
+        self._anchor.copy_(extra["anchor"])
+        self._server_error.copy_(extra["server_error"])
+        self._step = extra["step"]
+        self._gen_worker.set_state(extra["gen_worker"])
+        self._gen_server.set_state(extra["gen_server"])
+        pending = extra["pending"]
+        self._pending = None if pending is None else {
+            "update": pending["update"].clone(), "sent": pending["sent"].clone(), "bytes": tuple(pending["bytes"]),
+            "step": pending["step"], "error": None, "thread": None,
+            "pos": None if pending["pos"] is None else pending["pos"].clone()}
+
+    def add_param_group(self, param_group: dict) -> None:
+        raise RuntimeError("CocktailSGD: parameters are fixed at construction (the flat anchor and chunks)")
+
+    def __del__(self):
+        job = getattr(self, "_pending", None)
+        if job is not None and job.get("thread") is not None:
+            job["thread"].join(timeout=60)

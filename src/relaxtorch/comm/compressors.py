@@ -1,0 +1,341 @@
+"""Compressors: what a rank puts on the wire instead of a float32 tensor, with exact byte counts.
+
+A compressor is a small frozen value: ``compress(x) -> Payload`` (the tensors actually
+sent), ``decompress(payload) -> tensor`` (x's shape and dtype) and ``wire_bytes(numel)``,
+the exact size of every payload for a tensor of ``numel`` elements (sizes never depend on
+the data, so ranks can exchange payloads with fixed-size collectives).  This module holds
+the value compressors (Identity, Cast, Quantize, Sign); sparsifiers (RandomK, TopK,
+Compose) live in :mod:`.sparsify`, error feedback in :mod:`.feedback`.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import torch
+
+from . import _bits
+
+_F32 = torch.float32
+_TORCH_CASTS = tuple(d for d in (torch.float16, torch.bfloat16, torch.float32, torch.float64,
+                                 getattr(torch, "float8_e4m3fn", None), getattr(torch, "float8_e5m2", None))
+                     if d is not None)
+
+
+def _invalid(name: str, value, why: str) -> ValueError:
+    return ValueError(f"Invalid {name}: {value!r} ({why})")
+
+
+@dataclass(frozen=True, eq=False)
+class Payload:
+    """One compressed message.  ``tensors`` is exactly what is sent, ``nbytes`` their total size.
+
+    ``shared`` holds what every rank derives by itself (e.g. RandomK's step, from which the
+    shared seed picks the same indices everywhere): it is never sent and counts 0 bytes.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    shape: torch.Size
+    dtype: torch.dtype
+    nbytes: int
+    shared: dict = field(default_factory=dict)
+
+    def to_bytes(self) -> torch.Tensor:
+        """The payload as one uint8 buffer of ``nbytes`` bytes (tensors in key order)."""
+        parts = [t.contiguous().reshape(-1).view(torch.uint8) for t in self.tensors.values()]
+        if not parts:
+            return torch.empty(0, dtype=torch.uint8)
+        return torch.cat(parts) if len(parts) > 1 else parts[0].clone()
+
+    def from_bytes(self, buf: torch.Tensor) -> "Payload":
+        """A payload laid out like this one, its tensors read from ``buf`` (see :meth:`to_bytes`)."""
+        tensors, off = {}, 0
+        for name, t in self.tensors.items():
+            nb = t.numel() * t.element_size()
+            tensors[name] = buf[off:off + nb].clone().view(t.dtype).reshape(t.shape)
+            off += nb
+        if off != buf.numel():
+            raise ValueError(f"Invalid buf: {buf.numel()} bytes (this payload has {off})")
+        return Payload(tensors, self.shape, self.dtype, self.nbytes, self.shared)
+
+
+def payload(tensors: dict, shape, dtype, shared=None) -> Payload:
+    """A Payload whose ``nbytes`` is the size of ``tensors``."""
+    nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
+    return Payload(tensors, torch.Size(shape), dtype, nbytes, dict(shared or {}))
+
+
+def _itemsize(dtype: torch.dtype) -> int:
+    return torch.empty(0, dtype=dtype).element_size()
+
+
+class Compressor:
+    """Base of every compressor.  ``unbiased``: E[decompress(compress(x))] == x."""
+
+    unbiased: bool = False
+
+    def compress(self, x: torch.Tensor, *, generator: torch.Generator | None = None, step: int = 0) -> Payload:
+        raise NotImplementedError
+
+    def decompress(self, p: Payload) -> torch.Tensor:
+        raise NotImplementedError
+
+    def wire_bytes(self, numel: int, dtype: torch.dtype = _F32) -> int:
+        """Exact bytes ``compress`` sends for a tensor of ``numel`` elements of ``dtype``."""
+        raise NotImplementedError
+
+    def roundtrip(self, x: torch.Tensor, *, generator=None, step: int = 0) -> torch.Tensor:
+        """``decompress(compress(x))``: what the receivers see."""
+        return self.decompress(self.compress(x, generator=generator, step=step))
+
+
+def _rand(n: int, generator, device) -> torch.Tensor:
+    dev = generator.device if generator is not None else device
+    return torch.rand(n, generator=generator, device=dev).to(device)
+
+
+@dataclass(frozen=True)
+class Identity(Compressor):
+    """Send the tensor as it is (the exact baseline)."""
+
+    unbiased = True
+
+    def compress(self, x, *, generator=None, step=0):
+        return payload({"values": x.detach().reshape(-1).clone()}, x.shape, x.dtype)
+
+    def decompress(self, p):
+        return p.tensors["values"].reshape(p.shape).to(p.dtype, copy=True)
+
+    def wire_bytes(self, numel, dtype=_F32):
+        return numel * _itemsize(dtype)
+
+
+@dataclass(frozen=True)
+class Cast(Compressor):
+    """Send every element in a narrower number format.
+
+    ``fmt`` is a torch dtype (float16, bfloat16, float8_e4m3fn, float8_e5m2, float32, float64;
+    torch's cast, round to nearest even) or a relaxtorch element format (FloatFormat of at
+    most 16 bits, e.g. ``formats.FP8_E4M3``, or FixedPoint), rounded with ``rt.quantize``
+    and ``rounding`` ("stochastic" makes it unbiased within range).  Element formats travel
+    as their bit patterns, ``finfo(fmt).bits`` bits each, packed into bytes (NaN becomes 0
+    in formats without a NaN pattern).  Block formats (MX, BlockFloat) carry per-block
+    scales: use :class:`Quantize` for those.
+    """
+
+    fmt: object = torch.float16
+    rounding: str = "nearest"
+
+    def __post_init__(self):
+        from ..numbers import ROUNDINGS, FixedPoint, FloatFormat
+
+        if isinstance(self.fmt, torch.dtype):
+            if self.fmt not in _TORCH_CASTS:
+                raise _invalid("fmt", self.fmt, f"torch dtypes: {', '.join(map(str, _TORCH_CASTS))}")
+            if self.rounding != "nearest":
+                raise _invalid("rounding", self.rounding, "a torch cast rounds to nearest; use a relaxtorch format")
+        elif isinstance(self.fmt, FloatFormat):
+            if self.fmt.bits > 16:
+                raise _invalid("fmt", self.fmt, "at most 16 bits; use torch.float32 or Identity")
+        elif not isinstance(self.fmt, FixedPoint):
+            raise _invalid("fmt", self.fmt, "a torch float dtype, a FloatFormat or a FixedPoint")
+        if self.rounding not in ROUNDINGS:
+            raise _invalid("rounding", self.rounding, f"must be one of {ROUNDINGS}")
+
+    @property
+    def unbiased(self) -> bool:
+        return (self.fmt in (torch.float32, torch.float64)) or self.rounding == "stochastic"
+
+    @property
+    def bits(self) -> int:
+        """Bits per element on the wire."""
+        if isinstance(self.fmt, torch.dtype):
+            return 8 * _itemsize(self.fmt)
+        return self.fmt.bits
+
+    def compress(self, x, *, generator=None, step=0):
+        flat = x.detach().reshape(-1)
+        if isinstance(self.fmt, torch.dtype):
+            return payload({"values": flat.to(self.fmt, copy=True)}, x.shape, x.dtype)
+        from ..numbers import quantize
+
+        src = flat if flat.dtype in (torch.float32, torch.float16, torch.bfloat16) else flat.float()
+        q = quantize(src, self.fmt, self.rounding, generator=generator).float()
+        codes = _encode(q, self.fmt)
+        return payload({"codes": _bits.pack(codes, self.fmt.bits)}, x.shape, x.dtype)
+
+    def decompress(self, p):
+        n = p.shape.numel()
+        if isinstance(self.fmt, torch.dtype):
+            return p.tensors["values"].to(p.dtype).reshape(p.shape)
+        codes = _bits.unpack(p.tensors["codes"], self.fmt.bits, n)
+        return _decode(codes, self.fmt).to(p.dtype).reshape(p.shape)
+
+    def wire_bytes(self, numel, dtype=_F32):
+        return _bits.packed_bytes(numel, self.bits)
+
+
+@functools.lru_cache(maxsize=64)
+def _code_table(fmt) -> torch.Tensor:
+    """The value (float32) of every bit pattern ``sign | exponent | mantissa`` of a FloatFormat."""
+    code = torch.arange(2**fmt.bits, dtype=torch.int64)
+    m = (code & (2**fmt.man - 1)).double()
+    e = (code >> fmt.man) & (2**fmt.exp - 1)
+    neg = (code >> (fmt.exp + fmt.man)) == 1
+    sub = m * 2.0 ** (1 - fmt.bias - fmt.man)
+    mag = torch.where(e == 0, sub if fmt.subnormals else torch.zeros_like(m),
+                      (2**fmt.man + m) * torch.pow(2.0, (e - fmt.bias - fmt.man).double()))
+    top = e == 2**fmt.exp - 1
+    if fmt.specials == "ieee":
+        mag = torch.where(top, torch.where(m == 0, float("inf"), float("nan")), mag)
+    elif fmt.specials == "fn":
+        mag = torch.where(top & (m == 2**fmt.man - 1), float("nan"), mag)
+    return torch.where(neg, -mag, mag).float()
+
+
+def _fixed_low(fmt) -> int:
+    return -(2 ** (fmt.wl - 1)) if fmt.signed else 0
+
+
+def _encode(q: torch.Tensor, fmt) -> torch.Tensor:
+    """Bit patterns of values already rounded to ``fmt`` (NaN: the format's NaN, else 0)."""
+    from ..numbers import FixedPoint
+
+    if isinstance(fmt, FixedPoint):
+        return torch.round(torch.nan_to_num(q.double(), nan=0.0) / fmt.eps).long() - _fixed_low(fmt)
+    a = q.double().abs()
+    mant, ex = torch.frexp(a)  # a = mant * 2**ex, 0.5 <= mant < 1
+    normal = a >= 2.0 ** fmt.emin
+    e_field = torch.where(normal, ex.long() - 1 + fmt.bias, 0)
+    m_field = torch.where(normal, (mant * 2 - 1) * 2.0**fmt.man, a * 2.0 ** (fmt.man - fmt.emin)).long()
+    top = 2**fmt.exp - 1
+    if fmt.specials == "ieee":
+        e_field = torch.where(torch.isinf(a) | torch.isnan(a), top, e_field)
+        m_field = torch.where(torch.isinf(a), 0, m_field)
+        m_field = torch.where(torch.isnan(a), 2 ** max(fmt.man - 1, 0), m_field)
+    elif fmt.specials == "fn":
+        e_field = torch.where(torch.isnan(a), top, e_field)
+        m_field = torch.where(torch.isnan(a), 2**fmt.man - 1, m_field)
+    else:
+        e_field = torch.where(torch.isnan(a), 0, e_field)
+        m_field = torch.where(torch.isnan(a), 0, m_field)
+    sign = torch.signbit(q).long() & ~torch.isnan(q)
+    return (sign << (fmt.exp + fmt.man)) | (e_field << fmt.man) | m_field
+
+
+def _decode(codes: torch.Tensor, fmt) -> torch.Tensor:
+    from ..numbers import FixedPoint
+
+    if isinstance(fmt, FixedPoint):
+        return ((codes + _fixed_low(fmt)).double() * fmt.eps).float()
+    return _code_table(fmt).to(codes.device)[codes]
+
+
+@dataclass(frozen=True)
+class Quantize(Compressor):
+    """Bucketed b-bit quantization (QSGD, Alistarh et al., NeurIPS 2017; CocktailSGD's 4-bit buckets).
+
+    The flattened tensor is cut into buckets of ``bucket`` elements (the last may be
+    shorter).  Each bucket sends one float32 scale ``s = max|x|`` and, per element, an
+    integer ``q`` in ``[-L, L]`` with ``L = 2**(bits-1) - 1`` (symmetric, zero exact; one
+    of the 2**bits codes stays unused), so ``x ~ q * s / L``.  "stochastic" rounding of
+    ``x * L / s`` rounds up with probability equal to the fraction, making the compressor
+    unbiased; "nearest" rounds ties to even.  Wire: ``ceil(numel*bits/8)`` bytes of packed
+    codes plus ``4 * ceil(numel/bucket)`` bytes of scales.
+    """
+
+    bits: int = 4
+    bucket: int = 128
+    rounding: str = "stochastic"
+
+    def __post_init__(self):
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 2 <= self.bits <= 16:
+            raise _invalid("bits", self.bits, "an int in 2..16; use Sign for 1 bit, Identity for 32")
+        if isinstance(self.bucket, bool) or not isinstance(self.bucket, int) or self.bucket < 1:
+            raise _invalid("bucket", self.bucket, "an int >= 1")
+        if self.rounding not in ("stochastic", "nearest"):
+            raise _invalid("rounding", self.rounding, "'stochastic' or 'nearest'")
+
+    @property
+    def unbiased(self) -> bool:
+        return self.rounding == "stochastic"
+
+    @property
+    def levels(self) -> int:
+        """L: the largest code magnitude."""
+        return 2 ** (self.bits - 1) - 1
+
+    def compress(self, x, *, generator=None, step=0):
+        flat = x.detach().reshape(-1).float()
+        n, L = flat.numel(), self.levels
+        rows = _rows(flat, self.bucket)
+        scale = rows.abs().amax(1)
+        unit = scale / L
+        inv = torch.where(unit > 0, 1.0 / unit, torch.zeros_like(unit))
+        y = (rows * inv.unsqueeze(1)).reshape(-1)[:n]  # a new tensor: rows may be a view of x
+        if self.rounding == "stochastic":
+            y = y.add_(_rand(n, generator, y.device)).floor_()
+        else:
+            y = y.round_()
+        codes = y.clamp_(-L, L).add_(L).to(torch.uint8 if self.bits <= 8 else torch.int64)
+        return payload({"codes": _bits.pack(codes, self.bits), "scales": scale}, x.shape, x.dtype)
+
+    def decompress(self, p):
+        n, L = p.shape.numel(), self.levels
+        q = _bits.unpack(p.tensors["codes"], self.bits, n, dtype=torch.float32).sub_(L)
+        unit = p.tensors["scales"] / L
+        return (_rows(q, self.bucket).mul_(unit.unsqueeze(1)).reshape(-1)[:n]).to(p.dtype).reshape(p.shape)
+
+    def wire_bytes(self, numel, dtype=_F32):
+        return _bits.packed_bytes(numel, self.bits) + 4 * _nbuckets(numel, self.bucket)
+
+
+def _nbuckets(n: int, bucket: int) -> int:
+    return -(-n // bucket)
+
+
+def _rows(flat: torch.Tensor, bucket: int) -> torch.Tensor:
+    """``flat`` zero-padded to whole buckets, one bucket per row."""
+    pad = (-flat.numel()) % bucket
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    return flat.reshape(-1, bucket)
+
+
+@dataclass(frozen=True)
+class Sign(Compressor):
+    """1-bit sign compression with a scale (1-bit SGD, Seide et al., Interspeech 2014; signSGD
+    with error feedback, Karimireddy et al., ICML 2019).
+
+    Each element sends one bit (1 for ``x >= 0``), each bucket (``bucket=None``: the whole
+    tensor) one float32 scale ``mean |x|``; ``x ~ sign * scale``.  Biased: wrap it in
+    ``ErrorFeedback``.  Wire: ``ceil(numel/8) + 4 * buckets`` bytes.
+    """
+
+    bucket: int | None = None
+
+    def __post_init__(self):
+        if self.bucket is not None and (isinstance(self.bucket, bool) or not isinstance(self.bucket, int)
+                                        or self.bucket < 1):
+            raise _invalid("bucket", self.bucket, "an int >= 1 or None for one scale per tensor")
+
+    def _bucket(self, n: int) -> int:
+        return max(n, 1) if self.bucket is None else self.bucket
+
+    def compress(self, x, *, generator=None, step=0):
+        flat = x.detach().reshape(-1).float()
+        n, b = flat.numel(), self._bucket(flat.numel())
+        sums = _rows(flat.abs(), b).sum(1)
+        counts = torch.full_like(sums, float(b))
+        if n % b:
+            counts[-1] = n % b
+        return payload({"signs": _bits.pack(flat >= 0, 1), "scales": sums / counts}, x.shape, x.dtype)
+
+    def decompress(self, p):
+        n = p.shape.numel()
+        signs = _bits.unpack(p.tensors["signs"], 1, n, dtype=torch.float32).mul_(2).sub_(1)
+        rows = _rows(signs, self._bucket(n)).mul_(p.tensors["scales"].unsqueeze(1))
+        return rows.reshape(-1)[:n].to(p.dtype).reshape(p.shape)
+
+    def wire_bytes(self, numel, dtype=_F32):
+        return _bits.packed_bytes(numel, 1) + 4 * _nbuckets(numel, self._bucket(numel))

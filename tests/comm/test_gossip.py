@@ -1,0 +1,167 @@
+"""Gossip on 4 gloo ranks: W @ X against a local float64 reference, averages kept, consensus
+shrinking at the spectral-gap rate, compressed messages, and exact byte accounting."""
+import math
+
+import pytest
+import torch
+
+from relaxtorch.comm import (Cast, CommStats, LinkModel, Quantize, complete, consensus_distance, gossip, ring,
+                             topology, torus)
+
+from ._gossip_world import shared_world
+
+N, D = 4, 7
+NAMES = ["ring", "torus", "exp", "one-peer-exp", "complete"]
+
+
+def _models(seed=0, dtype=torch.float64):
+    return torch.randn(N, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return shared_world(N)
+
+
+# -- rank functions (module level: they run in the spawned ranks) ---------------------------------
+def _gossip_steps(rank, size, name, steps, dtype):
+    top = topology(name, size)
+    x = _models(dtype=dtype)[rank]
+    before = x.clone()
+    stats = CommStats()
+    link = LinkModel(1e6, 1e-3)
+    outs = [gossip(x, top, step=s, stats=stats, link=link) for s in steps]
+    assert torch.equal(x, before)  # the input is not mutated
+    return outs, stats.as_dict()
+
+
+def _repeated(rank, size, name, rounds):
+    top = topology(name, size)
+    x = _models(seed=3)[rank]
+    dists = [consensus_distance(x)]
+    for t in range(rounds):
+        x = gossip(x, top, step=t)
+        dists.append(consensus_distance([x[:3], x[3:]]))
+    return x, dists
+
+
+def _compressed(rank, size, compressor_kind, seed):
+    top = ring(size)
+    x = _models(seed=5, dtype=torch.float32)[rank]
+    comp = Cast(torch.float16) if compressor_kind == "cast" else (
+        Quantize(bits=4, bucket=4) if compressor_kind == "quantize" else _PickledHalf())
+    stats = CommStats()
+    gen = torch.Generator().manual_seed(seed * 100 + rank)
+    out = gossip(x, top, step=0, compressor=comp, stats=stats, generator=gen)
+    own_payload = comp.compress(x, generator=torch.Generator().manual_seed(seed * 100 + rank), step=0)
+    return out, comp.decompress(own_payload), stats.as_dict()
+
+
+def _wrong_size(rank, size):
+    with pytest.raises(ValueError, match="built for 3 workers, the group has 4"):
+        gossip(torch.zeros(2), ring(3))
+    return True
+
+
+class _Half:
+    """A payload of no known layout: travels pickled."""
+
+    def __init__(self, t):
+        self.t = t
+        self.nbytes = 2 * t.numel()
+
+
+class _PickledHalf:
+    def compress(self, x, *, generator=None, step=0):
+        return _Half(x.to(torch.float16))
+
+    def decompress(self, p):
+        return p.t.to(torch.float32)
+
+
+# -- tests -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_gossip_equals_w_times_x(world, name):
+    steps = [0, 1, 2, 3, 7]
+    results = world.run(_gossip_steps, name, steps, torch.float64)
+    top = topology(name, N)
+    x = _models()
+    for k, s in enumerate(steps):
+        got = torch.stack([r[0][k] for r in results])
+        ref = top.matrix(s) @ x  # float64 reference, computed here
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-15)
+    for rank, (_, stats) in enumerate(results):
+        fanout = sum(top.n - 1 if name == "complete" else len(top.out_neighbors(rank, s)) for s in steps)
+        assert stats["messages_sent"] == fanout
+        assert stats["bytes_sent"] == fanout * 8 * D and stats["float32_bytes"] == fanout * 4 * D
+        assert stats["simulated_comm_s"] == pytest.approx(LinkModel(1e6, 1e-3).seconds(fanout * 8 * D, fanout))
+        assert stats["comm_s"] > 0
+
+
+def test_gossip_in_float32_matches_reference(world):
+    results = world.run(_gossip_steps, "ring", [0], torch.float32)
+    ref = ring(N).matrix() @ _models()
+    got = torch.stack([r[0][0] for r in results])
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), ref, rtol=0, atol=1e-6)
+    assert results[0][1]["bytes_sent"] == 2 * 4 * D and results[0][1]["compression_ratio"] == 1.0
+
+
+@pytest.mark.parametrize("name", ["ring", "exp"])
+def test_repeated_gossip_keeps_the_average_and_contracts_at_the_spectral_rate(world, name):
+    rounds = 12
+    results = world.run(_repeated, name, rounds)
+    x0 = _models(seed=3)
+    final = torch.stack([r[0] for r in results])
+    torch.testing.assert_close(final.mean(dim=0), x0.mean(dim=0), rtol=0, atol=1e-14)
+    dists = results[0][1]
+    assert all(r[1] == pytest.approx(dists) for r in results)  # every rank gets the same value
+    centred = x0 - x0.mean(dim=0)
+    assert dists[0] == pytest.approx(math.sqrt((centred ** 2).sum().item() / N), rel=1e-12)
+    w = topology(name, N).matrix()
+    # ||(W - J)^t X||_F <= ||W - J||_2^t ||X - xbar||_F; ||W - J||_2 = |lambda_2| when W is symmetric
+    rate = torch.linalg.matrix_norm(w - torch.full((N, N), 1 / N, dtype=torch.float64), ord=2).item()
+    if name == "ring":
+        assert rate == pytest.approx(1 - ring(N).spectral_gap, abs=1e-12)
+    for t, d in enumerate(dists):
+        assert d <= rate ** t * dists[0] * (1 + 1e-9) + 1e-15
+    assert dists[-1] < 1e-4 * dists[0]
+
+
+def test_one_peer_exponential_reaches_exact_consensus_in_one_period(world):
+    results = world.run(_repeated, "one-peer-exp", 2)  # period log2(4) = 2
+    x0 = _models(seed=3)
+    assert results[0][1][1] > 0.1 * results[0][1][0]  # one round is not enough...
+    for r in results:  # ...two are: every rank holds the exact average
+        torch.testing.assert_close(r[0], x0.mean(dim=0), rtol=0, atol=1e-15)
+        assert r[1][2] < 1e-14
+
+
+@pytest.mark.parametrize("kind", ["cast", "quantize", "pickled"])
+def test_compressed_gossip_mixes_decompressed_neighbours(world, kind):
+    results = world.run(_compressed, kind, 1)
+    x = _models(seed=5, dtype=torch.float32)
+    top = ring(N)
+    w = top.matrix()
+    decoded = [r[1] for r in results]  # what each rank's message decodes to (same seeds as in gossip)
+    for i, (out, _, stats) in enumerate(results):
+        ref = w[i, i] * x[i].double() + sum(w[i, j] * decoded[j].double() for j in top.neighbors(i))
+        torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-6)
+        assert not torch.allclose(out.double(), (w @ x.double())[i], rtol=0, atol=1e-9)  # it did compress
+        per_message = {"cast": 2 * D, "quantize": math.ceil(D * 4 / 8) + 4 * math.ceil(D / 4), "pickled": 2 * D}[kind]
+        assert stats["bytes_sent"] == 2 * per_message and stats["messages_sent"] == 2
+        assert stats["float32_bytes"] == 2 * 4 * D
+        assert stats["compress_s"] > 0
+
+
+def test_topology_must_match_the_world(world):
+    assert world.run(_wrong_size) == [True] * N
+
+
+def test_single_process_needs_no_process_group():
+    x = torch.arange(3.0)
+    assert torch.equal(gossip(x, ring(1)), x) and gossip(x, complete(1)) is not x
+    assert consensus_distance(x) == 0.0
+    with pytest.raises(ValueError, match="Invalid topology"):
+        gossip(x, "ring")
+    assert torch.equal(gossip(x, torus(1, 1)), x)
