@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_tradeoff)
     from .parallel.cli import add_parser as add_hogwild
     add_hogwild(sub)
+    from .dist.cli import add_parser as add_dist
+    add_dist(sub)
     return parser
 
 
