@@ -211,3 +211,37 @@ def test_saturation_and_narrow_communication():
     w = np.zeros(4, np.int8)
     K.sparse_fixed(indptr, indices, values, np.array([100.0], np.float32), order, w, _ctl(), 0, 1, fp, ip)
     assert w[2] == 127 and w[[0, 1, 3]].tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("loss", ["logistic", "squared"])
+@pytest.mark.parametrize("lr", [0.3, 40.0])  # 40: updates beyond the C range, so the clamp matters
+def test_packed_rows_and_the_clamp_free_path_change_no_bit(loss, lr):
+    """The packed 8-bit layout and the kernel's no-clamp fast path (taken when ``xmax`` proves
+    no write can leave the C range) give the very model of the plain layout, always clamped."""
+    sig, fmt = Signature.parse("D8M8G32C8"), FixedPoint(8, 5)
+    indptr, indices, values = _csr(n=60, d=40, per_row=6)
+    codes, vscale = data_codes(values, 8)
+    y, order = _labels(loss, 60), _order(60)
+    runs = []
+    for rows, vals, xmax in ((indices, codes, math.inf), (indices, codes, 128.0),
+                             (K.pack_rows(indices, codes), np.zeros(0, np.int8), 128.0)):
+        fp, ip = kernel_params(loss, lr, 0.0, vscale, fmt, sig, 16, xmax=xmax)
+        w = np.zeros(40, np.int8)
+        K.sparse_fixed(indptr, rows, vals, y, order, w, _ctl(), 0, 1, fp, ip)
+        runs.append(w)
+    assert np.abs(runs[0]).max() > 0
+    if lr > 1:
+        assert np.abs(runs[0]).max() == 128 or runs[0].max() == 127  # saturated somewhere
+    for w in runs[1:]:
+        np.testing.assert_array_equal(w, runs[0])
+
+
+def test_pack_rows_round_trip_and_limits():
+    indices = np.array([0, 5, (1 << 24) - 1], np.int32)
+    codes = np.array([-127, 0, 127], np.int8)
+    packed = K.pack_rows(indices, codes)
+    assert packed.dtype == np.uint32
+    np.testing.assert_array_equal(packed >> 8, indices)
+    np.testing.assert_array_equal((packed & 0xFF).astype(np.uint8).view(np.int8), codes)
+    with pytest.raises(ValueError, match="2\\*\\*24"):
+        K.pack_rows(np.array([1 << 24], np.int32), np.array([1], np.int8))

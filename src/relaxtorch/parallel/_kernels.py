@@ -45,7 +45,7 @@ LOGISTIC, SQUARED, HINGE = 0, 1, 2
 LOSSES = {"logistic": LOGISTIC, "squared": SQUARED, "hinge": HINGE}
 
 # ---- parameter vectors ------------------------------------------------------------
-F_LR, F_LAM, F_VSCALE, F_WSTEP, NF = 0, 1, 2, 3, 4
+F_LR, F_LAM, F_VSCALE, F_WSTEP, F_XMAX, NF = 0, 1, 2, 3, 4, 5
 (I_LOSS, I_STALE_MASK, I_SEED_LO, I_SEED_HI, I_G_ON, I_G, I_C_ON, I_C,
  I_WLO, I_WHI, I_QLO, I_QHI, I_PF) = 0, 1, 2, 3, 4, 5, 11, 12, 18, 19, 20, 21, 22
 NI = 23
@@ -90,6 +90,43 @@ def _ov_fix16(cf, a, x):
     if isinstance(x, types.Integer):
         return lambda cf, a, x: cf * np.int64(x)
     return lambda cf, a, x: np.int64(math.floor(a * _TWO16 * np.float64(x) + 0.5))
+
+
+def _zero_dot(w, indices, values):  # pragma: no cover
+    raise NotImplementedError
+
+
+@overload(_zero_dot, inline="always")
+def _ov_zero_dot(w, indices, values):
+    """The dot product's zero: int64 when model and data are integers (packed data is int8)."""
+    packed = indices.dtype == types.uint32
+    if isinstance(w.dtype, types.Integer) and (packed or isinstance(values.dtype, types.Integer)):
+        return lambda w, indices, values: np.int64(0)
+    return lambda w, indices, values: np.float32(0)
+
+
+def _nz(indices, values, k):  # pragma: no cover
+    raise NotImplementedError
+
+
+@overload(_nz, inline="always")
+def _ov_nz(indices, values, k):
+    """Non-zero k of a CSR row as (feature, value).  uint32 ``indices`` are the packed 8-bit
+    layout of :func:`pack_rows` (feature << 8 | int8 code; ``values`` empty): one load and 4
+    bytes per non-zero instead of two loads and 5 bytes (int32 index + int8 code)."""
+    if indices.dtype == types.uint32:
+        def packed(indices, values, k):
+            word = indices[k]
+            return np.uint32(word >> np.uint32(8)), np.int8(word & np.uint32(0xFF))
+        return packed
+    return lambda indices, values, k: (np.uint32(indices[k]), values[k])
+
+
+def pack_rows(indices: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """The packed 8-bit CSR layout: ``feature << 8 | (code & 0xFF)`` as uint32 (features < 2**24)."""
+    if codes.dtype != np.int8 or (indices.size and int(indices.max()) >= 1 << 24):
+        raise ValueError("Invalid data: packing needs int8 codes and fewer than 2**24 features")
+    return (indices.astype(np.uint32) << np.uint32(8)) | codes.view(np.uint8).astype(np.uint32)
 
 
 # ---- small inline helpers -----------------------------------------------------------
@@ -161,23 +198,25 @@ def _clamp(v, lo, hi):
 
 
 @njit(inline="always")
-def _prefetch_rows(indptr, indices, values, order, t, dist):
+def _prefetch_rows(indptr, indices, values, y, order, t, dist):
     """Software pipeline for examples met in random order: at step t fetch the row
-    pointers of example t + 2*dist and the row (indices, values) of example t + dist."""
+    pointers of example t + 2*dist and the row (indices, values, label) of example t + dist."""
     n = order.size
     if t + 2 * dist < n:
         prefetch(indptr, order[t + 2 * dist], False)
     if t + dist < n:
         i = order[t + dist]
+        prefetch(y, i, False)
         k0, k1 = indptr[i], indptr[i + 1]
         if k1 > k0:
             for k in range(k0, k1, 16):
                 prefetch(indices, k, False)
             prefetch(indices, k1 - 1, False)
-            step = max(64 // values.itemsize, 1)
-            for k in range(k0, k1, step):
-                prefetch(values, k, False)
-            prefetch(values, k1 - 1, False)
+            if values.size:  # empty in the packed layout
+                step = max(64 // values.itemsize, 1)
+                for k in range(k0, k1, step):
+                    prefetch(values, k, False)
+                prefetch(values, k1 - 1, False)
 
 
 # ---- sparse linear models -------------------------------------------------------------
@@ -196,7 +235,7 @@ def sparse_float(indptr, indices, values, y, order, w, ctl, wid, nworkers, fp, i
     pf = ip[I_PF]
     for t in range(order.size):
         if pf > 0:
-            _prefetch_rows(indptr, indices, values, order, t, pf)
+            _prefetch_rows(indptr, indices, values, y, order, t, pf)
         i = np.uint64(order[t])
         k0, k1 = np.uint64(indptr[i]), np.uint64(indptr[i + 1])  # unsigned: no negative-index checks
         sample = (done & mask) == 0
@@ -244,6 +283,8 @@ def sparse_fixed(indptr, indices, values, y, order, w, ctl, wid, nworkers, fp, i
     seed_lo, seed_hi = np.uint32(ip[I_SEED_LO]), np.uint32(ip[I_SEED_HI])
     seed_hi2 = np.uint32(seed_hi ^ np.uint32(0x5BD1E995))
     wlo, whi, qlo, qhi = ip[I_WLO], ip[I_WHI], ip[I_QLO], ip[I_QHI]
+    # |q| <= |a| xmax + 2 (rounding of cf and of the update); within min(qhi, -qlo) no clamp is needed
+    xmax, qbound = fp[F_XMAX], np.float64(min(qhi, -qlo))
     base = wid * STRIDE
     done = ctl[base + UPDATES]
     writes = np.int64(0)
@@ -252,31 +293,33 @@ def sparse_fixed(indptr, indices, values, y, order, w, ctl, wid, nworkers, fp, i
     pf = ip[I_PF]
     for t in range(order.size):
         if pf > 0:
-            _prefetch_rows(indptr, indices, values, order, t, pf)
+            _prefetch_rows(indptr, indices, values, y, order, t, pf)
         i = np.uint64(order[t])
         k0, k1 = np.uint64(indptr[i]), np.uint64(indptr[i + 1])  # unsigned: no negative-index checks
         sample = (done & mask) == 0
         before = np.int64(0)
         if sample:
             before = _others(ctl, wid, nworkers)
-        acc = _zero(w[0], values[0])
+        acc = _zero_dot(w, indices, values)
         for k in range(k0, k1):
-            acc += _prod(w[np.uint32(indices[k])], values[k])
+            j, x = _nz(indices, values, k)
+            acc += _prod(w[j], x)
         s = _round_g(np.float32(acc) * dot_scale, ip)
         a = -lr * np.float64(_round_g(_dloss(kind, s, y[i]), ip)) * a_scale
         cf = _sr_int(a * _TWO16, random_bits_i32(done, seed_lo, seed_hi2))
         r = np.uint64(random_bits_i32(done, seed_lo, seed_hi))
-        if lam16 == 0 and not sample:  # the common case, kept tight
+        if lam16 == 0 and not sample and abs(a) * xmax + 2 <= qbound:
+            # the common case, kept tight: no write can leave the C range, so q needs no clamp
             for k in range(k0, k1):
-                j = np.uint32(indices[k])
+                j, x = _nz(indices, values, k)
                 r = (r + _WEYL) & _M32
-                q = _clamp((_fix16(cf, a, values[k]) + np.int64(r >> np.uint64(16))) >> 16, qlo, qhi)
+                q = (_fix16(cf, a, x) + np.int64(r >> np.uint64(16))) >> 16
                 w[j] = _clamp(np.int64(w[j]) + q, wlo, whi)
         else:
             for k in range(k0, k1):
-                j = np.uint32(indices[k])
+                j, x = _nz(indices, values, k)
                 r = (r + _WEYL) & _M32
-                u16 = _fix16(cf, a, values[k])
+                u16 = _fix16(cf, a, x)
                 if lam16 != 0:
                     u16 -= np.int64(math.floor(lam16 * np.float64(w[j]) + 0.5))
                 q = _clamp((u16 + np.int64(r >> np.uint64(16))) >> 16, qlo, qhi)

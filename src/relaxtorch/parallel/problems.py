@@ -24,6 +24,7 @@ Problems:
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,10 +87,13 @@ def _check_positive(name, value, allow_zero=False):
 
 
 def kernel_params(loss: str, lr: float, lam: float, vscale: float, fmt: FixedPoint | None, sig: Signature,
-                  stale_every: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """The float64 and int64 parameter vectors of the compiled kernels (layout in ``_kernels``)."""
+                  stale_every: int = 16, xmax: float = math.inf) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 and int64 parameter vectors of the compiled kernels (layout in ``_kernels``).
+
+    ``xmax``: the largest data magnitude; with it the fixed-point kernel skips clamping
+    updates it can prove fit the communication format (inf: always clamp)."""
     fp = np.zeros(K.NF, np.float64)
-    fp[K.F_LR], fp[K.F_LAM], fp[K.F_VSCALE] = lr, lam, vscale
+    fp[K.F_LR], fp[K.F_LAM], fp[K.F_VSCALE], fp[K.F_XMAX] = lr, lam, vscale, xmax
     fp[K.F_WSTEP] = fmt.eps if fmt is not None else 1.0
     ip = np.zeros(K.NI, np.int64)
     ip[K.I_LOSS] = K.LOSSES[loss]
@@ -164,12 +168,26 @@ class Problem:
             else:
                 formats[name], model[name] = None, share(np.asarray(arr, dtype=np.float32))
         fmt = next(iter(formats.values()))
-        fp, ip = kernel_params(getattr(self, "loss", "squared"), self.lr, self.lam, vscale, fmt, sig, stale_every)
+        fp, ip = kernel_params(getattr(self, "loss", "squared"), self.lr, self.lam, vscale, fmt, sig, stale_every,
+                               xmax=_largest_value(data))
         kernel = f"{self.kind}_{'fixed' if fmt is not None else 'float'}"
         tensors = dict(data, **model)
         spec = dict(kind=self.kind, kernel=kernel, fp=fp, ip=ip, chunk=self.chunk, data_names=tuple(data),
                     model_names=tuple(model))
         return Prepared(self.kind, tensors, tuple(model), spec, self.n_items, formats, ddesc)
+
+
+def _largest_value(data: dict) -> float:
+    """max |data value| (the largest code magnitude for integer data, packed or not)."""
+    for name in ("values", "X", "vals"):
+        if name in data:
+            a = data[name].numpy()
+            if a.size == 0 and data.get("indices") is not None and data["indices"].dtype == torch.uint32:
+                return 128.0
+            if np.issubdtype(a.dtype, np.integer):
+                return float(np.iinfo(a.dtype).max + 1)  # -min: the largest magnitude
+            return float(np.abs(a).max()) if a.size else 0.0
+    return 0.0
 
 
 def _check_stale_every(stale_every):
@@ -221,7 +239,12 @@ class SparseLinear(Problem):
         d = self.dataset
         codes, scale = data_codes(d.values, bits)
         desc = "float32" if bits == 32 else f"int{bits} x {scale:.4g}"
-        return ({"indptr": share(d.indptr), "indices": share(d.indices), "values": share(codes),
+        if bits == 8 and d.n_features <= 1 << 24:  # one uint32 word per non-zero: half the bytes
+            indices, codes = K.pack_rows(d.indices, codes), np.zeros(0, np.int8)
+            desc += ", packed with the indices"
+        else:
+            indices = d.indices
+        return ({"indptr": share(d.indptr), "indices": share(indices), "values": share(codes),
                  "y": share(self.y)}, scale, desc)
 
 
