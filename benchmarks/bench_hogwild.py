@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--orders", default="shuffle,blocks")
-    ap.add_argument("--json", default="reports/bench_hogwild.json")
+    ap.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_hogwild.json"))
     args = ap.parse_args(argv)
 
     cores = os.cpu_count() or 1

@@ -2,9 +2,10 @@
 from . import formats
 from .quant import OptimLP, Quantizer, quantize_model, quantizer
 from .numbers import ROUNDINGS, BlockFloat, Finfo, FixedPoint, FloatFormat, MXFormat, finfo, quantize, quantize_
+from .optim import HALP, SVRG, SWALP
 
 __version__ = "0.1.0"
 
 __all__ = ["BlockFloat", "Finfo", "FixedPoint", "FloatFormat", "MXFormat", "ROUNDINGS",
            "finfo", "formats", "quantize", "quantize_", "OptimLP", "Quantizer", "quantize_model", "quantizer",
-           "__version__"]
+           "HALP", "SVRG", "SWALP", "__version__"]

@@ -34,9 +34,9 @@ import time
 import torch
 import torch.distributed as dist
 
+from .._wrapped import WrappedOptimizer
 from .allreduce import ring_allreduce_bytes
 from .compressors import Quantize, _invalid
-from .._wrapped import WrappedOptimizer
 from .data_parallel import broadcast_parameters
 from .link import LinkModel
 from .sparsify import Compose, RandomK, TopK, mix_seed

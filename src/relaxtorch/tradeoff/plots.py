@@ -52,6 +52,8 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def pareto_png(summary: list[dict]) -> bytes:
+    from matplotlib.ticker import NullFormatter
+
     pairs = list(dict.fromkeys((s["model"], s["dataset"]) for s in summary))
     fig, axes = _figure(len(pairs))
     colors = _colors(s["precision"] for s in summary)
@@ -67,6 +69,7 @@ def pareto_png(summary: list[dict]) -> bytes:
             xs, ys = zip(*front)
             ax.step(xs, ys, where="post", color="0.3", linewidth=1, zorder=0, label="Pareto frontier")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks collide on short ranges
         ax.set_xlabel("memory for weights + optimizer state (bytes)")
         ax.set_ylabel("test error (%)" if scale == 100.0 else "test MSE")
         ax.set_title(f"{model} on {ds}")
