@@ -24,29 +24,23 @@ import multiprocessing as mp
 import os
 import pickle
 import queue
-import socket
 import time
 import traceback
 
 DEFAULT_TIMEOUT = 60.0
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_main(rank: int, size: int, port: int, timeout: float, tasks, results) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     import torch
     import torch.distributed as dist
 
+    from relaxtorch.dist.loopback import HOST, pin_gloo_to_loopback
+
     torch.set_num_threads(1)
     try:
-        dist.init_process_group("gloo", rank=rank, world_size=size,
+        pin_gloo_to_loopback()
+        store = dist.TCPStore(HOST, port, size, is_master=False, timeout=datetime.timedelta(seconds=timeout))
+        dist.init_process_group("gloo", store=store, rank=rank, world_size=size,
                                 timeout=datetime.timedelta(seconds=timeout))
     except Exception:  # noqa: BLE001 - reported to the parent
         results.put((rank, -1, False, traceback.format_exc()))
@@ -84,12 +78,16 @@ class World:
         self._procs: list = []
         self._tasks: list = []
         self._results = None
+        self._store = None
         self._run_id = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _start(self) -> None:
+        from relaxtorch.dist.loopback import loopback_store
+
         ctx = mp.get_context("spawn")
-        port = free_port()
+        self._store = loopback_store(self.size, self.timeout + 30.0)  # 127.0.0.1 only; lives with the world
+        port = self._store.port
         self._results = ctx.Queue()
         self._tasks = [ctx.Queue() for _ in range(self.size)]
         self._procs = [ctx.Process(target=_rank_main, daemon=True,
@@ -125,6 +123,7 @@ class World:
                 q.close()
                 q.cancel_join_thread()
         self._procs, self._tasks, self._results = [], [], None
+        self._store = None
 
     def __enter__(self) -> "World":
         return self

@@ -34,6 +34,7 @@ import torch.distributed as dist
 
 from .._files import atomic_write
 from .config import DistConfig
+from .loopback import HOST, loopback_store, pin_gloo_to_loopback
 
 STARTUP_S = 300.0  # how long the ranks may take to start (imports on a busy machine)
 SETTLE_S = 3.0  # after a first failure, how long the others get to fail too (and say why)
@@ -89,7 +90,8 @@ def _child(rank, world, port, cfg, out, resume, progress, factory, err_dir, beat
         beats[rank] = time.time()
         torch.set_num_threads(_threads(cfg, world))
         device = resolve_device(cfg.device, rank, world)
-        store = dist.TCPStore("127.0.0.1", port, world, is_master=False, timeout=timedelta(seconds=STARTUP_S))
+        pin_gloo_to_loopback()
+        store = dist.TCPStore(HOST, port, world, is_master=False, timeout=timedelta(seconds=STARTUP_S))
         _startup_barrier(store, world)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank,
                                 world_size=world, timeout=timedelta(seconds=cfg.timeout))
@@ -226,8 +228,7 @@ def launch_local(cfg: DistConfig, out, *, resume: bool = False, progress: bool =
     import torch.multiprocessing as mp
     n = cfg.nproc
     ctx = mp.get_context("spawn")
-    store = dist.TCPStore("127.0.0.1", 0, n + 1, is_master=True, wait_for_workers=False,
-                          timeout=timedelta(seconds=cfg.timeout))
+    store = loopback_store(n + 1, cfg.timeout)
     err_dir = tempfile.mkdtemp(prefix="relaxtorch-dist-")
     beats = ctx.Array("d", [time.time()] * n, lock=False)
     steps = ctx.Array("q", [-1] * n, lock=False)  # -1: not started; then the steps done in the current run
