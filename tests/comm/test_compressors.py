@@ -389,3 +389,15 @@ def test_values_are_readable_and_hashable():
     assert Compose(RandomK(0.1), Compose(TopK(0.2), Quantize(4, 128))) == COCKTAIL
     assert len({Quantize(), Quantize(), Sign(), TopK(0.1), TopK(0.1), COCKTAIL}) == 4
     assert repr(Cast(formats.FP8_E4M3)) == "Cast(fmt=FP8_E4M3, rounding='nearest')"
+
+
+def test_quantize_survives_subnormal_bucket_scales():
+    """A bucket whose largest magnitude is subnormal: 1/unit would overflow; zeros stay zero and
+    every value lands within one grid step (as for any other scale)."""
+    x = torch.tensor([3e-39, 0.0, -1e-39, 2e-39], dtype=torch.float32)
+    for rounding in ("nearest", "stochastic"):
+        q = Quantize(4, 4, rounding=rounding)
+        y = q.decompress(q.compress(x, generator=torch.Generator().manual_seed(0)))
+        step = 3e-39 / q.levels
+        assert torch.isfinite(y).all() and y[1] == 0
+        assert torch.all((y - x).abs() <= step * 1.0001), (x, y)

@@ -243,3 +243,10 @@ def test_invalid_arguments(kw, match):
     args = {"lr": 0.1, **kw}
     with pytest.raises(ValueError, match=match):
         Moniqua([torch.nn.Parameter(torch.zeros(2))], topology=ring(4), **args)
+
+
+def test_delta_below_one_grid_step_is_refused():
+    """B = 2 theta / (1 - delta) only holds the decoding window when delta >= 2**-bits."""
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    with pytest.raises(ValueError, match="delta"):
+        Moniqua(params, lr=0.1, topology=ring(4), bits=2, delta=0.1)

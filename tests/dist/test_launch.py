@@ -26,6 +26,7 @@ def _cfg(timeout, algorithms=("allreduce",), steps=6):
 
 
 def test_cli_runs_local_ranks_and_prints_the_table(tmp_path, capsys):
+    before = set(mp.active_children())  # other test modules may keep a pool of ranks alive
     rc = main(["dist", "--nproc", "2", "--algorithm", "allreduce,qsgd", "--steps", "4", "--eval-every", "2",
                "--batch-size", "8", "--out", str(tmp_path), "--no-progress", "--timeout", "30"])
     out = capsys.readouterr().out
@@ -34,7 +35,8 @@ def test_cli_runs_local_ranks_and_prints_the_table(tmp_path, capsys):
     report = json.loads((tmp_path / "report.json").read_text())
     assert [r["name"] for r in report["runs"]] == ["allreduce", "qsgd"]
     assert report["config"]["nproc"] == 2 and all(r["world"] == 2 for r in report["runs"])
-    assert (tmp_path / "checkpoints" / "qsgd.pt").exists() and not mp.active_children()
+    assert (tmp_path / "checkpoints" / "qsgd.pt").exists()
+    assert set(mp.active_children()) <= before  # no rank of this job is left behind
 
 
 @pytest.mark.parametrize("factory, timeout, reason", [
@@ -44,6 +46,7 @@ def test_cli_runs_local_ranks_and_prints_the_table(tmp_path, capsys):
 def test_a_failing_rank_is_named_within_the_timeout(factory, timeout, reason, tmp_path, monkeypatch):
     log = tmp_path / "fault_time"
     monkeypatch.setenv("RELAXTORCH_TEST_FAULT_LOG", str(log))
+    before = set(mp.active_children())
     with pytest.raises(RankFailure) as info:
         launch_local(_cfg(timeout), tmp_path / "out", progress=False, factory=factory)
     reacted = time.time() - float(log.read_text())
@@ -54,7 +57,7 @@ def test_a_failing_rank_is_named_within_the_timeout(factory, timeout, reason, tm
     assert reacted < (timeout if factory is _faults.hanging else 0) + SETTLE_S + 10, reacted
     if factory is _faults.raising:
         assert "injected fault" in info.value.traceback and "Traceback" in info.value.traceback
-    assert not mp.active_children()  # every rank stopped
+    assert set(mp.active_children()) <= before  # every rank stopped
 
 
 class _Proc:

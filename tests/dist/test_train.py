@@ -199,3 +199,21 @@ def test_resume_continues_bit_for_bit(world, tmp_path):
     raw["runs"][1]["lr"] = 0.2
     with pytest.raises(AssertionError, match=r"written for different settings \(lr\)"):
         _report(world, raw, tmp_path / "cut", resume=True)
+
+
+def _overlapped_totals(rank, size, out):
+    from relaxtorch.dist.train import train_run
+    cfg = parse({"dist": {"steps": 4, "eval_every": 100, "checkpoint_every": 0, "link": "10Mbps,10ms"},
+                 "runs": [{"algorithm": "cocktail", "overlap": True}]})
+    rec = train_run(cfg.runs[0], cfg, RankContext(rank, size, torch.device("cpu")), out, progress=False)
+    if rank != 0:
+        return None
+    return rec["totals"]["simulated_comm_s"], [s["simulated_comm_s"] for s in rec["rank_stats"]]
+
+
+def test_the_last_overlapped_exchange_is_in_the_simulated_time(world, tmp_path):
+    """With overlap the final exchange completes in synchronize(), after the last step: its link
+    time must be in the totals as it is in every rank's own counters (4 exchanges, not 3)."""
+    totals, per_rank = world.run(_overlapped_totals, str(tmp_path))[0]
+    assert totals > 0
+    assert math.isclose(totals, sum(per_rank) / len(per_rank), rel_tol=1e-9), (totals, per_rank)

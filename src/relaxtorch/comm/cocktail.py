@@ -8,7 +8,7 @@ into N chunks; rank j is the "server" of chunk j.  Per step and chunk:
 
 1. worker: a random subset of the chunk's coordinates (``random_ratio``; the same on every
    rank, from the shared seed and the step; drawn without replacement across steps, so
-   every coordinate is visited once per ``1/random_ratio`` steps, as the reference code's
+   no coordinate is visited twice within ``1/random_ratio`` steps, as the reference code's
    ``random_wo_replacement``), then top-K within the subset (``topk_ratio``),
    then bucketed quantization (``bits``, ``bucket``) of the survivors; the payload goes to
    the chunk's server.  Worker-side error feedback is the local model itself: what was not
@@ -330,10 +330,11 @@ class CocktailSGD(WrappedOptimizer):
         self._gen_worker.set_state(extra["gen_worker"])
         self._gen_server.set_state(extra["gen_server"])
         pending = extra["pending"]
+        device = self._anchor.device  # checkpoints are loaded on the CPU
         self._pending = None if pending is None else {
-            "update": pending["update"].clone(), "sent": pending["sent"].clone(), "bytes": tuple(pending["bytes"]),
-            "step": pending["step"], "error": None, "thread": None,
-            "pos": None if pending["pos"] is None else pending["pos"].clone()}
+            "update": pending["update"].to(device, copy=True), "sent": pending["sent"].to(device, copy=True),
+            "bytes": tuple(pending["bytes"]), "step": pending["step"], "error": None, "thread": None,
+            "pos": None if pending["pos"] is None else pending["pos"].to(device, copy=True)}
 
     def add_param_group(self, param_group: dict) -> None:
         raise RuntimeError("CocktailSGD: parameters are fixed at construction (the flat anchor and chunks)")

@@ -271,8 +271,8 @@ class Quantize(Compressor):
         rows = _rows(flat, self.bucket)
         scale = rows.abs().amax(1)
         unit = scale / L
-        inv = torch.where(unit > 0, 1.0 / unit, torch.zeros_like(unit))
-        y = (rows * inv.unsqueeze(1)).reshape(-1)[:n]  # a new tensor: rows may be a view of x
+        # divide (not multiply by 1/unit): 1/unit overflows for subnormal scales
+        y = (rows / torch.where(unit > 0, unit, torch.ones_like(unit)).unsqueeze(1)).reshape(-1)[:n]
         if self.rounding == "stochastic":
             y = y.add_(_rand(n, generator, y.device)).floor_()
         else:

@@ -37,7 +37,7 @@ class ErrorFeedback(Compressor):
             raise _invalid("x", tuple(x.shape), f"key {key!r} holds a residual of shape {tuple(r.shape)} "
                                                 f"and dtype {r.dtype}; reset(key) first")
         else:
-            corrected = x.detach() + r
+            corrected = x.detach() + r.to(x.device)  # a residual loaded from a CPU checkpoint
         p = self.compressor.compress(corrected, generator=generator, step=step)
         self._residuals[key] = corrected - self.compressor.decompress(p)
         return p

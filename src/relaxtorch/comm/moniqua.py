@@ -76,17 +76,17 @@ ROUNDINGS = ("stochastic", "nearest")
 def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """Pack integers in ``[0, 2**bits)`` (any integer dtype) into ``ceil(numel * bits / 8)`` bytes."""
     c = codes.reshape(-1).to(torch.int64)
-    planes = ((c[:, None] >> torch.arange(bits)) & 1).reshape(-1)
+    planes = ((c[:, None] >> torch.arange(bits, device=c.device)) & 1).reshape(-1)
     pad = (-planes.numel()) % 8
     if pad:
         planes = torch.cat([planes, planes.new_zeros(pad)])
-    return (planes.view(-1, 8) << torch.arange(8)).sum(dim=1).to(torch.uint8)
+    return (planes.view(-1, 8) << torch.arange(8, device=c.device)).sum(dim=1).to(torch.uint8)
 
 
 def unpack_bits(data: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
     """Inverse of :func:`pack_bits`: the first ``numel`` codes, as int64."""
-    planes = ((data.to(torch.int64)[:, None] >> torch.arange(8)) & 1).reshape(-1)[:numel * bits]
-    return (planes.view(numel, bits) << torch.arange(bits)).sum(dim=1)
+    planes = ((data.to(torch.int64)[:, None] >> torch.arange(8, device=data.device)) & 1).reshape(-1)[:numel * bits]
+    return (planes.view(numel, bits) << torch.arange(bits, device=data.device)).sum(dim=1)
 
 
 def modulo_decode(residue: torch.Tensor, reference: torch.Tensor, theta: float, step_size: float,
@@ -153,6 +153,9 @@ class Moniqua(DecentralizedOptimizer):
         if delta is None:
             delta = 2.0 ** -bits
         check_number("delta", delta, high=0.5 if private else 1.0, low_open=True, high_open=True)
+        if delta < 2.0 ** -bits:  # the decoding window needs one grid step of margin
+            raise ValueError(f"Invalid delta: {delta!r} (must be >= 2**-bits = {2.0 ** -bits:g}: with less "
+                             "margin the residues decode in the wrong window)")
         if theta is not None:
             check_number("theta", theta, low_open=True)
         check_number("theta_scale", theta_scale, low_open=True)
@@ -231,7 +234,7 @@ class Moniqua(DecentralizedOptimizer):
             if self.rounding == "nearest":
                 dither = 0.5
             else:
-                dither = torch.rand(x.numel(), generator=self.generator, dtype=torch.float64)
+                dither = torch.rand(x.numel(), generator=self.generator, dtype=torch.float64).to(x.device)
             own = torch.floor(x / s + dither)
             packed = pack_bits(torch.remainder(own, levels).to(torch.int64), self.bits)
         with self.stats.timing("comm"):

@@ -86,9 +86,10 @@ class RandomK(Sparsifier):
 
     ``cycle=True`` draws without replacement across steps, as the reference CocktailSGD
     code's ``random_wo_replacement``: one seeded permutation serves ``numel // k``
-    consecutive steps, each taking the next ``k`` positions, so every position is sent
-    once per cycle; each step's subset is still uniformly random, and the permutation
-    (cached) costs one draw per cycle instead of one per step.
+    consecutive steps, each taking the next ``k`` positions, so no position is sent twice
+    in a cycle (the ``numel % k`` left over wait for a later cycle's permutation); each
+    step's subset is still uniformly random, and the permutation (cached) costs one draw
+    per cycle instead of one per step.
     """
 
     ratio: float = 0.1

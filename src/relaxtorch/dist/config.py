@@ -13,8 +13,8 @@ so they can be compared side by side::
 
     [[runs]]
     algorithm = "cocktail"
-    name = "cocktail-1bit"
-    bits = 1               algorithm options (see ``OPTIONS``)
+    name = "cocktail-2bit"
+    bits = 2               algorithm options (see ``OPTIONS``)
 
 Without ``[[runs]]`` the job runs ``DEFAULT_ALGORITHMS``.  Errors name the file
 and the key: ``x.toml: [[runs]][2].ratio: unknown key for algorithm 'cocktail' (...)``.

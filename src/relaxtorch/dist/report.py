@@ -53,6 +53,7 @@ def summarize(rec: dict) -> dict:
     steps, n = spec["steps"], rec["world"]
     sent = sum(s["bytes_sent"] for s in rec["rank_stats"])
     f32 = sum(s["float32_bytes"] for s in rec["rank_stats"])
+    sim_step, unlimited_step = totals["sim_s"] / steps, totals["sim_unlimited_s"] / steps
     return {
         "name": rec["name"], "algorithm": rec["algorithm"], "model": spec["model"], "params": rec["params"],
         "world": n, "partition": spec["partition"], "link": rec["link"], "steps": steps,
@@ -61,8 +62,8 @@ def summarize(rec: dict) -> dict:
         "bytes_per_step": sent / n / steps,
         "messages_per_step": sum(s["messages_sent"] for s in rec["rank_stats"]) / n / steps,
         "compression_ratio": f32 / sent if sent else None, "vs_allreduce": None,
-        "sim_step_s": totals["sim_s"] / steps, "sim_unlimited_step_s": totals["sim_unlimited_s"] / steps,
-        "link_slowdown": totals["sim_s"] / totals["sim_unlimited_s"] if totals["sim_unlimited_s"] else None,
+        "sim_step_s": sim_step, "sim_unlimited_step_s": unlimited_step,
+        "link_slowdown": sim_step / unlimited_step if unlimited_step else None,
         "compute_step_s": totals["compute_s"] / steps,
         "compress_step_s": totals["compress_s"] / steps, "sim_comm_step_s": totals["simulated_comm_s"] / steps,
         "comm_step_s": totals["comm_s"] / steps, "wall_step_s": totals["wall_s"] / steps,
