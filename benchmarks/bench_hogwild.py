@@ -71,6 +71,61 @@ def core_to_core_latency_ns(rounds: int = 20_000) -> float:
     return dt / (2 * rounds) * 1e9
 
 
+def sharing_control(problem, orders, reps: int = 3) -> list[list]:
+    """Kernel-level control: the same compiled kernel in 1 thread, in 2 threads on one shared
+    model (Hogwild!), and in 2 threads on private copies (no sharing), each thread on half the
+    examples.  If private copies scale and the shared model does not, the limit is the cache
+    lines the cores hand each other, not the kernels or the memory bandwidth."""
+    import threading
+
+    from relaxtorch.parallel import _kernels as K
+    from relaxtorch.parallel.signature import parse_signature
+
+    rng = np.random.default_rng(1)
+    n = problem.n_items
+    rows = []
+    for sig in (F32, B8):
+        prep = problem.prepare(parse_signature(sig))
+        t = {k: v.numpy() for k, v in prep.tensors.items()}
+        kernel, fp = getattr(K, prep.spec["kernel"]), prep.spec["fp"].copy()
+        for order in orders:
+            def halves():
+                lo, hi = np.arange(n // 2, dtype=np.int64), np.arange(n // 2, n, dtype=np.int64)
+                if order == "shuffle":
+                    return [rng.permutation(lo), rng.permutation(hi)]
+                return [np.concatenate([h[b:b + 256] for b in rng.permutation(np.arange(0, h.size, 256))])
+                        for h in (lo, hi)]
+
+            def run(part, w, wid, nworkers, ctl):
+                ip = prep.spec["ip"].copy()
+                ip[K.I_PF] = 16 if order == "shuffle" else 0
+                for c in range(0, part.size, 4096):
+                    kernel(t["indptr"], t["indices"], t["values"], t["y"], part[c:c + 4096], w, ctl, wid,
+                           nworkers, fp, ip)
+
+            times = {"1": [], "shared": [], "private": []}
+            for _ in range(reps):
+                for mode in times:
+                    parts, ctl = halves(), np.zeros(3 * K.STRIDE, np.int64)
+                    w0 = t["w"].copy()
+                    w1 = t["w"].copy() if mode == "private" else w0
+                    t0 = time.perf_counter()
+                    if mode == "1":
+                        run(np.concatenate(parts), w0, 0, 1, ctl)
+                    else:
+                        ths = [threading.Thread(target=run, args=(parts[i], (w0, w1)[i], i, 2, ctl)) for i in (0, 1)]
+                        for th in ths:
+                            th.start()
+                        for th in ths:
+                            th.join()
+                    times[mode].append(time.perf_counter() - t0)
+            one = float(np.median(times["1"]))
+            rows.append([order, sig, f"{n / one / 1e6:.2f}",
+                         f"{one / float(np.median(times['shared'])):.2f}x",
+                         f"{one / float(np.median(times['private'])):.2f}x"])
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--examples", type=int, default=1_000_000)
@@ -79,6 +134,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--orders", default="shuffle,blocks")
+    ap.add_argument("--no-control", action="store_true",
+                    help="skip the kernel-level control (2 threads on a shared vs private model)")
     ap.add_argument("--json", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_hogwild.json"))
     args = ap.parse_args(argv)
 
@@ -138,6 +195,12 @@ def main(argv=None) -> int:
     print(format_table(["order", "signature", "workers", "M updates/s (median)", "range", "vs 1 worker",
                         "vs float32", f"loss after {args.epochs} epochs", "vs sequential", "staleness"],
                        rows, "llrrrrrrrr"))
+    control = []
+    if not args.no_control:
+        control = sharing_control(problem, orders)
+        print("\ncontrol, one process: the kernel in 2 threads on one shared model vs on private copies")
+        print(format_table(["order", "signature", "1 thread M upd/s", "2 threads, shared model",
+                            "2 threads, private models"], control, "llrrr"))
     print(f"\nload average: {load0[0]:.2f} at start, {load1[0]:.2f} at end ({cores} cores)")
     for name, ok, value in checks:
         print(f"  [{'PASS' if ok else 'FAIL'}] {name}: {value}")
@@ -147,7 +210,9 @@ def main(argv=None) -> int:
                "results": [{"order": o, "signature": s, "workers": n, "updates_per_s_median": med[(o, s, n)],
                             "final_loss_median": loss[(o, s, n)],
                             "runs": [r.to_dict() for r in runs[(o, s, n)]]} for (o, s, n) in runs],
-               "checks": [{"claim": c, "pass": ok, "value": v} for c, ok, v in checks]}
+               "checks": [{"claim": c, "pass": ok, "value": v} for c, ok, v in checks],
+               "control": [dict(zip(("order", "signature", "one_thread_mups", "shared_2x", "private_2x"), r))
+                           for r in control]}
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=1)
