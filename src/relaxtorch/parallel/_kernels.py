@@ -285,6 +285,7 @@ def sparse_fixed(indptr, indices, values, y, order, w, ctl, wid, nworkers, fp, i
     wlo, whi, qlo, qhi = ip[I_WLO], ip[I_WHI], ip[I_QLO], ip[I_QHI]
     # |q| <= |a| xmax + 2 (rounding of cf and of the update); within min(qhi, -qlo) no clamp is needed
     xmax, qbound = fp[F_XMAX], np.float64(min(qhi, -qlo))
+    qbuf = np.empty(1024, np.int64)  # one example's steps (longer rows take the general loop)
     base = wid * STRIDE
     done = ctl[base + UPDATES]
     writes = np.int64(0)
@@ -308,13 +309,18 @@ def sparse_fixed(indptr, indices, values, y, order, w, ctl, wid, nworkers, fp, i
         a = -lr * np.float64(_round_g(_dloss(kind, s, y[i]), ip)) * a_scale
         cf = _sr_int(a * _TWO16, random_bits_i32(done, seed_lo, seed_hi2))
         r = np.uint64(random_bits_i32(done, seed_lo, seed_hi))
-        if lam16 == 0 and not sample and abs(a) * xmax + 2 <= qbound:
-            # the common case, kept tight: no write can leave the C range, so q needs no clamp
-            for k in range(k0, k1):
-                j, x = _nz(indices, values, k)
-                r = (r + _WEYL) & _M32
-                q = (_fix16(cf, a, x) + np.int64(r >> np.uint64(16))) >> 16
-                w[j] = _clamp(np.int64(w[j]) + q, wlo, whi)
+        if lam16 == 0 and not sample and abs(a) * xmax + 2 <= qbound and k1 - k0 <= qbuf.size:
+            # the common case, kept tight: no write can leave the C range, so q needs no clamp;
+            # the steps are formed first (a loop the compiler vectorises: the Weyl sequence in
+            # closed form), then written
+            for m in range(k1 - k0):
+                x = _nz(indices, values, k0 + m)[1]
+                rm = (r + np.uint64(m + 1) * _WEYL) & _M32
+                qbuf[m] = (_fix16(cf, a, x) + np.int64(rm >> np.uint64(16))) >> 16
+            for m in range(k1 - k0):
+                j = _nz(indices, values, k0 + m)[0]
+                w[j] = _clamp(np.int64(w[j]) + qbuf[m], wlo, whi)
+            r = (r + np.uint64(k1 - k0) * _WEYL) & _M32
         else:
             for k in range(k0, k1):
                 j, x = _nz(indices, values, k)
