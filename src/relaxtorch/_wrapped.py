@@ -44,6 +44,14 @@ class WrappedOptimizer(torch.optim.Optimizer):
             self.__dict__.setdefault(f"_optimizer_{name}_hooks", OrderedDict())
         self._patch_step_function()
 
+    @staticmethod
+    def _evaluate(closure):
+        """The loss of ``closure`` (None without one), with gradients on inside a no-grad step."""
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
 

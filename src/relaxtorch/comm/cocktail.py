@@ -166,10 +166,7 @@ class CocktailSGD(WrappedOptimizer):
     @torch.no_grad()
     def step(self, closure=None):
         """Local optimizer step, then synchronise the model delta (applied now, or next step if overlapping)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
         self.optimizer.step()
         self._finish_pending()
         job = self._launch()

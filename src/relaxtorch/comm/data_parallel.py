@@ -97,10 +97,7 @@ class DataParallel(WrappedOptimizer):
     @torch.no_grad()
     def step(self, closure=None):
         """Average the gradients across ranks (in place in ``p.grad``), then step the optimizer."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
         params = [p for p in self._params() if p.grad is not None]
         for p in params:
             if not p.grad.is_contiguous():

@@ -26,6 +26,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .._config import ConfigChecker, kind
 from .._files import read_toml
 
 ALGORITHMS = ("allreduce", "cocktail", "sign-ef", "topk-ef", "qsgd", "dpsgd", "detag", "moniqua")
@@ -112,33 +113,11 @@ JOB_KEYS = {"nproc": int, "seed": int, "timeout": float, "eval_every": int, "che
             "device": str, "threads": int}
 RUN_KEYS = {f.name: {"int": int, "str": str, "bool": bool, "float": float}[f.type]
             for f in fields(RunSpec) if f.name not in ("options", "name", "algorithm")}
-_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 
 
-def _kind(value) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a table"}.get(type(value), type(value).__name__)
-
-
-class _Checker:
-    def __init__(self, source: str | None):
-        self.prefix = f"{source}: " if source else ""
-
-    def fail(self, where: str, why: str):
-        raise ConfigError(f"{self.prefix}{where}: {why}")
-
-    def table(self, where: str, value) -> dict:
-        if not isinstance(value, dict):
-            self.fail(where, f"must be a table, got {_kind(value)}")
-        return value
-
-    def scalar(self, where: str, value, typ):
-        ok = (isinstance(value, typ) and not (typ is not bool and isinstance(value, bool))) or \
-            (typ is float and isinstance(value, int) and not isinstance(value, bool))
-        if not ok:
-            self.fail(where, f"must be {_TYPES[typ]}, got {_kind(value)} {value!r}")
-        return float(value) if typ is float else value
+class _Checker(ConfigChecker):
+    error = ConfigError
 
 
 def _check_job(c: _Checker, where: str, key: str, v):
@@ -223,7 +202,7 @@ def parse(raw: dict, source: str | None = None) -> DistConfig:
             c.fail(f"[dist].{key}", f"unknown key (choose from {', '.join([*JOB_KEYS, *RUN_KEYS])})")
     runs = raw.get("runs", [{"algorithm": a} for a in DEFAULT_ALGORITHMS])
     if not isinstance(runs, list) or not runs:
-        c.fail("[[runs]]", f"must be a non-empty array of tables, got {_kind(runs)}")
+        c.fail("[[runs]]", f"must be a non-empty array of tables, got {kind(runs)}")
     for i, table in enumerate(runs, 1):
         cfg.runs.append(_run(c, f"[[runs]][{i}]", c.table(f"[[runs]][{i}]", table), run_defaults))
     _check_names(c, cfg.runs, "[[runs]]")

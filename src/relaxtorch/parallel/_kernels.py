@@ -320,7 +320,6 @@ def sparse_fixed(indptr, indices, values, y, order, w, ctl, wid, nworkers, fp, i
             for m in range(k1 - k0):
                 j = _nz(indices, values, k0 + m)[0]
                 w[j] = _clamp(np.int64(w[j]) + qbuf[m], wlo, whi)
-            r = (r + np.uint64(k1 - k0) * _WEYL) & _M32
         else:
             for k in range(k0, k1):
                 j, x = _nz(indices, values, k)

@@ -114,10 +114,7 @@ class OptimLP(WrappedOptimizer):
     @torch.no_grad()
     def step(self, closure=None):
         """Round the gradients, step the wrapped optimizer, round weights, accumulators and state."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
         f = self.formats
         params = [p for p in self._params() if p.grad is not None]
         for p in params:  # rounded in place, tensor by tensor: no temporaries on the hot path

@@ -21,6 +21,8 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._config import ConfigChecker, kind
+from .._files import read_toml, tomllib
 from ..data import DATASETS
 from .algorithms import ALGORITHMS
 from .defaults import DEFAULT_TOML
@@ -28,7 +30,6 @@ from .hyper import HYPER_KEYS, Hyper, check_hyper
 from .models import MODELS
 from .precisions import PRECISIONS
 
-from .._files import read_toml, tomllib
 
 
 class ConfigError(ValueError):
@@ -45,7 +46,6 @@ SWEEP_DEFAULTS = {
     "threads": 1,
 }
 DATA_DEFAULTS = {"split_seed": 0, "test_fraction": 0.25, "max_train": 0}
-_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
 
 @dataclass
@@ -79,37 +79,15 @@ class Config:
                 "model_algorithms": {f"{m}/{a}": v for (m, a), v in self.model_algorithms.items()}}
 
 
-class _Checker:
-    def __init__(self, source: str | None):
-        self.prefix = f"{source}: " if source else ""
-
-    def fail(self, where: str, why: str):
-        raise ConfigError(f"{self.prefix}{where}: {why}")
-
-    def table(self, where: str, value) -> dict:
-        if not isinstance(value, dict):
-            self.fail(where, f"must be a table, got {_kind(value)}")
-        return value
-
-    def keys(self, where: str, table: dict, allowed) -> None:
-        for key in table:
-            if key not in allowed:
-                self.fail(f"{where}.{key}" if where else f"[{key}]",
-                          f"unknown key (choose from {', '.join(allowed)})")
-
-    def scalar(self, where: str, value, typ):
-        ok = (isinstance(value, typ) and not (typ is not bool and isinstance(value, bool))) or \
-            (typ is float and isinstance(value, int) and not isinstance(value, bool))
-        if not ok:
-            self.fail(where, f"must be {_TYPES[typ]}, got {_kind(value)} {value!r}")
-        return float(value) if typ is float else value
+class _Checker(ConfigChecker):
+    error = ConfigError
 
     def names(self, where: str, value, choices, what: str) -> list:
         if not isinstance(value, list) or not value:
-            self.fail(where, f"must be a non-empty list of {what} names, got {_kind(value)}")
+            self.fail(where, f"must be a non-empty list of {what} names, got {kind(value)}")
         for v in value:
             if not isinstance(v, str):
-                self.fail(where, f"must be a list of strings, got {_kind(v)} {v!r}")
+                self.fail(where, f"must be a list of strings, got {kind(v)} {v!r}")
             if choices is not None and v not in choices:
                 self.fail(where, f"unknown {what} {v!r} (choose from {', '.join(choices)})")
         if len(set(value)) != len(value):
@@ -128,10 +106,6 @@ class _Checker:
             self.fail(f"{where}.{why.split(':')[0]}", why.split(": ", 1)[1])
         return out
 
-
-def _kind(value) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a table"}.get(type(value), type(value).__name__)
 
 
 def parse(raw: dict, source: str | None = None) -> Config:
@@ -152,7 +126,7 @@ def parse(raw: dict, source: str | None = None) -> Config:
     if "seeds" in sweep:
         seeds = sweep["seeds"]
         if not isinstance(seeds, list) or not seeds:
-            c.fail("[sweep].seeds", f"must be a non-empty list of integers, got {_kind(seeds)}")
+            c.fail("[sweep].seeds", f"must be a non-empty list of integers, got {kind(seeds)}")
         cfg.sweep["seeds"] = [c.scalar("[sweep].seeds", s, int) for s in seeds]
         if any(s < 0 for s in cfg.sweep["seeds"]) or len(set(seeds)) != len(seeds):
             c.fail("[sweep].seeds", "must be distinct integers >= 0")
