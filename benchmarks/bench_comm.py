@@ -33,7 +33,7 @@ import _common as C  # noqa: E402
 
 C.use_repo_src()
 
-from relaxtorch._table import format_table  # noqa: E402
+from relaxtorch.jobs._report import format_table  # noqa: E402
 
 TARGET = 1.3  # CocktailSGD at 500 Mbps / on an unlimited link
 
@@ -53,7 +53,7 @@ def parse_args(argv=None):
 
 
 def job(args):
-    from relaxtorch.dist import parse
+    from relaxtorch.jobs.distributed import parse
     runs = [{"algorithm": a, "name": f"{a}-r{r}"} for r in range(1, args.reps + 1) for a in ("allreduce", "cocktail")]
     raw = {"dist": {"nproc": args.nproc, "model": args.model, "steps": args.steps, "batch_size": args.batch_size,
                     "lr": 0.05, "momentum": 0.9, "link": args.link, "eval_every": args.steps,
@@ -66,7 +66,7 @@ def job(args):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from relaxtorch.dist import RankFailure, launch_local
+    from relaxtorch.jobs.distributed import RankFailure, launch_local
     cfg = job(args)
     info = C.machine()
     print(C.describe(info))

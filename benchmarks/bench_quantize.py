@@ -29,7 +29,7 @@ C.use_repo_src()
 import torch  # noqa: E402
 
 import relaxtorch as rt  # noqa: E402
-from relaxtorch._table import format_table  # noqa: E402
+from relaxtorch.jobs._report import format_table  # noqa: E402
 
 try:
     from qtorch.quant import block_quantize, fixed_point_quantize, float_quantize

@@ -32,7 +32,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from torch import nn  # noqa: E402
 
 import relaxtorch as rt  # noqa: E402
-from relaxtorch._table import format_table  # noqa: E402
+from relaxtorch.jobs._report import format_table  # noqa: E402
 
 try:
     from qtorch import FloatingPoint

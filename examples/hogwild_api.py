@@ -14,7 +14,7 @@ from sklearn.datasets import load_digits
 from relaxtorch.data.libsvm import load_libsvm, save_libsvm
 from relaxtorch.data.sparse import make_bag_of_words
 from relaxtorch.parallel import SparseLinear, TorchModel, WorkerError, hogwild, load_checkpoint
-from relaxtorch.parallel.report import table
+from relaxtorch.jobs.hogwild.report import table
 
 if __name__ == "__main__":
     # 1. Sparse logistic regression: float32 Hogwild! and 8-bit Buckwild!, 1 and 2 workers.

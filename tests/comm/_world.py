@@ -34,7 +34,7 @@ def _rank_main(rank: int, size: int, port: int, timeout: float, tasks, results) 
     import torch
     import torch.distributed as dist
 
-    from relaxtorch.dist.loopback import HOST, pin_gloo_to_loopback
+    from relaxtorch.comm.loopback import HOST, pin_gloo_to_loopback
 
     torch.set_num_threads(1)
     try:
@@ -83,7 +83,7 @@ class World:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def _start(self) -> None:
-        from relaxtorch.dist.loopback import loopback_store
+        from relaxtorch.comm.loopback import loopback_store
 
         ctx = mp.get_context("spawn")
         self._store = loopback_store(self.size, self.timeout + 30.0)  # 127.0.0.1 only; lives with the world

@@ -1,0 +1,98 @@
+"""Checkpoints of a distributed run: every rank's state, gathered to rank 0 and written atomically.
+
+A checkpoint is a dict of tensors and plain values (loadable with
+``torch.load(weights_only=True)``)::
+
+    {"version": 1, "run": name, "spec": RunSpec dict, "world": N, "seed": s, "step": t, "done": bool,
+     "shared": {...rank 0's bookkeeping: history, totals...},
+     "ranks": [{"model": state_dict, "optimizer": state_dict, "stats": {...}, ...} for each rank]}
+
+Every rank's model and algorithm state (error-feedback residuals, gossip
+buffers, generators) is kept, so a resumed run continues bit for bit; the data
+order is a function of (seed, rank, step) and needs only the step.  Rank 0
+reads it back and scatters each rank its part, so ranks on other machines need
+no shared file system.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ..._files import atomic_write
+
+VERSION = 1
+
+
+def to_cpu(tree):
+    """``tree`` with every tensor moved to the CPU (and detached), containers rebuilt."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu()
+    if isinstance(tree, dict):
+        return type(tree)((k, to_cpu(v)) for k, v in tree.items())
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # a namedtuple
+        return type(tree)(*(to_cpu(v) for v in tree))
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_cpu(v) for v in tree)
+    return tree
+
+
+
+def save_atomic(obj, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load(path: str | os.PathLike) -> dict:
+    """A checkpoint written by :func:`save_atomic` (tensors on the CPU; no arbitrary objects unpickled)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def gather_and_save(path, rank_state: dict, header: dict, group=None) -> Path | None:
+    """Collective: gather every rank's ``rank_state`` to rank 0, which writes ``{**header, "ranks": [...]}``."""
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    parts = [None] * world if rank == 0 else None
+    dist.gather_object(to_cpu(rank_state), parts, dst=0, group=group)
+    if rank != 0:
+        return None
+    return save_atomic({"version": VERSION, **header, "ranks": parts}, path)
+
+
+def load_and_scatter(path, group=None) -> tuple[dict | None, dict | None]:
+    """Collective: rank 0 reads ``path`` (if it exists) and sends each rank its part.
+
+    Returns ``(header, rank_state)``: the checkpoint without ``"ranks"`` (the same on
+    every rank) and this rank's entry; ``(None, None)`` on every rank when there is no file.
+    A file rank 0 cannot read, or one written for another world size, raises ValueError on every rank.
+    """
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    ck, parts = (_read(path, world), None) if rank == 0 else (None, None)
+    if isinstance(ck, dict):
+        parts = ck.pop("ranks")
+    msg = [ck]
+    dist.broadcast_object_list(msg, src=0, group=group)
+    header = msg[0]
+    if isinstance(header, str):
+        raise ValueError(header)
+    if header is None:
+        return None, None
+    part: list = [None]
+    dist.scatter_object_list(part, parts, src=0, group=group)
+    return header, part[0]
+
+
+def _read(path, world: int):
+    """Rank 0's side of ``load_and_scatter``: the checkpoint, None (no file) or an error message."""
+    if not os.path.exists(path):
+        return None
+    try:
+        ck = load(path)
+    except Exception as exc:  # a torn or foreign file: say which, on every rank
+        return f"cannot read checkpoint {path}: {exc}"
+    if not isinstance(ck, dict) or ck.get("version") != VERSION or "ranks" not in ck:
+        return f"{path} is not a relaxtorch.jobs.distributed checkpoint (version {VERSION})"
+    if len(ck["ranks"]) != world:
+        return f"{path} was written by {len(ck['ranks'])} ranks, this job has {world}"
+    return ck

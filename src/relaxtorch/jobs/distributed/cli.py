@@ -1,0 +1,142 @@
+"""``relaxtorch dist``: compressed and decentralized data-parallel training, compared side by side.
+
+``python -m relaxtorch.jobs.distributed`` takes the same options; under ``torchrun``
+(RANK and WORLD_SIZE set) it is one rank of a multi-node job and rank 0 prints the
+table and writes the report. Command-line options override the config's ``[dist]``
+table and every run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .._cli import CLIError, RunFailed
+from .config import ALGORITHMS, DEFAULT_ALGORITHMS, MODELS, PARTITIONS, TOPOLOGIES, ConfigError, load_config, override
+
+
+_error = CLIError
+HELP = "compressed / decentralized data-parallel training on N ranks (CocktailSGD, D-PSGD, ...)"
+DESCRIPTION = ("Train the same model with several communication algorithms on N local ranks (torch.distributed: "
+               "gloo on CPU, NCCL on GPU) and compare bytes sent, accuracy and simulated time on a slow link. "
+               "Writes report.json, report.csv, history.csv and PNG plots to --out. For several machines: "
+               "torchrun --nproc-per-node N -m relaxtorch.jobs.distributed ...")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument
+    a("--nproc", type=int, metavar="N", help="local ranks (default 4; under torchrun: its world size)")
+    a("--config", metavar="FILE", help="TOML config: [dist] defaults and one [[runs]] table per run "
+                                       "(examples/dist_*.toml)")
+    a("--algorithm", metavar="LIST", help=f"comma-separated, replacing the config's runs: {', '.join(ALGORITHMS)} "
+                                          f"(default {','.join(DEFAULT_ALGORITHMS)})")
+    a("--model", help=f"one of {', '.join(MODELS)} (default mlp)")
+    a("--topology", help=f"gossip graph of decentralized runs: {', '.join(TOPOLOGIES)} or torus:RxC "
+                         "(default ring)")
+    a("--link", metavar="BW,LAT", help="simulated link, e.g. 500Mbps,1ms or unlimited (default 500Mbps,1ms)")
+    a("--partition", help=f"data split across ranks: {', '.join(PARTITIONS)} (default iid)")
+    a("--label-skew", type=float, metavar="S", help="fraction of examples sorted by label with --partition label "
+                                                    "(default 0.9; 1: each rank a few labels)")
+    a("--reshuffle", action="store_true", default=None, help="redraw the partition every epoch")
+    a("--steps", type=int, help="training steps per run (default 300)")
+    a("--batch-size", type=int, help="minibatch per rank (default 32)")
+    a("--lr", type=float, help="step size (default 0.1)")
+    a("--eval-every", type=int, metavar="K", help="evaluate every K steps (default 25)")
+    a("--checkpoint-every", type=int, metavar="K", help="checkpoint every K steps; 0: never (default 100)")
+    a("--out", metavar="DIR", default="dist_out", help="output folder (default ./dist_out)")
+    a("--seed", type=int, help="seed of data split, order and initial weights (default 0)")
+    a("--resume", action="store_true", help="continue each run from its last checkpoint in --out")
+    a("--timeout", type=float, metavar="SECONDS", help="bound on every collective; a rank silent this long "
+                                                       "stops the job (default 60)")
+    a("--device", choices=("auto", "cpu", "cuda"), help="auto: CUDA (NCCL) when available, else CPU (gloo)")
+    a("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_config(args, world: int | None = None):
+    """The validated job of ``args`` (CLIError on a user error); ``world`` fixes nproc (torchrun)."""
+    from .algorithms import check_run
+    algorithms = None
+    if args.algorithm is not None:
+        algorithms = [a.strip() for a in args.algorithm.split(",") if a.strip()]
+    nproc = args.nproc
+    if world is not None:
+        if nproc is not None and nproc != world:
+            raise _error(f"--nproc {nproc} differs from torchrun's world size {world}")
+        nproc = world
+    try:
+        cfg = load_config(args.config)
+        cfg = override(cfg, algorithms=algorithms, nproc=nproc, model=args.model, topology=args.topology,
+                       link=args.link, partition=args.partition, label_skew=args.label_skew,
+                       reshuffle=args.reshuffle, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
+                       timeout=args.timeout, device=args.device)
+    except ConfigError as exc:
+        raise _error(str(exc)) from None
+    for spec in cfg.runs:
+        why = check_run(spec, cfg.nproc)
+        if why:
+            raise _error(f"run {spec.name!r}: {why}")
+    if cfg.device == "cuda" and world is None:
+        import torch
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus < cfg.nproc:
+            raise _error(f"--device cuda: {cfg.nproc} ranks need as many GPUs; torch {torch.__version__} "
+                         f"sees {gpus}")
+    return cfg
+
+
+def _prepare_out(out: str, resume: bool) -> Path:
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _error(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
+    if not os.access(path, os.W_OK):
+        raise _error(f"--out {out}: not writable")
+    if resume and not (path / "checkpoints").is_dir():
+        raise _error(f"--resume: no checkpoints in {out}/checkpoints (nothing to resume)")
+    return path
+
+
+def print_report(report: dict, out: Path) -> None:
+    from .report import FILES, format_summary
+    print(format_summary(report))
+    print(f"\n{len(report['runs'])} run(s) in {report['seconds']:.0f} s; wrote:")
+    for name in FILES:
+        print(f"  {out / name}")
+
+
+def run(args) -> None:
+    """Handler of ``relaxtorch dist``: validate, launch the local ranks (or be one torchrun rank), print the table."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        _run_torchrun_rank(args)
+        return
+    from .launch import RankFailure, launch_local
+    cfg = build_config(args)
+    out = _prepare_out(args.out, args.resume)
+    try:
+        report = launch_local(cfg, out, resume=args.resume, progress=not args.no_progress)
+    except RankFailure as exc:
+        msg = str(exc)
+        if exc.traceback:
+            tb = out / f"rank{exc.rank}-error.txt"
+            try:
+                tb.write_text(exc.traceback, encoding="utf-8")
+                msg += f" (traceback: {tb})"
+            except OSError:
+                pass
+        raise RunFailed(msg) from None
+    print_report(report, out)
+
+
+def _run_torchrun_rank(args) -> None:
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    from .launch import run_torchrun
+    rank = int(os.environ["RANK"])
+    cfg = build_config(args, world=int(os.environ["WORLD_SIZE"]))
+    out = _prepare_out(args.out, args.resume) if rank == 0 else Path(args.out)
+    report = record(run_torchrun)(cfg, out, resume=args.resume, progress=not args.no_progress)
+    if rank == 0:
+        print_report(report, out)

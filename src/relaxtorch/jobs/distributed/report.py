@@ -1,0 +1,156 @@
+"""The distributed job's report: per-run summary, table, report.json / report.csv / history.csv, plots.
+
+Per run: bytes each worker sent per step (exact counts from the algorithm's
+``CommStats``), the compression ratio against float32 messages of the same
+exchange, how many times fewer bytes than the job's float32 all-reduce run
+(same model, data and ranks), test accuracy and its difference to that run,
+consensus distance, and the time per step split into compute, compression and
+communication - simulated by the link model and really measured - next to
+the simulated and the real step time.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+from pathlib import Path
+
+from ..._files import atomic_write, finite
+from .._report import format_table
+
+SUMMARY_FIELDS = ["name", "algorithm", "model", "params", "world", "partition", "link", "steps", "evaluated",
+                  "test_acc", "test_loss", "train_loss", "consensus", "acc_vs_allreduce_pp", "bytes_per_step",
+                  "messages_per_step", "compression_ratio", "vs_allreduce", "sim_step_s", "sim_unlimited_step_s",
+                  "link_slowdown", "compute_step_s",
+                  "compress_step_s", "sim_comm_step_s", "comm_step_s", "wall_step_s", "sim_total_s"]
+HISTORY_FIELDS = ["step", "epoch", "train_loss", "batch_loss", "test_loss", "test_acc", "consensus", "bytes_per_worker",
+                  "messages_per_worker", "sim_s", "wall_s"]
+FILES = ("report.json", "report.csv", "history.csv", "loss_vs_step.png", "accuracy_vs_time.png",
+         "bytes_per_step.png")
+
+
+def machine() -> dict:
+    import torch
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.lower().startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "cores_usable": usable, "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def summarize(rec: dict) -> dict:
+    """The per-run numbers of the table, from a run record (see ``train.run_job``)."""
+    spec, totals, last = rec["spec"], rec["totals"], rec["history"][-1]
+    steps, n = spec["steps"], rec["world"]
+    sent = sum(s["bytes_sent"] for s in rec["rank_stats"])
+    f32 = sum(s["float32_bytes"] for s in rec["rank_stats"])
+    sim_step, unlimited_step = totals["sim_s"] / steps, totals["sim_unlimited_s"] / steps
+    return {
+        "name": rec["name"], "algorithm": rec["algorithm"], "model": spec["model"], "params": rec["params"],
+        "world": n, "partition": spec["partition"], "link": rec["link"], "steps": steps,
+        "evaluated": rec["evaluated"], "test_acc": last["test_acc"], "test_loss": last["test_loss"],
+        "train_loss": last["train_loss"], "consensus": last["consensus"], "acc_vs_allreduce_pp": None,
+        "bytes_per_step": sent / n / steps,
+        "messages_per_step": sum(s["messages_sent"] for s in rec["rank_stats"]) / n / steps,
+        "compression_ratio": f32 / sent if sent else None, "vs_allreduce": None,
+        "sim_step_s": sim_step, "sim_unlimited_step_s": unlimited_step,
+        "link_slowdown": sim_step / unlimited_step if unlimited_step else None,
+        "compute_step_s": totals["compute_s"] / steps,
+        "compress_step_s": totals["compress_s"] / steps, "sim_comm_step_s": totals["simulated_comm_s"] / steps,
+        "comm_step_s": totals["comm_s"] / steps, "wall_step_s": totals["wall_s"] / steps,
+        "sim_total_s": totals["sim_s"]}
+
+
+def _baseline_key(s: dict) -> tuple:
+    return (s["model"], s["world"], s["partition"])
+
+
+def build_report(cfg, records: list[dict], seconds: float) -> dict:
+    """The report of finished runs: config, machine, and per run its record and summary."""
+    summaries = [summarize(r) for r in records]
+    base = {_baseline_key(s): s for s in summaries if s["algorithm"] == "allreduce"}
+    for s in summaries:
+        b = base.get(_baseline_key(s))
+        if b is not None:
+            s["acc_vs_allreduce_pp"] = 100 * (s["test_acc"] - b["test_acc"])
+            s["vs_allreduce"] = b["bytes_per_step"] / s["bytes_per_step"] if s["bytes_per_step"] else None
+    return {"version": 1, "config": cfg.to_dict(), "machine": machine(), "seconds": seconds,
+            "runs": [{**r, "summary": s} for r, s in zip(records, summaries)]}
+
+
+
+def _csv(fields: list[str], rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if r.get(k) is None else r.get(k) for k in fields})
+    return buf.getvalue()
+
+
+def write_report(report: dict, out_dir, *, plots: bool = True) -> list[Path]:
+    """Write the files of ``FILES`` into ``out_dir`` (each atomically; the PNGs only with ``plots``);
+    returns their paths."""
+    out = Path(out_dir)
+    paths = [out / f for f in FILES]
+    runs = report["runs"]
+    atomic_write(paths[0], json.dumps(finite(report), indent=1, allow_nan=False) + "\n")
+    atomic_write(paths[1], _csv(SUMMARY_FIELDS, [r["summary"] for r in runs]))
+    atomic_write(paths[2], _csv(["run"] + HISTORY_FIELDS, [{"run": r["name"], **h} for r in runs
+                                                           for h in r["history"]]))
+    if not plots:
+        return paths[:3]
+    from . import plots as png
+    atomic_write(paths[3], png.loss_vs_step_png(runs))
+    atomic_write(paths[4], png.accuracy_vs_time_png(runs))
+    atomic_write(paths[5], png.bytes_per_step_png(runs))
+    return paths
+
+
+def _bytes(n: float) -> str:
+    for unit, f in (("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= f:
+            return f"{n / f:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _opt(v, fmt: str) -> str:
+    return "" if v is None else format(v, fmt)
+
+
+def format_summary(report: dict) -> str:
+    """The side-by-side table of the runs and a line of what the columns mean."""
+    rows = []
+    for r in report["runs"]:
+        s = r["summary"]
+        rows.append([s["name"], f"{s['model']} {s['params'] / 1e6:.2f}M", _opt(100 * s["test_acc"], ".2f"),
+                     _opt(s["acc_vs_allreduce_pp"], "+.2f"), _opt(s["train_loss"], ".4g"),
+                     _opt(s["consensus"], ".2e"), _bytes(s["bytes_per_step"]), _opt(s["compression_ratio"], ".1f"),
+                     _opt(s["vs_allreduce"], ".1f"), f"{1e3 * s['sim_step_s']:.2f}",
+                     _opt(s["link_slowdown"], ".2f"), f"{1e3 * s['compute_step_s']:.2f}",
+                     f"{1e3 * s['compress_step_s']:.2f}", f"{1e3 * s['sim_comm_step_s']:.2f}",
+                     f"{1e3 * s['comm_step_s']:.2f}", f"{1e3 * s['wall_step_s']:.2f}"])
+    headers = ["run", "model", "test acc %", "Δ allreduce", "train loss", "consensus", "sent/step", "compr.",
+               "x fewer", "sim ms/step", "vs unlimited", "compute", "compress", "comm sim", "comm real", "real ms/step"]
+    links = sorted({r["summary"]["link"] for r in report["runs"]})
+    world = sorted({r["summary"]["world"] for r in report["runs"]})
+    text = format_table(headers, rows, "ll" + "r" * (len(headers) - 2))
+    text += (f"\n\n{'/'.join(map(str, world))} ranks, link {', '.join(links)}. sent/step: bytes each worker sent "
+             "per step; compr.: float32 bytes of the same messages / bytes sent; x fewer: bytes of the float32 "
+             "all-reduce run / this run's; Δ allreduce: test accuracy minus the all-reduce run's (percentage "
+             "points); test acc and train loss (on the whole training set) are rank 0's model's, or the "
+             "ranks' average model's for decentralized runs; consensus: mean squared distance of the ranks' "
+             "models to their average; times in ms per "
+             "step (compute, compress: measured; comm sim: link model; comm real: measured on this machine); "
+             "sim ms/step: slowest rank's compute + compress + comm sim (max of the two when overlapped); "
+             "vs unlimited: sim ms/step over the same steps' time on an unlimited link.")
+    return text

@@ -1,0 +1,1 @@
+"""``relaxtorch formats``: the table of preset number formats and their limits."""

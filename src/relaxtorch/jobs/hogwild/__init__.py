@@ -1,0 +1,1 @@
+"""``relaxtorch hogwild``: Hogwild!/Buckwild! runs compared across worker counts and precisions."""

@@ -1,0 +1,191 @@
+"""``relaxtorch hogwild``: run Hogwild!/Buckwild! and compare worker counts and precisions.
+
+Every run of a signature at N workers is paired with a 1-worker run of the same
+signature (the sequential baseline, same code path) so the table can show the
+speed-up; the float32 signature ``D32M32G32C32`` is the reference for losses.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..._files import read_toml
+from .._cli import CLIError, RunFailed
+
+PROBLEMS = ("rcv1-like", "rcv1-like-svm", "rcv1-like-lsq", "digits", "digits-mlp", "matrix-completion",
+            "libsvm:PATH")
+DEFAULTS = dict(problem="rcv1-like", workers="2", signature="D32M32G32C32,D8M8G32C8", epochs=None, lr=None,
+                lr_decay=0.8, lam=0.0, model_range=4.0, order="blocks", seed=0, examples=100_000, features=20_000,
+                nnz=50.0, skew=1.0, max_df=0.05, rank=10, rows=2000, cols=2000, density=0.05, loss=None,
+                out="reports/hogwild", timeout=None, stale_every=16, progress=True, json=False)
+
+
+_error = CLIError
+HELP = "lock-free parallel SGD on a shared model (Hogwild!, low-precision Buckwild!)"
+DESCRIPTION = ("Train with N worker processes writing one shared model without locks, in float32 (Hogwild!) "
+               "or low precision (Buckwild!, DMGC signature like D8M8G32C8), and compare loss, updates/s and "
+               "staleness with the 1-worker run. Writes a JSON report, a PNG plot of loss vs time and the "
+               "final models to --out.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument
+    a("--config", metavar="TOML", help="read options from a TOML file (command-line options win)")
+    a("--problem", help=f"one of {', '.join(PROBLEMS)} (default rcv1-like)")
+    a("--workers", help="worker count or comma-separated counts (default 2); a 1-worker baseline always runs")
+    a("--signature", help="DMGC signature(s), comma-separated (default D32M32G32C32,D8M8G32C8)")
+    a("--epochs", type=int, help="passes over the data (default: the problem's)")
+    a("--lr", type=float, help="step size (default: the problem's)")
+    a("--lr-decay", type=float, help="step size factor per epoch (default 0.8)")
+    a("--lam", type=float, help="L2 penalty (default 0)")
+    a("--model-range", type=float, help="largest |weight| a fixed-point model holds (default 4)")
+    a("--order", choices=("blocks", "shuffle", "sequential"), help="example order in an epoch (default blocks)")
+    a("--loss", choices=("logistic", "squared", "hinge"), help="loss for libsvm problems (default logistic)")
+    a("--seed", type=int, help="seed for data, model and rounding (default 0)")
+    g = p.add_argument_group("generated data (rcv1-like, matrix-completion)")
+    g.add_argument("--examples", type=int, help="examples (default 100000)")
+    g.add_argument("--features", type=int, help="features (default 20000)")
+    g.add_argument("--nnz", type=float, help="mean non-zeros per example (default 50)")
+    g.add_argument("--skew", type=float, help="Zipf exponent of word frequencies (default 1.0)")
+    g.add_argument("--max-df", type=float, help="largest fraction of examples holding one feature (default 0.05)")
+    g.add_argument("--rank", type=int, help="matrix-completion rank (default 10)")
+    g.add_argument("--rows", type=int, help="matrix rows (default 2000)")
+    g.add_argument("--cols", type=int, help="matrix columns (default 2000)")
+    g.add_argument("--density", type=float, help="fraction of observed entries (default 0.05)")
+    a("--out", help="output folder (default reports/hogwild)")
+    a("--timeout", type=float, help="stop a run after this many seconds")
+    a("--stale-every", type=int, help="measure staleness on every k-th update (power of two, default 16)")
+    a("--no-progress", dest="progress", action="store_false", default=None, help="hide the progress bar")
+    a("--json", action="store_true", default=None, help="print the JSON report instead of the table")
+
+
+def _options(args) -> dict:
+    opts = dict(DEFAULTS)
+    if args.config:
+        opts.update(_read_config(args.config))
+    for key in DEFAULTS:
+        value = getattr(args, key, None)
+        if value is not None:
+            opts[key] = value
+    return opts
+
+
+def _read_config(path) -> dict:
+    raw = read_toml(path, _error)
+    raw = raw.get("hogwild", raw)
+    out = {}
+    for key, value in raw.items():
+        k = key.replace("-", "_")
+        if k not in DEFAULTS:
+            raise _error(f"config {path}: unknown option {key!r}")
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        out[k] = value
+    return out
+
+
+def _int_list(text, name) -> list[int]:
+    try:
+        values = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise _error(f"invalid --{name} {text!r}: expected integers like 2 or 1,2,4") from None
+    if not values or min(values) < 1:
+        raise _error(f"invalid --{name} {text!r}: counts must be >= 1")
+    return sorted(set(values))
+
+
+def build_problem(opts):
+    """The Problem named by ``opts['problem']`` (a user error raises CLIError)."""
+    from ...data.sparse import make_bag_of_words, make_low_rank
+    from ...parallel.problems import DenseLinear, MatrixCompletion, SparseLinear, TorchModel
+    name = str(opts["problem"])
+    common = dict(lr=opts["lr"], lam=opts["lam"], model_range=opts["model_range"])
+    if name.startswith("rcv1-like"):
+        task, loss = {"rcv1-like": ("logistic", "logistic"), "rcv1-like-svm": ("separable", "hinge"),
+                      "rcv1-like-lsq": ("squared", "squared")}.get(name, (None, None))
+        if task is None:
+            raise _error(f"unknown problem {name!r}; choose one of {', '.join(PROBLEMS)}")
+        ds = make_bag_of_words(opts["examples"], opts["features"], opts["nnz"], skew=opts["skew"],
+                               max_df=opts["max_df"], task=task, seed=opts["seed"])
+        return SparseLinear(ds, loss, name=name, **common)
+    if name.startswith("libsvm:"):
+        from ...data.libsvm import LibSVMError, load_libsvm
+        path = name[len("libsvm:"):]
+        try:
+            ds = load_libsvm(path)
+        except FileNotFoundError:
+            raise _error(f"no such file: {path}") from None
+        except (LibSVMError, UnicodeDecodeError) as exc:
+            raise _error(str(exc)) from None
+        return SparseLinear(ds, opts["loss"] or "logistic", name=os.path.basename(path), **common)
+    if name in ("digits", "digits-mlp"):
+        import torch
+        from sklearn.datasets import load_digits
+        digits = load_digits()
+        X = (digits.data / 16.0).astype("float32")
+        if name == "digits":
+            return DenseLinear(X, (digits.target >= 5).astype("float32"), opts["loss"] or "logistic",
+                               name="digits-logistic", **{**common, "lr": common["lr"] or 0.05})
+        torch.manual_seed(opts["seed"])
+        mlp = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+        return TorchModel(mlp, X, digits.target, "cross_entropy", name="digits-mlp", **common)
+    if name == "matrix-completion":
+        data = make_low_rank(opts["rows"], opts["cols"], opts["rank"], opts["density"], seed=opts["seed"])
+        return MatrixCompletion(data, name=name, **common)
+    raise _error(f"unknown problem {name!r}; choose one of {', '.join(PROBLEMS)}")
+
+
+def run(args) -> None:
+    """Handler of ``relaxtorch hogwild``."""
+    from . import report
+    from ...parallel.runner import RunInterrupted, WorkerError, hogwild
+    from ...parallel.signature import parse_signature
+    opts = _options(args)
+    try:
+        sigs = [str(parse_signature(s.strip())) for s in str(opts["signature"]).split(",") if s.strip()]
+    except ValueError as exc:
+        raise _error(str(exc)) from None
+    if not sigs:
+        raise _error("--signature is empty")
+    counts = _int_list(opts["workers"], "workers")
+    if 1 not in counts:
+        counts = [1] + counts
+    if "D32M32G32C32" not in sigs:
+        sigs = ["D32M32G32C32"] + sigs
+    try:
+        problem = build_problem(opts)
+    except ValueError as exc:  # invalid generator or problem settings
+        raise _error(str(exc)) from None
+    out = opts["out"]
+    results = []
+    for sig in sigs:
+        for n in counts:
+            ckpt = os.path.join(out, f"model-{sig}-w{n}.pt")
+            try:
+                r = hogwild(problem, workers=n, signature=sig, epochs=opts["epochs"], lr=opts["lr"],
+                            lr_decay=opts["lr_decay"], order=opts["order"], seed=opts["seed"],
+                            stale_every=opts["stale_every"], checkpoint=ckpt, progress=bool(opts["progress"]),
+                            timeout=opts["timeout"])
+            except ValueError as exc:
+                raise _error(str(exc)) from None
+            except WorkerError as exc:
+                raise RunFailed(f"{sig} with {n} worker(s): {exc}") from None
+            except RunInterrupted as exc:
+                if exc.result is not None and exc.result.checkpoint:
+                    print(f"relaxtorch hogwild: {sig} with {n} worker(s) interrupted; last consistent model "
+                          f"saved to {exc.result.checkpoint}", file=sys.stderr)
+                raise
+            results.append(r)
+    problem.release()
+    json_path = report.write_json(os.path.join(out, "hogwild.json"), results, {"problem": problem.name})
+    png = report.plot(os.path.join(out, "hogwild.png"), results, f"{problem.name}: loss vs wall-clock")
+    if opts["json"]:
+        with open(json_path, encoding="utf-8") as f:
+            print(f.read())
+        return
+    m = report.machine()
+    print(f"{problem.name}: {problem.n_items} examples, {m['cores']} cores ({m['cpu']}), torch {m['torch']}")
+    print(report.table(results))
+    print(f"\nloss / seq: final loss over the 1-worker float32 run's; writes: fraction of coordinate writes "
+          f"that changed the model.\nreport: {json_path}\nplot:   {png}\nmodels: {out}/model-*.pt")

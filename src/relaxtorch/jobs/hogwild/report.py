@@ -1,0 +1,90 @@
+"""Tables, JSON and plots of Hogwild!/Buckwild! runs."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+
+from ..._files import atomic_write, finite
+from .._report import format_table
+from ...parallel.runner import RunResult
+
+FULL = "D32M32G32C32"
+
+
+def machine() -> dict:
+    """The machine a run or benchmark ran on: cores, CPU model, versions."""
+    import numba
+    import numpy
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": numpy.__version__, "numba": numba.__version__, "device": "cpu"}
+
+
+def _baselines(results: list[RunResult]):
+    one = {r.signature: r for r in results if r.workers == 1}
+    seq = one.get(FULL)
+    return one, seq
+
+
+def table(results: list[RunResult]) -> str:
+    """One row per run: loss, its ratio to the sequential float32 run, updates/s and the speed-ups."""
+    one, seq = _baselines(results)
+    f32 = {r.workers: r for r in results if r.signature == FULL}
+    rows = []
+    for r in results:
+        base = one.get(r.signature)
+        ref = f32.get(r.workers)
+        rows.append([
+            r.signature, r.workers, r.epochs, r.final_loss,
+            f"{r.final_loss / seq.final_loss:.4f}" if seq and seq.final_loss else "-",
+            f"{r.updates_per_s:,.0f}",
+            f"{r.updates_per_s / base.updates_per_s:.2f}x" if base and base.updates_per_s else "-",
+            f"{r.updates_per_s / ref.updates_per_s:.2f}x" if ref and ref.updates_per_s and r.signature != FULL else "-",
+            f"{r.staleness.get('mean', 0):.2f}", r.staleness.get("max", 0),
+            f"{r.writes.get('nonzero_fraction', 0):.2f}", f"{r.seconds:.2f}",
+        ])
+    return format_table(["signature", "workers", "epochs", "final loss", "loss / seq", "updates/s",
+                         "vs 1 worker", "vs float32", "stale mean", "stale max", "writes", "seconds"],
+                        rows, "lrrrrrrrrrrr")
+
+
+def write_json(path, results: list[RunResult], extra: dict | None = None) -> str:
+    payload = {"machine": machine(), "runs": [r.to_dict() for r in results], **(extra or {})}
+    atomic_write(path, json.dumps(finite(payload), indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def plot(path, results: list[RunResult], title: str = "") -> str:
+    """PNG of loss against wall-clock seconds, one line per signature and worker count."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    styles = ["-", "--", ":", "-."]
+    sigs = sorted({r.signature for r in results}, key=lambda s: (s != FULL, s))
+    for r in results:
+        if not r.curve:
+            continue
+        t, _, loss = zip(*r.curve)
+        ax.plot(t, loss, styles[sigs.index(r.signature) % len(styles)], marker="o", markersize=2.5,
+                label=f"{r.signature}, {r.workers} worker{'s' if r.workers > 1 else ''}")
+    ax.set_xlabel("wall-clock seconds")
+    ax.set_ylabel("training objective")
+    ax.set_title(title or "Hogwild! / Buckwild!: loss vs time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

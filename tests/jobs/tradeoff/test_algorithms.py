@@ -1,0 +1,93 @@
+"""Precision presets, the algorithms' identities and references, and what each algorithm should achieve."""
+import math
+
+import pytest
+import torch
+
+from relaxtorch.data import load_dataset
+from relaxtorch.numbers import finfo
+from relaxtorch.jobs.tradeoff.algorithms import ALGORITHMS, RUNNERS, unsupported
+from relaxtorch.jobs.tradeoff.convex import ConvexObjective
+from relaxtorch.jobs.tradeoff.hyper import Hyper, lr_at
+from relaxtorch.jobs.tradeoff.models import build_model, data_loss, l2
+from relaxtorch.jobs.tradeoff.precisions import PRECISIONS, ROLES, get_precision
+
+BITS = {"fp32": 32, "bf16": 16, "fp8_e4m3": 8, "fp8_e5m2": 8, "fixed8": 8, "fixed4": 4, "bfp8": 8,
+        "mxfp8": 8.25, "mxfp4": 4.25}
+
+
+def test_presets_and_their_bits():
+    assert set(PRECISIONS) == set(BITS)
+    for name, p in PRECISIONS.items():
+        assert p.weight_bits == BITS[name]
+        if name == "fp32":
+            assert p.is_baseline and all(p.bits(r) == 32 for r in ROLES)
+        else:  # every role low precision, no float32 master copy of the weights
+            assert p.acc is None and all(finfo(getattr(p, r)).bits <= 16 for r in ROLES if r != "acc")
+    with pytest.raises(ValueError, match="unknown precision 'fp7'.*bfp8"):
+        get_precision("fp7")
+
+
+def test_unsupported_combinations():
+    assert unsupported("svrg", "mlp", PRECISIONS["bfp8"]) and unsupported("halp", "cnn", PRECISIONS["bfp8"])
+    assert unsupported("halp", "logreg", PRECISIONS["fp32"])
+    assert all(unsupported(a, "logreg", PRECISIONS["bfp8"]) is None for a in ALGORITHMS)
+
+
+def test_lr_schedules():
+    hp = Hyper(lr=1.0, lr_schedule="cosine", lr_final=0.1, swa_lr=0.5)
+    assert lr_at(hp, 0, 100) == 1.0 and lr_at(hp, 100, 100) == pytest.approx(0.1)
+    assert lr_at(hp, 50, 100) == pytest.approx(0.55)
+    assert lr_at(hp, 0, 100, average_from=40) == 1.0 and lr_at(hp, 40, 100, 40) == lr_at(hp, 99, 100, 40) == 0.5
+    assert Hyper(lr=0.3).averaging_lr == 0.3
+
+
+def test_fp32_sgd_is_plain_torch_sgd():
+    data = load_dataset("digits").subsample(64)
+    hp = Hyper(epochs=2, batch_size=16, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    torch.manual_seed(0)
+    result = RUNNERS["sgd"](build_model("mlp", data), data, PRECISIONS["fp32"], hp, seed=5)
+    torch.manual_seed(0)
+    model = build_model("mlp", data)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    order = torch.Generator().manual_seed(5)
+    for _ in range(2):
+        perm = torch.randperm(64, generator=order)
+        for i in range(0, 64, 16):
+            idx = perm[i:i + 16]
+            opt.zero_grad()
+            (data_loss(model(data.X_train[idx]), data.y_train[idx], data) + l2(model, 1e-3)).backward()
+            opt.step()
+    with torch.no_grad():
+        loss = float(data_loss(model(data.X_train), data.y_train, data) + l2(model, 1e-3))
+    assert result.history[-1]["train_loss"] == loss
+
+
+def test_swalp_evaluates_the_average_and_recomputes_batch_norm():
+    data = load_dataset("digits").subsample(96)
+    hp = Hyper(epochs=4, batch_size=16, swa_start=0.5)
+    torch.manual_seed(1)
+    r = RUNNERS["swalp"](build_model("cnn", data), data, PRECISIONS["bfp8"], hp, seed=1)
+    assert r.extra["n_averaged"] == 2
+    assert "iterate_test_error" not in r.history[2] and "iterate_test_error" in r.history[4]
+    assert r.memory["swa_average"] == 4 * sum(p.numel() for p in build_model("cnn", data).parameters())
+
+
+def _logistic(n=80):
+    d = load_dataset("synthetic_classification").subsample(n)
+    return d, ConvexObjective(d, 0.05, 1)
+
+
+def test_halp_reaches_svrg_rate_where_lp_sgd_stalls():
+    """8-bit HALP and float32 SVRG converge linearly; 8-bit LP-SGD stays at its noise floor."""
+    data, obj = _logistic()
+    hp = Hyper(epochs=10, batch_size=4, lr=0.3, momentum=0.0, weight_decay=0.05)
+    sub = {}
+    for alg, prec in (("svrg", "fp32"), ("halp", "fixed8"), ("sgd", "fixed8")):
+        torch.manual_seed(0)
+        r = RUNNERS[alg](build_model("logreg", data), data, PRECISIONS[prec], hp, seed=0, objective=obj)
+        sub[alg] = [h["suboptimality"] for h in r.history]
+    assert sub["svrg"][-1] < 1e-7 and sub["halp"][-1] < 1e-6
+    assert sub["sgd"][-1] > 1e-3 and min(sub["sgd"][5:]) > 100 * sub["halp"][-1]
+    rate = math.log(sub["halp"][9] / sub["halp"][5]) / 4
+    assert rate < -1.0  # at least a factor e per epoch
