@@ -5,9 +5,9 @@ A benchmark runs its baseline and its contenders in one process, interleaved
 machine hits them alike, and reports the median of each and their ratio.  It
 names the machine it ran on and writes JSON next to its table.
 
-These helpers import only the standard library, torch and (if present) numba,
-so a benchmark also runs in a peer's virtual environment with relaxtorch taken
-from the repository's ``src`` (``use_repo_src()``).
+A benchmark also runs in a peer's virtual environment with relaxtorch taken from
+the repository's ``src`` (``use_repo_src()``); the machine description is
+relaxtorch's own, with the same keys as every job's report.
 """
 from __future__ import annotations
 
@@ -16,13 +16,10 @@ import datetime
 import gc
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -39,38 +36,6 @@ def use_repo_src() -> None:
 
 # ----------------------------------------------------------------------------- machine
 
-def cpu_model() -> str:
-    """The CPU's marketing name (``/proc/cpuinfo``), else whatever ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _git_commit() -> str | None:
-    try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=5)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
-        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def resolve_device(name: str):
     """``torch.device`` for ``--device``; a CUDA request without CUDA is a one-line error (exit 2)."""
     import torch
@@ -84,54 +49,17 @@ def resolve_device(name: str):
 
 
 def machine(device=None, extra_packages: tuple[str, ...] = ()) -> dict:
-    """What a reader needs to weigh the numbers: CPU, cores, threads, versions, device."""
-    import torch
-
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    info = {
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": _version("numpy"),
-        "numba": None,
-        "numba_threads": None,
-        "device": "cpu",
-        "git": _git_commit(),
-    }
-    try:
-        import numba
-
-        info["numba"] = numba.__version__
-        info["numba_threads"] = numba.get_num_threads()
-    except ImportError:
-        pass
-    for dist in extra_packages:
-        info[dist] = _version(dist)
-    if device is not None and torch.device(device).type == "cuda":
-        index = torch.device(device).index or 0
-        info["device"] = f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-        info["cuda"] = torch.version.cuda
-    return info
+    """The machine, with the keys of every relaxtorch report (``relaxtorch.jobs._report.machine``)."""
+    use_repo_src()
+    from relaxtorch.jobs._report import machine as describe_machine
+    return describe_machine(device, extra_packages)
 
 
 def describe(info: dict) -> str:
     """The machine as a few lines for the top of a table."""
-    numba = f"numba {info['numba']} ({info['numba_threads']} threads)" if info.get("numba") else "numba absent"
-    lines = [
-        f"machine: {info['cpu']}; {info['cpu_count']} logical CPUs ({info['cpus_usable']} usable), "
-        f"torch threads {info['torch_threads']}",
-        f"software: python {info['python']}, torch {info['torch']}, {numba}, numpy {info['numpy']}"
-        + (f", git {info['git']}" if info.get("git") else ""),
-        f"device: {info['device']}" + (f" (CUDA {info['cuda']})" if info.get("cuda") else ""),
-    ]
-    return "\n".join(lines)
+    use_repo_src()
+    from relaxtorch.jobs._report import describe as lines
+    return lines(info)
 
 
 # ----------------------------------------------------------------------------- timing

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from relaxtorch.jobs._report import format_table  # noqa: E402
 from relaxtorch.data.sparse import make_bag_of_words  # noqa: E402
 from relaxtorch.parallel import SparseLinear, hogwild  # noqa: E402
-from relaxtorch.jobs.hogwild.report import machine  # noqa: E402
+from relaxtorch.jobs._report import machine  # noqa: E402
 
 F32, B8 = "D32M32G32C32", "D8M8G32C8"
 

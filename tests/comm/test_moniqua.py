@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+from relaxtorch._seeding import generator
+
 from relaxtorch.comm import Moniqua, ring, topology
 from relaxtorch.comm.moniqua import consensus_bound_factor, modulo_decode, pack_bits, unpack_bits
 
@@ -140,7 +142,7 @@ def _reference(name, steps, lr, bits, gamma, theta=None, theta_scale=1.5, shared
     data = [_data(i) for i in range(N)]
     x = torch.stack([_init(0) for i in range(N)])
     private = rounding == "stochastic" and not shared
-    gens = [torch.Generator().manual_seed(seed if shared else seed + 1_000_003 * i) for i in range(N)]
+    gens = [generator(seed, "dither") if shared else generator(seed, "dither", i) for i in range(N)]
     levels, g_inf, thetas = 2 ** bits, None, []
     for t in range(steps):
         g = torch.stack([_grad(x[i], *data[i]) for i in range(N)])

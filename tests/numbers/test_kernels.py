@@ -6,6 +6,7 @@ import torch
 
 import relaxtorch as rt
 from relaxtorch.numbers import _grid, _reference, rounding as qmod
+from relaxtorch.numbers._modes import ROUNDING_CODES
 from relaxtorch.numbers.formats import FloatFormat, FixedPoint, MXFormat
 from relaxtorch.numbers.rounding import quantize
 
@@ -39,7 +40,7 @@ def test_flat_kernel_matches_portable_path(fmt, mode):
     x = _inputs()
     fast = quantize(x, fmt, mode, generator=7)
     seeds = qmod._draw_seeds(7, "cpu") if mode == "stochastic" else (0, 0)
-    slow = _reference.round_flat(x, _grid.element_grid(fmt), qmod._MODE[mode], seeds, qmod._AWAY[mode])
+    slow = _reference.round_flat(x, _grid.element_grid(fmt), ROUNDING_CODES[mode], seeds, qmod._AWAY[mode])
     assert _same_bits(fast, slow)
 
 

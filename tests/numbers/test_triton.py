@@ -12,6 +12,7 @@ if os.environ["TRITON_INTERPRET"] != "1":
 
 import relaxtorch as rt  # noqa: E402
 from relaxtorch.numbers import _grid, _reference, _triton, rounding  # noqa: E402
+from relaxtorch.numbers._modes import ROUNDING_CODES, SCALE_CODES  # noqa: E402
 
 from .test_kernels import FLAT, MODES, _inputs  # noqa: E402
 
@@ -30,7 +31,7 @@ def test_triton_flat_matches_portable_path(fmt, mode):
     x = _inputs()[:2500]
     grid = _grid.element_grid(fmt)
     seeds = (123456789, 3000000000)
-    m, away = rounding._MODE[mode], rounding._AWAY[mode]
+    m, away = ROUNDING_CODES[mode], rounding._AWAY[mode]
     got = _triton.round_flat(x, grid, m, seeds, away, int(rounding._f32_bits(grid.max_pos)),
                              int(rounding._f32_bits(grid.max_neg)))
     want = _reference.round_flat(x, grid, m, seeds, away)
@@ -44,7 +45,7 @@ def test_triton_blocks_match_portable_path(fmt, mode):
     x[3, 5] = float("inf")
     x[7, :40] = 0.0
     grid = _grid.element_grid(fmt.elem)._replace(overflow=0)
-    args = (fmt.block, grid, rounding._MODE[mode], rounding._SCALE_MODE[fmt.scale_mode], fmt.elem_emax,
+    args = (fmt.block, grid, ROUNDING_CODES[mode], SCALE_CODES[fmt.scale_mode], fmt.elem_emax,
             _grid.elem_mantissa_bits(fmt.elem))
     seeds, away = (99, 4000000000), rounding._AWAY[mode]
     got = _triton.round_blocks(x, *args, rounding._E8M0, seeds, away)

@@ -39,7 +39,8 @@ from .allreduce import ring_allreduce_bytes
 from .compressors import Quantize, _invalid
 from .data_parallel import broadcast_parameters
 from .link import LinkModel
-from .sparsify import Compose, RandomK, TopK, mix_seed
+from .._seeding import derive, generator
+from .sparsify import Compose, RandomK, TopK
 from .stats import CommStats
 
 
@@ -89,7 +90,7 @@ class CocktailSGD(WrappedOptimizer):
         self._inner = Compose(*([TopK(self.topk_ratio)] if self.topk_ratio < 1 else []),
                               *([quantizer] if quantizer is not None else []))
         self._world, self._rank = dist.get_world_size(group), dist.get_rank(group)
-        self._chunk_samplers = [RandomK(self.random_ratio, seed=mix_seed(seed, j), cycle=True)
+        self._chunk_samplers = [RandomK(self.random_ratio, seed=derive(seed, "chunk", j), cycle=True)
                                 for j in range(self._world)] if self._sampler else []
         self._peers = [dist.get_global_rank(group, r) if group is not None else r for r in range(self._world)]
         self._comm_group = group
@@ -104,8 +105,8 @@ class CocktailSGD(WrappedOptimizer):
             self._anchor = self._flat()
         self._offsets = torch.tensor([0] + [p.numel() for p in params], device=self._anchor.device).cumsum(0)
         self._server_error = self._anchor.new_zeros(sizes[self._rank])
-        self._gen_worker = torch.Generator().manual_seed(mix_seed(seed, 1, self._rank))
-        self._gen_server = torch.Generator().manual_seed(mix_seed(seed, 2, self._rank))
+        self._gen_worker = generator(seed, "worker rounding", self._rank)
+        self._gen_server = generator(seed, "server rounding", self._rank)
         self._step = 0
         self._pending = None  # the exchange in flight: {"thread", "pos", "sent", "update", "error", ...}
 

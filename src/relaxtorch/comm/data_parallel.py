@@ -15,7 +15,7 @@ from .._wrapped import WrappedOptimizer
 from .allreduce import allreduce
 from .compressors import Compressor, Identity, _invalid
 from .link import LinkModel
-from .sparsify import mix_seed
+from .._seeding import generator
 from .stats import CommStats
 
 
@@ -23,7 +23,7 @@ def rank_generator(seed: int, group=None) -> torch.Generator:
     """A CPU generator seeded from ``seed`` and this rank, so ranks draw independent bits."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise _invalid("seed", seed, "an int")
-    return torch.Generator().manual_seed(mix_seed(seed, dist.get_rank(group)))
+    return generator(seed, "rank", dist.get_rank(group))
 
 
 @torch.no_grad()

@@ -65,6 +65,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from .._seeding import generator
 from .decentralized import DecentralizedOptimizer, check_number
 from .gossip import neighbor_exchange, record_round
 from .link import LinkModel
@@ -174,7 +175,7 @@ class Moniqua(DecentralizedOptimizer):
         self.bound_factor = consensus_bound_factor(topology, self.gamma)
         self.g_inf = 0.0  # measured gradient bound for theta=None (0 until the first non-zero gradient)
         self.last_theta = 0.0
-        self.generator = torch.Generator().manual_seed(seed if shared_randomness else seed + 1_000_003 * self.rank)
+        self.generator = generator(seed, "dither") if shared_randomness else generator(seed, "dither", self.rank)
 
     def current_theta(self) -> float:
         """The theta this step uses (fixed, or from the measured gradient bound and the current lr)."""

@@ -13,21 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .._seeding import derive
 from . import _bits
 from .compressors import _F32, Compressor, Identity, Payload, _invalid, _itemsize, payload
-
-_MASK64 = (1 << 64) - 1
-
-
-def mix_seed(*values: int) -> int:
-    """A 63-bit seed from integers (splitmix64 finaliser over each): equal inputs, equal seed."""
-    h = 0x9E3779B97F4A7C15
-    for v in values:
-        h = (h ^ (int(v) & _MASK64)) & _MASK64
-        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _MASK64
-        h ^= h >> 31
-    return h >> 1
 
 
 def _permutation(seed: int, numel: int) -> torch.Tensor:
@@ -113,11 +101,11 @@ class RandomK(Sparsifier):
         """The sorted positions kept at ``step`` (int64, CPU)."""
         k = self.kept(numel)
         if not self.cycle:
-            return _permutation(mix_seed(self.seed, step), numel)[:k].sort().values.long()
+            return _permutation(derive(self.seed, step), numel)[:k].sort().values.long()
         if k == 0:
             return torch.zeros(0, dtype=torch.int64)
         epoch, window = divmod(step, numel // k)
-        return _cycle_windows(mix_seed(self.seed, 0xC1C1E, epoch), numel, k)[window].long()
+        return _cycle_windows(derive(self.seed, 0xC1C1E, epoch), numel, k)[window].long()
 
     def index_bytes(self, numel):
         return 0

@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from .._seeding import generator, numpy_rng
+
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
@@ -36,7 +38,7 @@ class Dataset:
         n = self.X_train.shape[0]
         if max_train <= 0 or max_train >= n:
             return self
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_train].sort().values
+        idx = torch.randperm(n, generator=generator(seed, "subsample"))[:max_train].sort().values
         return replace(self, X_train=self.X_train[idx], y_train=self.y_train[idx])
 
     def __repr__(self) -> str:
@@ -45,7 +47,7 @@ class Dataset:
 
 
 def _split(n: int, seed: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    perm = np.random.default_rng(seed).permutation(n)
+    perm = numpy_rng(seed, "split").permutation(n)
     n_test = int(round(n * test_fraction))
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
@@ -81,7 +83,7 @@ def _breast_cancer(seed, test_fraction):
 
 def _synthetic_classification(seed, test_fraction, n=1000, d=20):
     """Binary labels drawn from a planted logistic model: P(y=1|x) = sigmoid(x.w + b)."""
-    rng = np.random.default_rng(10_000 + seed)
+    rng = numpy_rng(seed, "synthetic classification")
     w = rng.normal(size=d + 1) / np.sqrt(d)
     X = rng.normal(size=(n, d))
     p = 1.0 / (1.0 + np.exp(-(X @ w[:d] + w[d])))
@@ -92,7 +94,7 @@ def _synthetic_classification(seed, test_fraction, n=1000, d=20):
 
 def _synthetic_regression(seed, test_fraction, n=1000, d=20, noise=0.1):
     """y = x.w + b + noise: least squares recovers w (the known optimum up to noise)."""
-    rng = np.random.default_rng(20_000 + seed)
+    rng = numpy_rng(seed, "synthetic regression")
     w = rng.normal(size=d + 1) / np.sqrt(d)
     X = rng.normal(size=(n, d))
     y = X @ w[:d] + w[d] + noise * rng.normal(size=n)

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numba import njit
 
+from .._seeding import derive, numpy_rng
+
 TASKS = ("logistic", "squared", "separable")
 
 
@@ -221,10 +223,10 @@ def make_bag_of_words(n_examples: int = 100_000, n_features: int = 20_000, nnz: 
         raise _invalid("task", task, f"must be one of {TASKS}")
     if not scale > 0 or noise < 0:
         raise _invalid("scale/noise", (scale, noise), "scale must be positive and noise non-negative")
-    rng = np.random.default_rng([int(seed), 1])
+    rng = numpy_rng(int(seed), "bag of words")
     # frequency ranks go to random feature ids, as in real vocabularies (ids are not sorted by frequency)
     q = document_frequencies(n_features, nnz, skew, max_df)[rng.permutation(n_features)]
-    counts, rows = _columns(int(n_examples), q, int(seed) % (2**31))
+    counts, rows = _columns(int(n_examples), q, derive(int(seed), "bag of words columns") & 0x7FFFFFFF)
     indptr, indices = _to_csr(int(n_examples), counts, rows)
     tf = rng.geometric(0.6, size=indices.size).astype(np.float64)
     idf = np.log(1.0 / np.maximum(q, 1.0 / n_examples))
@@ -255,7 +257,7 @@ def make_low_rank(n_rows: int = 2000, n_cols: int = 2000, rank: int = 10, densit
         raise _invalid("rank", rank, "exceeds the matrix dimensions")
     if not 0 < density <= 1:
         raise _invalid("density", density, "must be in (0, 1]")
-    rng = np.random.default_rng([int(seed), 2])
+    rng = numpy_rng(int(seed), "low rank")
     L = (rng.standard_normal((n_rows, rank)) / rank**0.25).astype(np.float32)
     R = (rng.standard_normal((n_cols, rank)) / rank**0.25).astype(np.float32)
     total = n_rows * n_cols

@@ -1,9 +1,11 @@
-"""Validation shared by the TOML configs (``relaxtorch tradeoff``, ``relaxtorch dist``).
+"""Validation shared by the jobs' TOML configs (tradeoff, hogwild, dist).
 
 ``ConfigChecker`` raises its ``error`` class with the file and the key in the message:
 ``x.toml: [train].lr: must be a number, got a string 'a'``.
 """
 from __future__ import annotations
+
+import math
 
 TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
@@ -41,4 +43,16 @@ class ConfigChecker:
             (typ is float and isinstance(value, int) and not isinstance(value, bool))
         if not ok:
             self.fail(where, f"must be {TYPES[typ]}, got {kind(value)} {value!r}")
-        return float(value) if typ is float else value
+        if typ is float:
+            if not math.isfinite(value):
+                self.fail(where, f"must be a finite number, got {value!r}")
+            return float(value)
+        return value
+
+    def scalar_or_list(self, where: str, value, typ) -> list:
+        """A scalar or a non-empty list of scalars of type ``typ``, as a list."""
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            self.fail(where, "must not be an empty list")
+        return [self.scalar(f"{where}[{i}]" if isinstance(value, list) else where, v, typ)
+                for i, v in enumerate(values)]

@@ -15,9 +15,9 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from ._modes import CEIL, DIRECTED, EVEN, NEAREST, STOCHASTIC
 from ._cpu_ir import random_bits_i32, round_directed, round_nearest, round_stochastic
 
-NEAREST, STOCHASTIC, DIRECTED = 0, 1, 2
 _ABS = np.uint32(0x7FFFFFFF)
 _INF = np.uint32(0x7F800000)
 _QNAN = np.uint32(0x7FC00000)
@@ -82,9 +82,6 @@ def abs_max_bits(src):
             m = max(m, src[i] & _ABS)
         partial[c] = m
     return partial.max()
-
-
-FLOOR, CEIL, EVEN = 0, 1, 2
 
 
 @njit(inline="always")

@@ -11,8 +11,9 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from ._modes import DIRECTED, NEAREST, STOCHASTIC
+
 I32 = ir.IntType(32)
-NEAREST, STOCHASTIC, DIRECTED = 0, 1, 2
 
 
 def _c(v: int) -> ir.Constant:

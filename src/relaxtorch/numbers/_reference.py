@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 
 from ._grid import Grid
+from ._modes import CEIL, DIRECTED, EVEN, NEAREST, STOCHASTIC
 
-NEAREST, STOCHASTIC, DIRECTED = 0, 1, 2
-FLOOR, CEIL, EVEN = 0, 1, 2
 _M32 = 0xFFFFFFFF
 _INF = 0x7F800000
 _QNAN = 0x7FC00000

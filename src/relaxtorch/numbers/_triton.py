@@ -10,7 +10,14 @@ import torch
 import triton
 import triton.language as tl
 
-NEAREST, STOCHASTIC, DIRECTED = 0, 1, 2
+from . import _modes
+
+# the mode codes as compile-time constants (Triton kernels read only constexpr globals)
+NEAREST = tl.constexpr(_modes.NEAREST)
+STOCHASTIC = tl.constexpr(_modes.STOCHASTIC)
+DIRECTED = tl.constexpr(_modes.DIRECTED)
+CEIL = tl.constexpr(_modes.CEIL)
+EVEN = tl.constexpr(_modes.EVEN)
 _FLAT_BLOCK = 2048
 
 
@@ -52,9 +59,9 @@ def _round(u, rnd, MODE: tl.constexpr, away_pos, away_neg, man, emin, k_low, max
     shift = k - e + 23
     sh = tl.minimum(tl.maximum(shift, 0), 31).to(tl.int64)
     one = tl.full(sh.shape, 1, tl.int64)
-    if MODE == 0:
+    if MODE == NEAREST:
         inc = tl.where(sh > 0, ((one << sh) >> 1) - 1 + ((sig >> sh) & 1), 0)
-    elif MODE == 1:
+    elif MODE == STOCHASTIC:
         sig = tl.where(shift > 31, sig >> tl.minimum(tl.maximum(shift - 31, 0), 31).to(tl.int64), sig)
         inc = ((rnd >> 1).to(tl.int64)) >> (31 - sh)
     else:
@@ -65,7 +72,7 @@ def _round(u, rnd, MODE: tl.constexpr, away_pos, away_neg, man, emin, k_low, max
     rbits = tl.where(shift <= 0, a, res.to(tl.uint32, bitcast=True))
     mx = tl.where(neg, max_neg, max_pos)
     special = tl.where(overflow == 1, 0x7F800000, 0x7FC00000).to(tl.uint32)
-    if MODE == 2:
+    if MODE == DIRECTED:
         toward_max = (overflow == 0) | (tl.where(neg, away_neg, away_pos) == 0)
     else:
         toward_max = overflow == 0
@@ -82,7 +89,7 @@ def _flat_kernel(src, dst, n, seed_lo, seed_hi, away_pos, away_neg, man, emin, k
     mask = offs < n
     u = tl.load(src + offs, mask=mask, other=0)
     rnd = tl.zeros(offs.shape, tl.uint32)
-    if MODE == 1:
+    if MODE == STOCHASTIC:
         rnd = _random_bits(offs, seed_lo, seed_hi)
     out = _round(u, rnd, MODE, away_pos, away_neg, man, emin, k_low,
                  max_pos.to(tl.uint32), max_neg.to(tl.uint32), overflow)
@@ -105,12 +112,12 @@ def _block_kernel(src, dst, rows, cols, nb, seed_lo, seed_hi, away_pos, away_neg
     amax = tl.max(u & 0x7FFFFFFF, axis=1)
     # shared scale exponent (see _cpu.block_scale)
     bits = amax
-    if scale_mode == 2:
+    if scale_mode == EVEN:
         bits = (bits + (1 << tl.maximum(22 - even_man, 0)).to(tl.uint32)) & 0x7F800000
     be = (bits >> 23).to(tl.int32)
     sub_e = ((bits.to(tl.float32).to(tl.uint32, bitcast=True) >> 23).to(tl.int32)) - 127 - 149
     s = tl.where(be > 0, be - 127, sub_e) - elem_emax
-    if scale_mode == 1:
+    if scale_mode == CEIL:
         s = s + (bits.to(tl.float32, bitcast=True) > elem_max_pos * _pow2(s)).to(tl.int32)
     s = tl.where(amax == 0, scale_lo, s)
     s = tl.minimum(tl.maximum(s, scale_lo), scale_hi)
@@ -118,7 +125,7 @@ def _block_kernel(src, dst, rows, cols, nb, seed_lo, seed_hi, away_pos, away_neg
     mp = (elem_max_pos * scale).to(tl.uint32, bitcast=True)
     mn = (elem_max_neg * scale).to(tl.uint32, bitcast=True)
     rnd = tl.zeros(offs.shape, tl.uint32)
-    if MODE == 1:
+    if MODE == STOCHASTIC:
         rnd = _random_bits(offs, seed_lo, seed_hi)
     out = _round(u, rnd, MODE, away_pos, away_neg, man, (emin + s)[:, None], (k_low + s)[:, None],
                  mp[:, None], mn[:, None], overflow)

@@ -8,14 +8,13 @@ import numpy as np
 import torch
 
 from . import _grid, _reference
+from ._modes import NEAREST, ROUNDING_CODES, SCALE_CODES, STOCHASTIC
 from .formats import FORMAT_TYPES, BlockFloat, FixedPoint, FloatFormat, Format, MXFormat
 
 ROUNDINGS = ("nearest", "stochastic", "toward_zero", "down", "up")
-_MODE = {"nearest": 0, "stochastic": 1, "toward_zero": 2, "down": 2, "up": 2}
 # (round away from zero for positive values, for negative values) in the directed modes
 _AWAY = {"toward_zero": (False, False), "down": (False, True), "up": (True, False),
          "nearest": (False, False), "stochastic": (False, False)}
-_SCALE_MODE = {"floor": 0, "ceil": 1, "even": 2}
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _E8M0 = (-127, 127)
 _UNBOUNDED = (-(1 << 20), 1 << 20)
@@ -84,8 +83,8 @@ def quantize(x: torch.Tensor, fmt: Format, rounding: str = "nearest", *, generat
     _check(x, fmt, rounding)
     if x.numel() == 0:
         return x.clone()
-    mode = _MODE[rounding]
-    seeds = _draw_seeds(generator, x.device) if mode == 1 else (0, 0)
+    mode = ROUNDING_CODES[rounding]
+    seeds = _draw_seeds(generator, x.device) if mode == STOCHASTIC else (0, 0)
     x32 = x.detach().float().contiguous()  # not differentiable: use rt.quantizer() for autograd
     return _dispatch(x32, fmt, rounding, mode, seeds, None).to(x.dtype)
 
@@ -99,8 +98,8 @@ def quantize_(x: torch.Tensor, fmt: Format, rounding: str = "nearest", *, genera
     _check(x, fmt, rounding)
     if x.numel() == 0:
         return x
-    mode = _MODE[rounding]
-    seeds = _draw_seeds(generator, x.device) if mode == 1 else (0, 0)
+    mode = ROUNDING_CODES[rounding]
+    seeds = _draw_seeds(generator, x.device) if mode == STOCHASTIC else (0, 0)
     with torch.no_grad():
         if x.dtype == torch.float32 and x.is_contiguous():
             _dispatch(x.detach(), fmt, rounding, mode, seeds, x.detach())
@@ -117,7 +116,7 @@ def _dispatch(x32, fmt, rounding, mode, seeds, out) -> torch.Tensor:
     if isinstance(fmt, MXFormat):
         grid = _grid.element_grid(fmt.elem)._replace(overflow=0)  # MX elements saturate
         shape = (-1, x32.shape[-1]) if x32.dim() > 0 else (1, 1)
-        res = _round_blocks(x32.reshape(shape), fmt.block, grid, mode, _SCALE_MODE[fmt.scale_mode], fmt.elem_emax,
+        res = _round_blocks(x32.reshape(shape), fmt.block, grid, mode, SCALE_CODES[fmt.scale_mode], fmt.elem_emax,
                             _grid.elem_mantissa_bits(fmt.elem), _E8M0, seeds, _AWAY[rounding],
                             None if out is None else out.reshape(shape))
         return res.reshape(x32.shape)
@@ -203,9 +202,9 @@ def _threads_for(n: int):
 
 
 def _flat_kernel(src, dst, mode, seeds, away, common) -> None:
-    if mode == 0:
+    if mode == NEAREST:
         _cpu.flat_nearest(src, dst, *common)
-    elif mode == 1:
+    elif mode == STOCHASTIC:
         _cpu.flat_stochastic(src, dst, np.uint64(seeds[0]), np.uint64(seeds[1]), *common)
     else:
         _cpu.flat_directed(src, dst, away[0], away[1], *common)
@@ -230,9 +229,9 @@ def _round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man, scal
 
 
 def _block_kernel(src, dst, mode, seeds, away, common) -> None:
-    if mode == 0:
+    if mode == NEAREST:
         _cpu.blocks_nearest(src, dst, *common)
-    elif mode == 1:
+    elif mode == STOCHASTIC:
         _cpu.blocks_stochastic(src, dst, np.uint64(seeds[0]), np.uint64(seeds[1]), *common)
     else:
         _cpu.blocks_directed(src, dst, away[0], away[1], *common)

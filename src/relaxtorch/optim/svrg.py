@@ -121,7 +121,9 @@ class HALP(_VarianceReduced):
     ``mu`` is the strong-convexity constant (for L2-regularised losses, at least
     the regularisation strength); ``bits`` the fixed-point width of the offset
     (the paper uses 8 or 16); the offset is rounded stochastically (unbiased)
-    with ``generator``.  ``offset_format(p)`` gives a parameter's current grid.
+    with ``generator``.  ``offset_fmt`` is the offsets' current grid (one ``FixedPoint``
+    for all parameters, re-chosen at every re-centring from the full gradient's norm;
+    None before the first).
     """
 
     def __init__(self, params, lr: float, mu: float, *, bits: int = 8,

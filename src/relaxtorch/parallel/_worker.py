@@ -24,6 +24,7 @@ import traceback
 import numpy as np
 import torch
 
+from .._seeding import derive, numpy_rng
 from . import _kernels as K
 
 STARTING, READY, RUNNING, DONE, FAILED = 0, 1, 2, 3, 4
@@ -33,9 +34,8 @@ _M32 = 0xFFFFFFFF
 
 def seeds(seed: int, wid: int) -> tuple[int, int]:
     """The two 32-bit seeds of worker ``wid``'s counter-based random bits."""
-    lo = (seed * 0x9E3779B1 + 0x632BE5AB) & _M32
-    hi = ((wid + 1) * 0x85EBCA6B ^ (seed >> 32) ^ 0x27D4EB2F) & _M32
-    return lo, hi
+    s = derive(seed, "worker rounding", wid)
+    return s & _M32, (s >> 32) & _M32
 
 
 def shard(n: int, wid: int, nworkers: int) -> tuple[int, int]:
@@ -277,7 +277,7 @@ def worker_main(wid, nworkers, spec, tensors, ctl_t, err_t, run) -> None:
         counters = ctl[: glob].reshape(nworkers, K.STRIDE)[:, K.UPDATES]
         per_epoch = run["updates_per_epoch"]
         for epoch in range(run["epochs"]):
-            order = make_order(lo, hi, run["order"], np.random.default_rng([run["seed"], wid, epoch]))
+            order = make_order(lo, hi, run["order"], numpy_rng(run["seed"], "order", wid, epoch))
             for part in runner.chunks(order, chunk):
                 # the step size follows the global progress (all workers' updates), so a worker
                 # that was descheduled and runs late does not take early, large steps

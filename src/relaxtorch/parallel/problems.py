@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .._seeding import numpy_rng
 from ..data.sparse import LowRankData, SparseDataset
 from ..numbers import _grid
 from ..numbers.formats import FixedPoint
@@ -302,7 +303,7 @@ class MatrixCompletion(Problem):
         return self.data_.n_examples
 
     def init_model(self, seed):
-        rng = np.random.default_rng([seed, 7])
+        rng = numpy_rng(seed, "matrix factors")
         m, n = self.data_.shape
         s = self.init_scale / self.rank**0.25
         return {"L": (rng.standard_normal((m, self.rank)) * s).astype(np.float32),

@@ -22,7 +22,7 @@ def test_small_run_writes_table_json_plot_models(tmp_path, capsys):
     report = json.loads((tmp_path / "hogwild.json").read_text())
     runs = {(r["signature"], r["workers"]) for r in report["runs"]}
     assert runs == {("D32M32G32C32", 1), ("D32M32G32C32", 2), ("D8M8G32C8", 1), ("D8M8G32C8", 2)}
-    assert report["machine"]["cores"] == os.cpu_count()
+    assert report["machine"]["cpu_count"] == os.cpu_count()
     assert (tmp_path / "hogwild.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list(tmp_path.glob("model-*.pt"))) == 4
 

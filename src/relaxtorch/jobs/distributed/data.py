@@ -22,14 +22,8 @@ import math
 
 import torch
 
+from ..._seeding import generator
 from .config import PARTITIONS
-
-
-def _generator(*keys: int) -> torch.Generator:
-    seed = 0
-    for k in keys:  # an injective-enough mix of small non-negative keys into one 63-bit seed
-        seed = (seed * 1_000_003 + int(k) + 1) % (2 ** 63 - 1)
-    return torch.Generator().manual_seed(seed)
 
 
 def _split(idx: torch.Tensor, world: int, longer_last: bool = False) -> list[torch.Tensor]:
@@ -52,7 +46,7 @@ def partition(labels: torch.Tensor, world: int, *, scheme: str = "iid", skew: fl
     n = labels.shape[0]
     if n < world:
         raise ValueError(f"Invalid world: {world!r} (only {n} training examples to share)")
-    gen = _generator(seed, epoch, 1)
+    gen = generator(seed, "partition", epoch)
     perm = torch.randperm(n, generator=gen)
     if scheme == "iid":
         return _split(perm, world)
@@ -88,8 +82,8 @@ class BatchSchedule:
     def _order(self, epoch: int) -> torch.Tensor:
         if self._cache is None or self._cache[0] != epoch:
             part = self.part(epoch)
-            self._cache = (epoch, part[torch.randperm(part.numel(), generator=_generator(self.seed, epoch,
-                                                                                         self.rank, 2))])
+            self._cache = (epoch, part[torch.randperm(part.numel(), generator=generator(self.seed, "order", epoch,
+                                                                                        self.rank))])
         return self._cache[1]
 
     def indices(self, step: int) -> torch.Tensor:

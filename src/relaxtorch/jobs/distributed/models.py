@@ -6,11 +6,9 @@ that communication, not compute, dominates a step on a slow link.
 """
 from __future__ import annotations
 
-import math
-
-import torch
 from torch import nn
 
+from ..._seeding import build_module, generator
 from .config import MODELS
 
 _HIDDEN = {"mlp": (128,), "mlp1m": (1024, 1024)}
@@ -18,24 +16,19 @@ _HIDDEN = {"mlp": (128,), "mlp1m": (1024, 1024)}
 
 def build_model(name: str, n_features: int, n_classes: int, *, seed: int = 0) -> nn.Module:
     """A fresh model; weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (PyTorch's default
-    distribution for ``nn.Linear``) drawn from a generator seeded with ``seed``, not the global RNG."""
+    distribution for ``nn.Linear``) drawn from a generator derived from ``seed``, not the global RNG."""
     if name not in MODELS:
         raise ValueError(f"Invalid name: {name!r} (choose from {', '.join(MODELS)})")
     sizes = (n_features, *_HIDDEN[name], n_classes)
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.utils.skip_init(nn.Linear, a, b))  # no draws from the global RNG
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    model = nn.Sequential(*layers)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in model:
-            if isinstance(layer, nn.Linear):
-                bound = 1.0 / math.sqrt(layer.in_features)
-                for p in (layer.weight, layer.bias):
-                    p.copy_(torch.rand(p.shape, generator=gen) * (2 * bound) - bound)
-    return model
+
+    def layers() -> nn.Module:
+        out: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            out.append(nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                out.append(nn.ReLU())
+        return nn.Sequential(*out)
+    return build_module(layers, generator(seed, "model"))
 
 
 def n_parameters(model: nn.Module) -> int:

@@ -6,26 +6,16 @@
 """
 from __future__ import annotations
 
-import io
+from .._report import colors, figure, png
 
 
 def _figure(width: float = 7.0, height: float = 4.5):
-    from matplotlib.figure import Figure  # no pyplot: no global backend state
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    return fig, fig.add_subplot(1, 1, 1)
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
+    fig, (ax,) = figure(1, width, height)
+    return fig, ax
 
 
 def _colors(runs):
-    import matplotlib
-    cmap = matplotlib.colormaps["tab10"]
-    return [cmap(i % 10) for i in range(len(runs))]
+    return list(colors(range(len(runs))).values())
 
 
 def loss_vs_step_png(runs: list[dict]) -> bytes:
@@ -41,7 +31,7 @@ def loss_vs_step_png(runs: list[dict]) -> bytes:
     ax.set_title("loss vs step (of rank 0's model, or the ranks' average for decentralized runs)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    return _png(fig)
+    return png(fig)
 
 
 def accuracy_vs_time_png(runs: list[dict]) -> bytes:
@@ -54,7 +44,7 @@ def accuracy_vs_time_png(runs: list[dict]) -> bytes:
     ax.set_title("accuracy vs simulated time")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def bytes_per_step_png(runs: list[dict]) -> bytes:
@@ -69,4 +59,4 @@ def bytes_per_step_png(runs: list[dict]) -> bytes:
     ax.set_ylabel("bytes sent per worker per step")
     ax.set_title("communication per step")
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    return _png(fig)
+    return png(fig)

@@ -13,12 +13,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import platform
 from pathlib import Path
 
 from ..._files import atomic_write, finite
-from .._report import format_table
+from .._report import format_table, machine
 
 SUMMARY_FIELDS = ["name", "algorithm", "model", "params", "world", "partition", "link", "steps", "evaluated",
                   "test_acc", "test_loss", "train_loss", "consensus", "acc_vs_allreduce_pp", "bytes_per_step",
@@ -29,22 +27,6 @@ HISTORY_FIELDS = ["step", "epoch", "train_loss", "batch_loss", "test_loss", "tes
                   "messages_per_worker", "sim_s", "wall_s"]
 FILES = ("report.json", "report.csv", "history.csv", "loss_vs_step.png", "accuracy_vs_time.png",
          "bytes_per_step.png")
-
-
-def machine() -> dict:
-    import torch
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.lower().startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "cores_usable": usable, "torch": torch.__version__,
-            "python": platform.python_version()}
 
 
 def summarize(rec: dict) -> dict:

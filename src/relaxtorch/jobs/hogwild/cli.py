@@ -12,6 +12,7 @@ import sys
 
 from ..._files import read_toml
 from .._cli import CLIError, RunFailed
+from .._config import ConfigChecker
 
 PROBLEMS = ("rcv1-like", "rcv1-like-svm", "rcv1-like-lsq", "digits", "digits-mlp", "matrix-completion",
             "libsvm:PATH")
@@ -71,17 +72,39 @@ def _options(args) -> dict:
     return opts
 
 
+# the TOML type of every option ([hogwild] table); workers and signature may be lists
+TYPES = dict(problem=str, workers=int, signature=str, epochs=int, lr=float, lr_decay=float, lam=float,
+             model_range=float, order=str, seed=int, examples=int, features=int, nnz=float, skew=float,
+             max_df=float, rank=int, rows=int, cols=int, density=float, loss=str, out=str, timeout=float,
+             stale_every=int, progress=bool, json=bool)
+LISTS = ("workers", "signature")
+
+
+class _Checker(ConfigChecker):
+    error = CLIError
+
+
 def _read_config(path) -> dict:
-    raw = read_toml(path, _error)
-    raw = raw.get("hogwild", raw)
+    """The options of a TOML file: a ``[hogwild]`` table (or the same keys at the top level)."""
+    raw = read_toml(path, CLIError)
+    c = _Checker(str(path))
+    if "hogwild" in raw:
+        for key in raw:  # a key beside the table would be silently ignored otherwise
+            if key != "hogwild":
+                c.fail(key, "unknown top-level key beside the [hogwild] table (move it into the table)")
+        where, table = "[hogwild]", c.table("[hogwild]", raw["hogwild"])
+    else:
+        where, table = "", raw
     out = {}
-    for key, value in raw.items():
+    for key, value in table.items():
         k = key.replace("-", "_")
-        if k not in DEFAULTS:
-            raise _error(f"config {path}: unknown option {key!r}")
-        if isinstance(value, list):
-            value = ",".join(str(v) for v in value)
-        out[k] = value
+        if k not in TYPES:
+            c.fail(f"{where}.{key}" if where else key, f"unknown option (choose from {', '.join(TYPES)})")
+        name = f"{where}.{key}" if where else key
+        if k in LISTS:
+            out[k] = ",".join(str(v) for v in c.scalar_or_list(name, value, TYPES[k]))
+        else:
+            out[k] = c.scalar(name, value, TYPES[k])
     return out
 
 
@@ -127,8 +150,9 @@ def build_problem(opts):
         if name == "digits":
             return DenseLinear(X, (digits.target >= 5).astype("float32"), opts["loss"] or "logistic",
                                name="digits-logistic", **{**common, "lr": common["lr"] or 0.05})
-        torch.manual_seed(opts["seed"])
-        mlp = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
+        from ..._seeding import build_module, generator
+        mlp = build_module(lambda: torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(),
+                                                       torch.nn.Linear(64, 10)), generator(opts["seed"], "model"))
         return TorchModel(mlp, X, digits.target, "cross_entropy", name="digits-mlp", **common)
     if name == "matrix-completion":
         data = make_low_rank(opts["rows"], opts["cols"], opts["rank"], opts["density"], seed=opts["seed"])
@@ -185,7 +209,7 @@ def run(args) -> None:
             print(f.read())
         return
     m = report.machine()
-    print(f"{problem.name}: {problem.n_items} examples, {m['cores']} cores ({m['cpu']}), torch {m['torch']}")
+    print(f"{problem.name}: {problem.n_items} examples, {m['cpu_count']} cores ({m['cpu']}), torch {m['torch']}")
     print(report.table(results))
     print(f"\nloss / seq: final loss over the 1-worker float32 run's; writes: fraction of coordinate writes "
           f"that changed the model.\nreport: {json_path}\nplot:   {png}\nmodels: {out}/model-*.pt")

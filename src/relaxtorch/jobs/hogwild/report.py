@@ -1,33 +1,12 @@
 """Tables, JSON and plots of Hogwild!/Buckwild! runs."""
 from __future__ import annotations
 
-import json
-import os
-import platform
-
-from ..._files import atomic_write, finite
-from .._report import format_table
+from ..._files import atomic_write
 from ...parallel.runner import RunResult
+from .. import _report
+from .._report import format_table, machine
 
 FULL = "D32M32G32C32"
-
-
-def machine() -> dict:
-    """The machine a run or benchmark ran on: cores, CPU model, versions."""
-    import numba
-    import numpy
-    import torch
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": numpy.__version__, "numba": numba.__version__, "device": "cpu"}
 
 
 def _baselines(results: list[RunResult]):
@@ -59,17 +38,13 @@ def table(results: list[RunResult]) -> str:
 
 
 def write_json(path, results: list[RunResult], extra: dict | None = None) -> str:
-    payload = {"machine": machine(), "runs": [r.to_dict() for r in results], **(extra or {})}
-    atomic_write(path, json.dumps(finite(payload), indent=2, allow_nan=False) + "\n")
+    _report.write_json(path, {"machine": machine(), "runs": [r.to_dict() for r in results], **(extra or {})})
     return path
 
 
 def plot(path, results: list[RunResult], title: str = "") -> str:
     """PNG of loss against wall-clock seconds, one line per signature and worker count."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, (ax,) = _report.figure(1, 7.0, 4.5)
     styles = ["-", "--", ":", "-."]
     sigs = sorted({r.signature for r in results}, key=lambda s: (s != FULL, s))
     for r in results:
@@ -83,8 +58,5 @@ def plot(path, results: list[RunResult], title: str = "") -> str:
     ax.set_title(title or "Hogwild! / Buckwild!: loss vs time")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    atomic_write(path, _report.png(fig, dpi=120))
     return path

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..._seeding import generator
 from ...numbers import quantize
 from ...optim import HALP, SVRG, SWALP
 from ...quant import OptimLP, quantize_model
@@ -63,8 +64,8 @@ class _Trainer:
 
     def __init__(self, model, data, hp: Hyper, seed: int, objective):
         self.model, self.data, self.hp, self.objective = model, data, hp, objective
-        self.order = torch.Generator().manual_seed(seed)
-        self.qgen = torch.Generator().manual_seed(seed + 7919)  # quantizers: independent of the order
+        self.order = generator(seed, "order")
+        self.qgen = generator(seed, "rounding")
         self.n = data.X_train.shape[0]
         self.steps_per_epoch = math.ceil(self.n / hp.batch_size)
         self.history: list[dict] = []

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..._seeding import build_module
 from ...data import Dataset
 
 MODELS = ("logreg", "mlp", "cnn")
@@ -43,11 +44,16 @@ def model_error(name: str, data: Dataset) -> str | None:
     return None
 
 
-def build_model(name: str, data: Dataset) -> nn.Module:
-    """A freshly initialised model (uses torch's global RNG: seed it first)."""
+def build_model(name: str, data: Dataset, generator: torch.Generator | None = None) -> nn.Module:
+    """A freshly initialised model, PyTorch's default initialisation drawn from ``generator``
+    (a fixed seed without one; torch's global RNG is never used)."""
     why = model_error(name, data)
     if why:
         raise ValueError(why)
+    return build_module(lambda: _layers(name, data), generator or torch.Generator().manual_seed(0))
+
+
+def _layers(name: str, data: Dataset) -> nn.Module:
     d, k = data.n_features, n_outputs(data)
     if name == "logreg":
         return nn.Sequential(nn.Linear(d, k))

@@ -9,36 +9,15 @@ algorithm x precision (mean over seeds).
 """
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
 
+from .._report import colors, figure, png
+
 _MARKERS = {"sgd": "o", "swalp": "s", "svrg": "^", "halp": "D"}
 _STYLES = {"sgd": "-", "swalp": "--", "svrg": "-.", "halp": ":"}
 _FLOOR = 1e-16  # suboptimality below float64 resolution is drawn at this floor
-
-
-def _figure(n: int, width: float = 6.0, height: float = 4.5):
-    from matplotlib.figure import Figure  # no pyplot: no global backend state; PNGs render with Agg
-
-    cols = min(n, 2)
-    rows = math.ceil(n / cols) if n else 1
-    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
-    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(max(n, 1))]
-    return fig, axes
-
-
-def _colors(names):
-    import matplotlib
-    cmap = matplotlib.colormaps["tab10"]
-    return {p: cmap(i % 10) for i, p in enumerate(dict.fromkeys(names))}
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -55,14 +34,14 @@ def pareto_png(summary: list[dict]) -> bytes:
     from matplotlib.ticker import NullFormatter
 
     pairs = list(dict.fromkeys((s["model"], s["dataset"]) for s in summary))
-    fig, axes = _figure(len(pairs))
-    colors = _colors(s["precision"] for s in summary)
+    fig, axes = figure(len(pairs))
+    color = colors(s["precision"] for s in summary)
     for ax, (model, ds) in zip(axes, pairs):
         group = [s for s in summary if (s["model"], s["dataset"]) == (model, ds) and s["test_error"] is not None]
         scale = 1.0 if group and group[0]["task"] == "regression" else 100.0
         for s in group:
             ax.errorbar(s["memory_bytes"], scale * s["test_error"], yerr=scale * (s["test_error_std"] or 0),
-                        marker=_MARKERS[s["algorithm"]], color=colors[s["precision"]], linestyle="none",
+                        marker=_MARKERS[s["algorithm"]], color=color[s["precision"]], linestyle="none",
                         markersize=7, capsize=2, label=f"{s['algorithm']} {s['precision']}")
         front = pareto_front([(s["memory_bytes"], scale * s["test_error"]) for s in group])
         if front:
@@ -75,13 +54,13 @@ def pareto_png(summary: list[dict]) -> bytes:
         ax.set_title(f"{model} on {ds}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
-    return _png(fig)
+    return png(fig)
 
 
 def loss_curves_png(runs: list[dict]) -> bytes:
     pairs = list(dict.fromkeys((r["model"], r["dataset"]) for r in runs))
-    fig, axes = _figure(len(pairs))
-    colors = _colors(r["precision"] for r in runs)
+    fig, axes = figure(len(pairs))
+    color = colors(r["precision"] for r in runs)
     for ax, (model, ds) in zip(axes, pairs):
         group = [r for r in runs if (r["model"], r["dataset"]) == (model, ds)]
         convex = all(r["suboptimality"] is not None for r in group)
@@ -93,7 +72,7 @@ def loss_curves_png(runs: list[dict]) -> bytes:
             n = min(len(h) for h in hs)
             y = np.array([h[:n] for h in hs], dtype=float)
             y = np.nanmean(np.where(np.isfinite(y), y, np.nan), axis=0)
-            ax.plot(np.arange(n), np.maximum(y, _FLOOR) if convex else y, _STYLES[alg], color=colors[prec],
+            ax.plot(np.arange(n), np.maximum(y, _FLOOR) if convex else y, _STYLES[alg], color=color[prec],
                     marker=_MARKERS[alg], markersize=3, label=f"{alg} {prec}")
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
@@ -101,4 +80,4 @@ def loss_curves_png(runs: list[dict]) -> bytes:
         ax.set_title(f"{model} on {ds}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
-    return _png(fig)
+    return png(fig)

@@ -2,16 +2,14 @@
 
 ``run_sweep(cfg)`` returns the report as a plain dict (config, machine, optima,
 skipped combinations, one row per run with its per-epoch history, and the
-summary over seeds); :mod:`.report` writes and prints it.  Each run seeds
-torch's global RNG with its seed before building the model and passes its
-own generators to the data order and the quantizers, so a row is reproduced
-by re-running its configuration with its seed.
+summary over seeds); :mod:`.report` writes and prints it.  Each run draws its
+initial model, data order and rounding from generators derived from its seed
+(never torch's global RNG), so a row is reproduced by re-running its
+configuration with its seed.
 """
 from __future__ import annotations
 
 import contextlib
-import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
@@ -20,6 +18,8 @@ import numpy as np
 import torch
 
 from ... import __version__
+from ..._seeding import generator
+from .._report import machine
 from .algorithms import RUNNERS
 from .config import Config
 from .convex import ConvexObjective
@@ -49,20 +49,6 @@ def threads(n: int):
             numba.set_num_threads(saved[1])
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        return platform.processor()
-
-
-def machine(n_threads: int) -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "relaxtorch": __version__, "platform": platform.platform(), "cpu": _cpu_name(),
-            "cpu_count": os.cpu_count(), "threads": n_threads, "device": "cpu"}
-
-
 def warm_up(runs: list[RunSpec], datasets: dict) -> None:
     """Pay one-time costs (lazy imports, compiled-kernel loading) before any run is timed."""
     from ...numbers import quantize
@@ -84,8 +70,7 @@ def run_one(spec: RunSpec, data, objective) -> dict:
     """Train one configuration and return its row (history included)."""
     precision = PRECISIONS[spec.precision]
     t0 = time.perf_counter()
-    torch.manual_seed(spec.seed)
-    model = build_model(spec.model, data)
+    model = build_model(spec.model, data, generator(spec.seed, "model"))
     result = RUNNERS[spec.algorithm](model, data, precision, spec.hyper, seed=spec.seed, objective=objective)
     seconds = time.perf_counter() - t0
     last = result.history[-1]
@@ -106,6 +91,7 @@ def run_sweep(cfg: Config, *, progress: bool = True) -> dict:
     runs, skipped = plan(cfg, datasets)
     objectives, optima, rows = {}, {}, []
     with threads(cfg.sweep["threads"]):
+        run_machine = machine()  # inside: torch_threads and numba_threads are the sweep's
         for spec in runs:
             key = (spec.dataset, spec.hyper.weight_decay)
             if spec.model in CONVEX_MODELS and key not in objectives:
@@ -115,9 +101,8 @@ def run_sweep(cfg: Config, *, progress: bool = True) -> dict:
                 optima[f"{spec.dataset}, weight_decay={spec.hyper.weight_decay:g}"] = dict(
                     f_star=opt.value, grad_norm=opt.grad_norm, newton_iterations=opt.iterations)
         started = time.perf_counter()
-        # fork_rng: the runs seed torch's global RNG (model init); the caller's state is restored after
-        with torch.random.fork_rng(), tqdm(total=len(runs), desc="tradeoff", unit="run", disable=not progress,
-                                           file=sys.stderr, dynamic_ncols=True) as bar:
+        with tqdm(total=len(runs), desc="tradeoff", unit="run", disable=not progress, file=sys.stderr,
+                  dynamic_ncols=True) as bar:
             warm_up(runs, datasets)
             for spec in runs:
                 bar.set_postfix_str(spec.label, refresh=True)
@@ -126,7 +111,7 @@ def run_sweep(cfg: Config, *, progress: bool = True) -> dict:
                 bar.update(1)
     return {"relaxtorch": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seconds": time.perf_counter() - started, "config": cfg.to_dict(),
-            "machine": machine(cfg.sweep["threads"]),
+            "machine": run_machine,
             "datasets": {n: dict(task=d.task, n_train=int(d.X_train.shape[0]), n_test=int(d.X_test.shape[0]),
                                  n_features=d.n_features, n_classes=d.n_classes) for n, d in datasets.items()},
             "optima": optima, "skipped": skipped, "summary": summarize(rows), "runs": rows}
