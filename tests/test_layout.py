@@ -51,3 +51,10 @@ def test_guard_finds_an_uncollected_file():
     assert missing_test_files(everything) == []
     left_out = Path(__file__).resolve()
     assert missing_test_files(everything - {left_out}) == [left_out]
+
+
+def test_subpackages_are_attributes_of_the_package():
+    import subprocess
+    import sys
+    code = "import relaxtorch as rt; rt.comm.DataParallel; rt.parallel.hogwild; rt.data.load_dataset; rt.optim.SWALP"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)  # a fresh interpreter: no prior imports
