@@ -41,3 +41,30 @@ def pytest_collection_finish(session):
         names = ", ".join(str(p.relative_to(TESTS.parent)) for p in missing)
         raise pytest.UsageError(f"test files not collected (an ignored folder name such as dist/ or build/?): "
                                 f"{names}")
+
+
+def pytest_configure(config):
+    """``RELAXTORCH_TEST_THREADS=n``: run the suite with n threads in torch and numba.
+
+    Opt-in, to find results that depend on the thread count (reduction order, BLAS
+    blocking).  The variable is also exported as OMP/MKL/NUMBA_NUM_THREADS so that the
+    processes a test starts (gloo worlds, Hogwild! workers, the CLIs) inherit it.
+    """
+    import os
+
+    n = os.environ.get("RELAXTORCH_TEST_THREADS")
+    if not n:
+        return
+    n = int(n)
+    if n < 1:
+        raise pytest.UsageError(f"Invalid RELAXTORCH_TEST_THREADS: {n!r} (must be >= 1)")
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(n)
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        import numba
+    except ImportError:
+        return
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))

@@ -187,26 +187,42 @@ def test_state_dict_resume_is_bit_identical(world, overlap):
 
 
 # ------------------------------------------------------------------------------------------ layouts
-def _layout_ranks(rank, size, contiguous):
+def _layout_ranks(rank, size, contiguous, cfg):
     g = torch.Generator().manual_seed(0)
     base = torch.randn(4, 3, generator=g)
     weight = torch.nn.Parameter(base.t().contiguous() if contiguous else base.t())  # (3, 4) either way
+    assert weight.is_contiguous() == contiguous
     bias = torch.nn.Parameter(torch.zeros(3))
-    opt = CocktailSGD(torch.optim.SGD([weight, bias], lr=0.1), overlap=False, **SMALL)
+    opt = CocktailSGD(torch.optim.SGD([weight, bias], lr=0.1), overlap=False, **cfg)
     x = torch.randn(8, 4, generator=torch.Generator().manual_seed(rank))
     for _ in range(4):
-        opt.zero_grad()
-        (x @ weight.t() + bias).pow(2).mean().backward()
+        # The gradient of the least-squares loss at the current weights, formed on a contiguous
+        # copy so that both runs feed BLAS the same bits in the same layout (a matmul over a
+        # transposed operand may round differently on another CPU or BLAS); it is then stored
+        # in the parameter's own layout, as autograd would, so only the optimizer and
+        # CocktailSGD see the layout.
+        w = weight.detach().contiguous().requires_grad_()
+        b = bias.detach().clone().requires_grad_()
+        (x @ w.t() + b).pow(2).mean().backward()
+        weight.grad = torch.empty_like(weight).copy_(w.grad)  # empty_like keeps the strides
+        bias.grad = b.grad
+        assert weight.grad.stride() == weight.stride()
         opt.step()
     return weight.detach().clone(), bias.detach().clone()
 
 
-def test_non_contiguous_parameters(world):
-    """A transposed (non-contiguous) parameter takes the same updates as its contiguous copy."""
-    a = world.run(_layout_ranks, True)
-    b = world.run(_layout_ranks, False)
+@pytest.mark.parametrize("cfg", [SMALL, OFF], ids=["small", "off"])
+def test_non_contiguous_parameters(world, cfg):
+    """A transposed (non-contiguous) parameter takes the same updates as its contiguous copy.
+
+    Given the same gradient values, the path (SGD's elementwise update, CocktailSGD's flatten,
+    compress and write-back into a random subset ("small") or every position ("off")) is
+    defined bit for bit, so the two runs must agree exactly."""
+    a = world.run(_layout_ranks, True, cfg)
+    b = world.run(_layout_ranks, False, cfg)
     for (wa, ba), (wb, bb) in zip(a, b):
         assert torch.equal(wa, wb) and torch.equal(ba, bb)
+    assert not torch.equal(a[0][0], torch.randn(4, 3, generator=torch.Generator().manual_seed(0)).t())  # it moved
 
 
 # ------------------------------------------------------------------------------------------ arguments

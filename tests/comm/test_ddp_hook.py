@@ -23,6 +23,17 @@ def _batch(rank: int, step: int):
     return torch.randn(16, 5, generator=g), torch.randn(16, 2, generator=g)
 
 
+def _mean_slack(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Elementwise bound on the gap between two float32 means of ``parts`` summed in different orders.
+
+    Either sum of n terms is within gamma_(n-1) sum |x_r| of the exact one (gamma_k = k u / (1 - k u),
+    u = 2**-24), and dividing by n = 4 is exact, so two means differ by at most 2 gamma_(n-1) sum |x_r| / n.
+    """
+    n, u = len(parts), torch.finfo(torch.float32).eps / 2
+    gamma = (n - 1) * u / (1 - (n - 1) * u)
+    return 2 * gamma * torch.stack(parts).abs().sum(0) / n
+
+
 def _grads(model) -> list[torch.Tensor]:
     return [p.grad.detach().clone() for p in model.parameters()]
 
@@ -57,12 +68,13 @@ def test_identity_hook_equals_ddp_allreduce(world):
     numel = sum(p.numel() for p in _net().parameters())
     for r in range(WORLD):
         for step in range(2):
-            for a, b in zip(default[r][0][step][1], hooked[r][0][step][1]):
-                torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
-            mean = [torch.stack([default[q][0][step][0][i] for q in range(WORLD)]).mean(0)
-                    for i in range(len(default[r][0][step][0]))]
-            for a, b in zip(mean, hooked[r][0][step][1]):
-                torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+            local = [[default[q][0][step][0][i] for q in range(WORLD)] for i in range(len(default[r][0][step][0]))]
+            # DDP's all-reduce, the hook's and the stacked mean here each sum the ranks' local
+            # gradients in some order: they agree within _mean_slack of each other
+            for a, b, parts in zip(default[r][0][step][1], hooked[r][0][step][1], local):
+                assert ((a - b).abs() <= _mean_slack(parts)).all(), (a - b).abs().max()
+            for parts, b in zip(local, hooked[r][0][step][1]):
+                assert ((torch.stack(parts).mean(0) - b).abs() <= _mean_slack(parts)).all()
         stats = hooked[r][1]
         assert stats["steps"] == 2
         assert stats["bytes_sent"] == stats["float32_bytes"] == 2 * ring_allreduce_bytes(numel, 4, WORLD, r)[0]
@@ -81,10 +93,10 @@ def test_topk_hook_is_mean_of_sparsified_local_gradients(world):
         flat = torch.cat([g.reshape(-1) for g in local])
         thresh = flat.abs().sort(descending=True).values[k - 1]
         sparse.append([torch.where(g.abs() >= thresh, g, torch.zeros_like(g)) for g in local])
-    want = [torch.stack([sparse[r][i] for r in range(WORLD)]).mean(0) for i in range(len(sparse[0]))]
+    parts = [[sparse[r][i] for r in range(WORLD)] for i in range(len(sparse[0]))]
     for r in range(WORLD):
-        for a, b in zip(results[r][0][0][1], want):
-            torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+        for a, ps in zip(results[r][0][0][1], parts):  # the same mean, maybe summed in another order
+            assert ((a - torch.stack(ps).mean(0)).abs() <= _mean_slack(ps)).all()
         stats = results[r][1]
         assert stats["bytes_sent"] == ring_allgather_bytes(TopK(ratio).wire_bytes(numel), WORLD)[0]
         assert stats["float32_bytes"] == ring_allreduce_bytes(numel, 4, WORLD, r)[0]

@@ -56,19 +56,8 @@ def _report(world, raw, out, **kw):
     return results[0]
 
 
-def test_allreduce_matches_single_process_sgd_on_the_averaged_gradient(world, tmp_path):
-    steps, lr, momentum = 12, 0.1, 0.9
-    raw = {"dist": {"steps": steps, "lr": lr, "momentum": momentum, "batch_size": 16, "eval_every": 4,
-                    "checkpoint_every": 6, "seed": 3, "link": "500Mbps,1ms"}, "runs": [{"algorithm": "allreduce"}]}
-    rep = _report(world, raw, tmp_path)
-    run = rep["runs"][0]
-    # the reference: one process, the two ranks' minibatch gradients averaged by hand
-    ds = load_dataset("digits", seed=3)
-    model = build_model("mlp", 64, 10, seed=3)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-    scheds = [BatchSchedule(ds.y_train, WORLD, r, 16, seed=3) for r in range(WORLD)]
-    history, losses = [], []
-
+def _reference(model, opt, ds, scheds, steps, history, losses):
+    """One process: the ranks' minibatch gradients averaged by hand, evaluated every 4 steps."""
     def evaluate(step):
         with torch.no_grad():
             out = model(ds.X_test)
@@ -91,6 +80,30 @@ def test_allreduce_matches_single_process_sgd_on_the_averaged_gradient(world, tm
         opt.step()
         if (t + 1) % 4 == 0:
             evaluate(t + 1)
+
+
+def test_allreduce_matches_single_process_sgd_on_the_averaged_gradient(world, tmp_path):
+    steps, lr, momentum = 12, 0.1, 0.9
+    raw = {"dist": {"steps": steps, "lr": lr, "momentum": momentum, "batch_size": 16, "eval_every": 4,
+                    "checkpoint_every": 6, "seed": 3, "link": "500Mbps,1ms"}, "runs": [{"algorithm": "allreduce"}]}
+    rep = _report(world, raw, tmp_path)
+    run = rep["runs"][0]
+    # the reference: one process, the two ranks' minibatch gradients averaged by hand
+    ds = load_dataset("digits", seed=3)
+    model = build_model("mlp", 64, 10, seed=3)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    scheds = [BatchSchedule(ds.y_train, WORLD, r, 16, seed=3) for r in range(WORLD)]
+    history, losses = [], []
+    # The ranks run one intra-op thread each (tests/comm/_world.py); so does the reference, so that
+    # both take the same BLAS and reduction paths on whatever CPU this runs on, and the accuracy
+    # (an argmax, which no tolerance can bound) is compared exactly. Two ranks' gradients sum to the
+    # same bits in either order (a + b == b + a), and halving is exact.
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _reference(model, opt, ds, scheds, steps, history, losses)
+    finally:
+        torch.set_num_threads(saved_threads)
     got = [(h["step"], h["batch_loss"], h["train_loss"], h["test_loss"], h["test_acc"]) for h in run["history"]]
     assert [g[0] for g in got] == [h[0] for h in history] == [0, 4, 8, 12]
     for g, h in zip(got, history):
