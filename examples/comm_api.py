@@ -1,9 +1,10 @@
-"""Compressed data-parallel training in your own loop: DataParallel, CocktailSGD, DDP hook.
+"""Compressed or decentralized training in your own loop: DataParallel, CocktailSGD, DDP hook, DeTAG.
 
     torchrun --standalone --nproc-per-node 4 examples/comm_api.py                  # CocktailSGD
     torchrun --standalone --nproc-per-node 4 examples/comm_api.py --algo sign      # 1-bit SGD + error feedback
     torchrun --standalone --nproc-per-node 4 examples/comm_api.py --algo allreduce # the float32 baseline
     torchrun --standalone --nproc-per-node 4 examples/comm_api.py --algo ddp-topk  # DDP with a top-K hook
+    torchrun --standalone --nproc-per-node 4 examples/comm_api.py --algo detag     # gossip on a ring, no all-reduce
 
 (``PYTHONPATH=src`` from a source checkout.)  Each rank trains an MLP on its shard of the
 embedded digits set over gloo; rank 0 prints test accuracy and what went over the wire,
@@ -17,14 +18,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from relaxtorch.comm import (CocktailSGD, DataParallel, ErrorFeedback, Sign, TopK, ddp_comm_hook,
-                             parse_link)
+from relaxtorch.comm import (CocktailSGD, DataParallel, DeTAG, ErrorFeedback, Sign, TopK, ddp_comm_hook,
+                             parse_link, ring)
 from relaxtorch.data import load_dataset
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algo", choices=["cocktail", "sign", "allreduce", "ddp-topk"], default="cocktail")
+    parser.add_argument("--algo", choices=["cocktail", "sign", "allreduce", "ddp-topk", "detag"], default="cocktail")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--link", default="500Mbps,1ms")
     args = parser.parse_args()
@@ -48,6 +49,9 @@ def main() -> None:
         stats = opt.stats
     elif args.algo == "allreduce":
         opt = DataParallel(sgd, link=link)
+        stats = opt.stats
+    elif args.algo == "detag":
+        opt = DeTAG(sgd, topology=ring(world), link=link)  # each rank keeps its own model (same start)
         stats = opt.stats
     else:
         net = torch.nn.parallel.DistributedDataParallel(model)

@@ -9,7 +9,7 @@ import torch
 
 from relaxtorch import formats
 from relaxtorch.comm import (Cast, Compose, Compressor, ErrorFeedback, Identity, Quantize, RandomK, Sign,
-                             TopK)
+                             StatefulCompressor, TopK)
 from relaxtorch.comm import _bits
 from relaxtorch.comm.compressors import _code_table, _decode, _encode
 from relaxtorch.numbers import quantize
@@ -383,6 +383,35 @@ def test_error_feedback_keys_state_and_resume():
 def test_bad_arguments(make):
     with pytest.raises(ValueError, match=r"^Invalid \w+"):
         make()
+
+
+class _Counting(StatefulCompressor):
+    """A user's stateful compressor: counts its messages (its state) and sends x as it is."""
+
+    def __init__(self):
+        self.count = 0
+
+    def compress(self, x, *, generator=None, step=0):
+        self.count += 1
+        return Identity().compress(x)
+
+    def decompress(self, p):
+        return Identity().decompress(p)
+
+
+class _Described(Identity):
+    """A stateless compressor that merely has a method named state_dict (duck typing misread it)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+
+def test_state_is_marked_by_type():
+    assert isinstance(ErrorFeedback(Sign()), StatefulCompressor)
+    assert not any(isinstance(c, StatefulCompressor) for c in (Identity(), Sign(), TopK(0.1), COCKTAIL))
+    with pytest.raises(ValueError, match=r"Invalid stages\[1\]: .*stateless"):
+        Compose(TopK(0.1), _Counting())
+    assert Compose(TopK(0.1), _Described()).stages[1] == _Described()
 
 
 def test_values_are_readable_and_hashable():

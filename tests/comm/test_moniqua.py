@@ -1,6 +1,7 @@
-"""Moniqua: bit packing, the modulo code's decoding window, unbiased rounding, the update on 4
-gloo ranks against a float64 simulation that uses the true grid indices (so any decoding error
-shows), exact byte counts, and convergence with 1- and 2-bit messages."""
+"""Moniqua (wrapping torch.optim.SGD): bit packing (comm._bits, its wire code), the modulo code's
+decoding window, unbiased rounding, the update on 4 gloo ranks against a float64 simulation
+that uses the true grid indices (so any decoding error shows), with and without SGD momentum,
+exact byte counts, and convergence with 1- and 2-bit messages."""
 import math
 
 import pytest
@@ -9,7 +10,8 @@ import torch
 from relaxtorch._seeding import generator
 
 from relaxtorch.comm import Moniqua, ring, topology
-from relaxtorch.comm.moniqua import consensus_bound_factor, modulo_decode, pack_bits, unpack_bits
+from relaxtorch.comm._bits import pack as pack_bits, unpack as unpack_bits
+from relaxtorch.comm.moniqua import consensus_bound_factor, modulo_decode
 
 from ._gossip_world import shared_world
 from .test_decentralized import _data, _grad, _init, _loss, _optimum, _split
@@ -119,12 +121,14 @@ def test_consensus_bound_factor_closed_forms():
 def _train(rank, size, kw, steps, name="ring", lr_decay=None, every=None, init_rank=0):
     a, y = _data(rank)  # heterogeneous data, the same starting model everywhere (unless init_rank is None)
     params = [torch.nn.Parameter(t.clone()) for t in _split(_init(rank if init_rank is None else init_rank))]
-    opt = Moniqua(params, topology=topology(name, size), **kw)
+    kw = dict(kw)
+    sgd = torch.optim.SGD(params, lr=kw.pop("lr"), momentum=kw.pop("momentum", 0.0))
+    opt = Moniqua(sgd, topology=topology(name, size), **kw)
     snaps, thetas = [], []
     for t in range(steps):
         if lr_decay:
             for group in opt.param_groups:
-                group["lr"] = kw["lr"] / (1 + t / lr_decay)
+                group["lr"] = sgd.defaults["lr"] / (1 + t / lr_decay)
         opt.zero_grad()
         (0.5 * ((a @ params[0] + params[1] - y) ** 2).sum() / a.shape[0]).backward()
         opt.step()
@@ -136,19 +140,21 @@ def _train(rank, size, kw, steps, name="ring", lr_decay=None, every=None, init_r
 
 
 def _reference(name, steps, lr, bits, gamma, theta=None, theta_scale=1.5, shared=True, rounding="stochastic",
-               seed=0):
-    """x <- x + gamma s (W K - K) - lr G with K the true grid indices floor(x / s + u): no decoding."""
+               seed=0, momentum=0.0):
+    """x <- x + gamma s (W K - K) - lr U with K the true grid indices floor(x / s + u): no decoding;
+    U <- momentum U + G (heavy ball, as torch.optim.SGD), theta's bound then / (1 - momentum)."""
     top = topology(name, N)
     data = [_data(i) for i in range(N)]
     x = torch.stack([_init(0) for i in range(N)])
     private = rounding == "stochastic" and not shared
     gens = [generator(seed, "dither") if shared else generator(seed, "dither", i) for i in range(N)]
     levels, g_inf, thetas = 2 ** bits, None, []
+    u_heavy = None
     for t in range(steps):
         g = torch.stack([_grad(x[i], *data[i]) for i in range(N)])
         if theta is None:
             g_inf = g.abs().max().item() if g_inf is None else g_inf
-            th = theta_scale * 2 * lr * g_inf * consensus_bound_factor(top, gamma)
+            th = theta_scale * 2 * lr * g_inf * consensus_bound_factor(top, gamma) / (1 - momentum)
         else:
             th = theta
         thetas.append(th)
@@ -158,7 +164,8 @@ def _reference(name, steps, lr, bits, gamma, theta=None, theta_scale=1.5, shared
         else:
             u = torch.stack([torch.rand(NUMEL, generator=gen, dtype=torch.float64) for gen in gens])
         k = torch.floor(x / s + u)
-        x = x + gamma * s * (top.matrix(t) @ k - k) - lr * g
+        u_heavy = g if u_heavy is None else momentum * u_heavy + g
+        x = x + gamma * s * (top.matrix(t) @ k - k) - lr * u_heavy
     return x, thetas
 
 
@@ -169,6 +176,8 @@ def _reference(name, steps, lr, bits, gamma, theta=None, theta_scale=1.5, shared
     ("ring", {"lr": 0.1, "bits": 2, "rounding": "nearest", "theta": 4.0, "gamma": 0.5}),
     ("one-peer-exp", {"lr": 0.05, "bits": 4, "gamma": 1.0}),
     ("exp", {"lr": 0.05, "bits": 2, "theta": 3.0, "gamma": 0.3}),
+    ("ring", {"lr": 0.05, "bits": 2, "momentum": 0.9}),  # SGD's momentum inside: theta allows for it
+    ("exp", {"lr": 0.05, "bits": 3, "theta": 3.0, "momentum": 0.5}),
 ])
 def test_moniqua_is_the_exact_index_recursion(world, name, kw):
     steps = 12
@@ -179,7 +188,7 @@ def test_moniqua_is_the_exact_index_recursion(world, name, kw):
         assert gamma == pytest.approx(min(1.0, top.spectral_gap * (2 ** kw["bits"] - 1) / 4))
     ref, thetas = _reference(name, steps, kw["lr"], kw["bits"], gamma, kw.get("theta"),
                              shared=kw.get("shared_randomness", True), rounding=kw.get("rounding", "stochastic"),
-                             seed=kw.get("seed", 0))
+                             seed=kw.get("seed", 0), momentum=kw.get("momentum", 0.0))
     got = torch.stack([r[0] for r in results])
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
     for rank, (_, stats, th, _, _) in enumerate(results):
@@ -239,16 +248,25 @@ def test_different_starting_models_are_refused_when_theta_is_derived(world):
     ({"delta": 0.5, "shared_randomness": False}, "Invalid delta"), ({"theta": 0.0}, "Invalid theta: 0.0"),
     ({"theta": -1.0}, "Invalid theta"), ({"theta_scale": 0}, "Invalid theta_scale"),
     ({"gamma": 0.0}, "Invalid gamma"), ({"gamma": 1.5}, "Invalid gamma"), ({"seed": "a"}, "Invalid seed"),
-    ({"shared_randomness": 1}, "Invalid shared_randomness"), ({"lr": -1.0}, "Invalid lr"),
+    ({"shared_randomness": 1}, "Invalid shared_randomness"),
 ])
 def test_invalid_arguments(kw, match):
-    args = {"lr": 0.1, **kw}
     with pytest.raises(ValueError, match=match):
-        Moniqua([torch.nn.Parameter(torch.zeros(2))], topology=ring(4), **args)
+        Moniqua(torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1), topology=ring(4), **kw)
+
+
+def test_a_derived_theta_needs_sgd():
+    """theta=None bounds SGD's steps (lr * max |g| / (1 - momentum)); other optimizers pass theta."""
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(ValueError, match="Invalid theta: None .*Adam: pass theta"):
+        Moniqua(torch.optim.Adam(p, lr=0.1), topology=ring(1))
+    assert Moniqua(torch.optim.Adam(p, lr=0.1), topology=ring(1), theta=1.0).theta == 1.0
+    from relaxtorch import OptimLP
+    assert Moniqua(OptimLP(torch.optim.SGD(p, lr=0.1)), topology=ring(1)).theta is None
 
 
 def test_delta_below_one_grid_step_is_refused():
     """B = 2 theta / (1 - delta) only holds the decoding window when delta >= 2**-bits."""
     params = [torch.nn.Parameter(torch.zeros(3))]
     with pytest.raises(ValueError, match="delta"):
-        Moniqua(params, lr=0.1, topology=ring(4), bits=2, delta=0.1)
+        Moniqua(torch.optim.SGD(params, lr=0.1), topology=ring(4), bits=2, delta=0.1)

@@ -2,7 +2,7 @@
 DDP hooks, CocktailSGD, decentralized gossip (D-PSGD, DeTAG, Moniqua) and a link model."""
 from .link import LinkModel, parse_link
 from .stats import CommStats
-from .compressors import Cast, Compressor, Identity, Payload, Quantize, Sign
+from .compressors import Cast, Compressor, Identity, Payload, Quantize, Sign, StatefulCompressor
 from .sparsify import Compose, RandomK, TopK
 from .feedback import ErrorFeedback
 from .allreduce import allreduce
@@ -16,7 +16,8 @@ from .moniqua import Moniqua
 
 __all__ = ["CommStats", "LinkModel", "parse_link",
            "Cast", "CocktailSGD", "Compose", "CompressionHookState", "Compressor", "DataParallel",
-           "ErrorFeedback", "Identity", "Payload", "Quantize", "RandomK", "Sign", "TopK", "allreduce",
+           "ErrorFeedback", "Identity", "Payload", "Quantize", "RandomK", "Sign", "StatefulCompressor", "TopK",
+           "allreduce",
            "ddp_comm_hook",
            "DPSGD", "DeTAG", "Moniqua", "Topology", "complete", "consensus_distance", "exponential", "gossip",
            "neighbor_exchange", "one_peer_exponential", "ring", "topology", "torus"]

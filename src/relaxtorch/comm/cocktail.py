@@ -288,33 +288,33 @@ class CocktailSGD(WrappedOptimizer):
         self._finish_pending()
 
     # -- checkpoints --------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        """The wrapped optimizer's state plus ``"cocktail"``: local parameters, anchor, server
-        residual, generators, step and the update still in flight (waited for, not applied)."""
+    _state_key = "cocktail"
+
+    def _extra_state(self) -> dict:
+        """Local parameters, anchor, server residual, generators, step and the update still in
+        flight (waited for, not applied): the ``"cocktail"`` entry of ``state_dict()``."""
         job = self._pending
         if job is not None and job.get("thread") is not None:
             job["thread"].join()
             job["thread"] = None
         if job is not None and job["error"] is not None:
             self._finish_pending()  # raises
-        sd = self.optimizer.state_dict()
         pending = None
         if job is not None:
             pending = {"update": job["update"].clone(), "sent": job["sent"].clone(), "bytes": job["bytes"],
                        "step": job["step"], "pos": None if job["pos"] is None else job["pos"].clone()}
-        sd["cocktail"] = {"params": self._flat().clone(), "anchor": self._anchor.clone(),
-                          "server_error": self._server_error.clone(), "step": self._step,
-                          "gen_worker": self._gen_worker.get_state(), "gen_server": self._gen_server.get_state(),
-                          "pending": pending}
-        return sd
+        return {"params": self._flat().clone(), "anchor": self._anchor.clone(),
+                "server_error": self._server_error.clone(), "step": self._step,
+                "gen_worker": self._gen_worker.get_state(), "gen_server": self._gen_server.get_state(),
+                "pending": pending}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if self._pending is not None and self._pending.get("thread") is not None:
+            self._pending["thread"].join()  # before anything it reads or writes is replaced
+        super().load_state_dict(state_dict)
 
     @torch.no_grad()
-    def load_state_dict(self, state_dict: dict) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("cocktail")
-        if self._pending is not None and self._pending.get("thread") is not None:
-            self._pending["thread"].join()
-        self.optimizer.load_state_dict(state_dict)
+    def _load_extra_state(self, extra: dict) -> None:
         if extra["params"].numel() != self._anchor.numel():
             raise _invalid("state_dict", f"{extra['params'].numel()} parameters",
                            f"this model has {self._anchor.numel()}")

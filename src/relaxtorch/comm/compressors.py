@@ -4,7 +4,8 @@ A compressor is a small frozen value: ``compress(x) -> Payload`` (the tensors ac
 sent), ``decompress(payload) -> tensor`` (x's shape and dtype) and ``wire_bytes(numel)``,
 the exact size of every payload for a tensor of ``numel`` elements (sizes never depend on
 the data, so ranks can exchange payloads with fixed-size collectives).  This module holds
-the value compressors (Identity, Cast, Quantize, Sign); sparsifiers (RandomK, TopK,
+the value compressors (Identity, Cast, Quantize, Sign) and the ``StatefulCompressor``
+marker; sparsifiers (RandomK, TopK,
 Compose) live in :mod:`.sparsify`, error feedback in :mod:`.feedback`.
 """
 from __future__ import annotations
@@ -87,6 +88,26 @@ class Compressor:
     def roundtrip(self, x: torch.Tensor, *, generator=None, step: int = 0) -> torch.Tensor:
         """``decompress(compress(x))``: what the receivers see."""
         return self.decompress(self.compress(x, generator=generator, step=step))
+
+
+class StatefulCompressor(Compressor):
+    """A compressor whose messages depend on what it sent before (error feedback's residuals).
+
+    Marked by type, so holders find it without duck typing: ``DataParallel`` and the DDP
+    hook's state save its ``state_dict()`` in theirs, and ``Compose`` refuses it as a stage
+    (a residual belongs around the whole stack).  ``state_dict()`` holds tensors, numbers and
+    dicts only (``torch.load(weights_only=True)`` reads it back).
+    """
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def reset(self, key=None) -> None:
+        """Forget the state of ``key`` (all of it if None)."""
+        raise NotImplementedError
 
 
 def _rand(n: int, generator, device) -> torch.Tensor:

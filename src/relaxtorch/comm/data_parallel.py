@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from .._wrapped import WrappedOptimizer
 from .allreduce import allreduce
-from .compressors import Compressor, Identity, _invalid
+from .compressors import Compressor, Identity, StatefulCompressor, _invalid
 from .link import LinkModel
 from .._seeding import generator
 from .stats import CommStats
@@ -120,19 +120,18 @@ class DataParallel(WrappedOptimizer):
         self.optimizer.add_param_group(param_group)
         broadcast_parameters(self.optimizer.param_groups[-1]["params"], group=self.group)
 
-    def state_dict(self) -> dict:
-        """The wrapped optimizer's state dict plus ``"data_parallel"``: step, generator, residuals."""
-        sd = self.optimizer.state_dict()
-        extra = {"step": self._step, "generator_state": self.generator.get_state()}
-        if hasattr(self.compressor, "state_dict"):
-            extra["compressor"] = self.compressor.state_dict()
-        sd["data_parallel"] = extra
-        return sd
+    # -- checkpoints: the wrapped optimizer's state dict plus "data_parallel" (see WrappedOptimizer) ---
+    _state_key = "data_parallel"
+    _extra_optional = True
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("data_parallel", {})
-        self.optimizer.load_state_dict(state_dict)
+    def _extra_state(self) -> dict:
+        """Step counter, generator state and, for a stateful compressor, its residuals."""
+        extra = {"step": self._step, "generator_state": self.generator.get_state()}
+        if isinstance(self.compressor, StatefulCompressor):
+            extra["compressor"] = self.compressor.state_dict()
+        return extra
+
+    def _load_extra_state(self, extra: dict) -> None:
         self._step = extra.get("step", 0)
         if "generator_state" in extra:
             self.generator.set_state(extra["generator_state"])

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from .allreduce import average_payloads, compress_with, ring_allgather_bytes, ring_allreduce_bytes
-from .compressors import Compressor, Identity, _invalid
+from .compressors import Compressor, Identity, StatefulCompressor, _invalid
 from .data_parallel import rank_generator
 from .feedback import ErrorFeedback
 from .link import LinkModel
@@ -47,7 +47,7 @@ class CompressionHookState:
 
     def state_dict(self) -> dict:
         sd = {"calls": dict(self.calls), "generator_state": self.generator.get_state()}
-        if hasattr(self.compressor, "state_dict"):
+        if isinstance(self.compressor, StatefulCompressor):
             sd["compressor"] = self.compressor.state_dict()
         return sd
 

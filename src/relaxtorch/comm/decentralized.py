@@ -1,16 +1,22 @@
-"""Decentralized SGD on a gossip topology: D-PSGD and DeTAG, as ``torch.optim.Optimizer``s.
+"""Decentralized SGD on a gossip topology: D-PSGD and DeTAG, as wrappers of any torch optimizer.
 
-Every worker keeps its own model and, after ``loss.backward()`` on its local data,
-calls ``step()``: the worker mixes models (or trackers) with its neighbours on the
-topology and applies its local direction.  Nothing is ever all-reduced.  One
-message per neighbour per gossip round carries the whole model, flattened (all
-parameters must share one dtype and device).
+``DPSGD(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), topology=ring(4))``:
+every worker keeps its own model and, after ``loss.backward()`` on its local data, calls
+``step()``: the worker mixes models (or gradient trackers) with its neighbours on the
+topology, and the wrapped optimizer (SGD, Adam, ``OptimLP(...)``...) takes the local step.
+Nothing is ever all-reduced.  One message per neighbour per gossip round carries the
+whole model, flattened (all parameters must share one dtype and device).  Learning rate,
+momentum and weight decay are the wrapped optimizer's (LR schedulers step the wrapper).
 
 Both optimizers keep ``.stats`` (:class:`CommStats`: exact bytes and messages, comm
-time, simulated link time), run gossip synchronously (``.overlap = False``) and
-save every buffer and the step counter in ``state_dict()``, so a resumed run is
-bit-identical.  Start all workers from the same parameters (broadcast from rank 0)
-as the papers do.
+time, simulated link time), run gossip synchronously (``.overlap = False``) and save
+their buffers and step counters in ``state_dict()`` (the wrapped optimizer's state dict
+plus a ``"decentralized"`` entry), so a resumed run is bit-identical.  Start all workers
+from the same parameters (broadcast from rank 0) as the papers do.
+
+Weight decay, when the wrapped optimizer has it, is the wrapped optimizer's: D-PSGD
+applies it at the mixed model ``W x`` and DeTAG adds it to the tracked direction (it is
+not tracked); with ``weight_decay=0`` a wrapped ``SGD`` is exactly the papers' update.
 """
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ import math
 import torch
 import torch.distributed as dist
 
+from .._wrapped import WrappedOptimizer
+from ..quant.optim_lp import OptimLP
 from .gossip import consensus_distance, gossip
 from .link import LinkModel
 from .stats import CommStats
@@ -37,17 +45,38 @@ def check_number(name: str, value, *, low: float = 0.0, high: float = math.inf, 
     return float(value)
 
 
-class DecentralizedOptimizer(torch.optim.Optimizer):
-    """Shared machinery: world checks, flattening, stats, consensus distance, state with a step counter."""
+def innermost(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The torch optimizer at the bottom of a stack of wrappers (``optimizer`` itself if none)."""
+    while isinstance(optimizer, WrappedOptimizer):
+        optimizer = optimizer.optimizer
+    return optimizer
+
+
+def _stack(optimizer: torch.optim.Optimizer):
+    while isinstance(optimizer, WrappedOptimizer):
+        yield optimizer
+        optimizer = optimizer.optimizer
+
+
+class DecentralizedOptimizer(WrappedOptimizer):
+    """Shared machinery: world checks, flattening, stats, consensus distance, a step counter in the state."""
 
     overlap = False
+    _state_key = "decentralized"
 
-    def __init__(self, params, defaults: dict, topology: Topology, *, group=None, link: LinkModel | None = None):
+    def __init__(self, optimizer: torch.optim.Optimizer, topology: Topology, *, group=None,
+                 link: LinkModel | None = None):
+        super().__init__(optimizer)
         if not isinstance(topology, Topology):
             raise ValueError(f"Invalid topology: {topology!r} (a relaxtorch.comm.Topology, e.g. ring(4))")
         if link is not None and not isinstance(link, LinkModel):
             raise ValueError(f"Invalid link: {link!r} (a relaxtorch.comm.LinkModel or None)")
-        super().__init__(params, defaults)
+        for wrapper in _stack(optimizer):
+            if isinstance(wrapper, DecentralizedOptimizer):
+                raise ValueError(f"Invalid optimizer: {optimizer!r} (already gossips: wrap the local optimizer)")
+            if isinstance(wrapper, OptimLP) and wrapper.formats["acc"] is not None:
+                raise ValueError(f"Invalid optimizer: {wrapper!r} (OptimLP with acc= keeps a copy of the weights "
+                                 "that gossip would bypass; use acc=None)")
         ps = self._params()
         if len({(p.dtype, p.device) for p in ps}) > 1:
             raise ValueError(f"Invalid params: {sorted({str(p.dtype) for p in ps})} "
@@ -68,22 +97,23 @@ class DecentralizedOptimizer(torch.optim.Optimizer):
         self.steps = 0
 
     # -- helpers ---------------------------------------------------------------------
-    def _params(self) -> list[torch.Tensor]:
-        return [p for group in self.param_groups for p in group["params"]]
-
     def _flat(self, tensors) -> torch.Tensor:
         return torch.cat([t.reshape(-1) for t in tensors])
 
-    def _gradients(self) -> list[torch.Tensor]:
-        """Local gradients with weight decay, one per parameter (zeros where there is none)."""
-        out = []
-        for group in self.param_groups:
-            for p in group["params"]:
-                g = p.grad.detach() if p.grad is not None else torch.zeros_like(p)
-                if group.get("weight_decay", 0.0):
-                    g = g.add(p.detach(), alpha=group["weight_decay"])
-                out.append(g)
-        return out
+    def _flat_params(self) -> torch.Tensor:
+        return self._flat([p.detach() for p in self._params()])
+
+    def _flat_grads(self) -> torch.Tensor:
+        """The local gradients, flattened (zeros where a parameter has none)."""
+        return self._flat([p.grad.detach() if p.grad is not None else torch.zeros_like(p) for p in self._params()])
+
+    @torch.no_grad()
+    def _set_params(self, flat: torch.Tensor) -> None:
+        offset = 0
+        for p in self._params():
+            n = p.numel()
+            p.copy_(flat[offset:offset + n].view_as(p))
+            offset += n
 
     def _gossip(self, flat: torch.Tensor, step: int) -> torch.Tensor:
         return gossip(flat, self.topology, step=step, group=self.group, link=self.link, stats=self.stats)
@@ -92,81 +122,46 @@ class DecentralizedOptimizer(torch.optim.Optimizer):
         """RMS distance of the workers' models from their average (a collective: call on every rank)."""
         return consensus_distance(self._params(), self.group)
 
-    # -- state -------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict) -> None:
+        raise RuntimeError(f"{type(self).__name__}: parameters are fixed at construction (one flat message)")
+
+    # -- state: the wrapped optimizer's state dict plus "decentralized" ---------------------------
     def _extra_state(self) -> dict:
         return {"steps": self.steps}
 
     def _load_extra_state(self, extra: dict) -> None:
         self.steps = int(extra["steps"])
 
-    def state_dict(self) -> dict:
-        sd = super().state_dict()
-        sd["decentralized"] = self._extra_state()
-        return sd
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("decentralized", None)
-        if extra is None:
-            raise ValueError(f"Invalid state_dict: keys {sorted(state_dict)} (not saved by {type(self).__name__})")
-        super().load_state_dict(state_dict)
-        self._load_extra_state(extra)
-
-    def _closure(self, closure):
-        if closure is None:
-            return None
-        with torch.enable_grad():
-            return closure()
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.optimizer!r}, topology={self.topology!r})"
 
 
 class DPSGD(DecentralizedOptimizer):
     """D-PSGD: Lian, Zhang, Zhang, Hsieh, Zhang & Liu, "Can Decentralized Algorithms Outperform
     Centralized Algorithms? A Case Study for Decentralized Parallel Stochastic Gradient Descent",
-    NeurIPS 2017 (Algorithm 1).
+    NeurIPS 2017 (Algorithm 1), around the local ``optimizer``.
 
-    Each step, with ``g_i`` the local gradient at the current ``x_i`` (plus
-    ``weight_decay * x_i``)::
+    Each step, with ``g_i = p.grad`` the local gradient at the current ``x_i``::
 
-        u_i <- momentum * u_i + g_i          (u_i = g_i when momentum = 0; local, never sent)
-        x_i <- sum_j W_ij x_j - lr * u_i     (one gossip round on W = topology.matrix(step))
+        x_i <- sum_j W_ij x_j                (one gossip round on W = topology.matrix(step))
+        x_i <- optimizer.step()              (with p.grad = g_i, taken at the old x_i)
 
-    The gradient is taken before mixing and applied after it, as in the paper, so
-    gossip and backward could overlap; here they run one after the other.
+    With ``SGD(lr, momentum=m)`` this is the paper's ``x_i <- sum_j W_ij x_j - lr u_i``,
+    ``u_i <- m u_i + g_i``.  The gradient is taken before mixing and applied after it, as in
+    the paper, so gossip and backward could overlap; here they run one after the other.
+
+    >>> from relaxtorch.comm import ring
+    >>> w = torch.nn.Parameter(torch.ones(2))
+    >>> opt = DPSGD(torch.optim.SGD([w], lr=0.5), topology=ring(1))   # one worker: plain SGD
+    >>> w.grad = torch.ones(2); _ = opt.step(); w.detach().tolist()
+    [0.5, 0.5]
     """
-
-    def __init__(self, params, lr: float, topology: Topology, *, momentum: float = 0.0, weight_decay: float = 0.0,
-                 group=None, link: LinkModel | None = None):
-        check_number("lr", lr)
-        check_number("momentum", momentum, high=1.0, high_open=True)
-        check_number("weight_decay", weight_decay)
-        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}, topology,
-                         group=group, link=link)
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = self._closure(closure)
-        params = self._params()
-        directions = self._gradients()
-        i = 0
-        for group in self.param_groups:
-            for p in group["params"]:
-                if group["momentum"]:
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        state["momentum_buffer"] = buf = directions[i].clone()
-                    else:
-                        buf.mul_(group["momentum"]).add_(directions[i])
-                    directions[i] = buf
-                i += 1
-        mixed = self._gossip(self._flat([p.detach() for p in params]), self.steps)
-        offset, i = 0, 0
-        for group in self.param_groups:
-            for p in group["params"]:
-                n = p.numel()
-                p.copy_(mixed[offset:offset + n].view_as(p) - group["lr"] * directions[i])
-                offset += n
-                i += 1
+        loss = self._evaluate(closure)
+        self._set_params(self._gossip(self._flat_params(), self.steps))
+        self.optimizer.step()
         self.steps += 1
         self.stats.steps += 1
         return loss
@@ -180,7 +175,8 @@ def accelerated_gossip_eta(second_eigenvalue: float) -> float:
 
 class DeTAG(DecentralizedOptimizer):
     """DeTAG: Lu & De Sa, "Optimal Complexity in Decentralized Training", ICML 2021:
-    gradient tracking with accelerated gossip, one phase per ``step()``.
+    gradient tracking with accelerated gossip, one phase per ``step()``, around the local
+    ``optimizer``.
 
     With ``AG(z)`` = ``gossip_rounds`` rounds of accelerated gossip (Liu & Morse,
     "Accelerated linear iterations for distributed averaging", 2011)::
@@ -188,11 +184,15 @@ class DeTAG(DecentralizedOptimizer):
         z_{-1} = z_0 = z;   z_{t+1} = (1 + eta) W z_t - eta z_{t-1};   AG(z) = z_R
         eta = (1 - sqrt(1 - l2^2)) / (1 + sqrt(1 - l2^2)),  l2 = |lambda_2(W)|
 
-    each step, with ``g_i`` the gradient of this phase's mini-batch at ``x_i``::
+    each step, with ``g_i = p.grad`` the gradient of this phase's mini-batch at ``x_i``::
 
         y_i <- AG(y_i + g_i - g_i_prev)      (gradient tracker; y = g_prev = 0 at the start)
-        m_i <- momentum * m_i + y_i          (m_i = y_i when momentum = 0)
-        x_i <- AG(x_i - lr * m_i)
+        x_i <- optimizer.step()              (with p.grad = y_i: the tracked direction)
+        x_i <- AG(x_i)
+
+    With ``SGD(lr, momentum=m)`` the middle line is ``m_i <- m m_i + y_i; x_i <- x_i - lr m_i``,
+    the paper's ``x_i <- AG(x_i - lr m_i)``.  ``p.grad`` holds the local gradient again after
+    ``step()``.
 
     This is the adapt-then-combine form of gradient tracking (ATC-DIGing, Nedic, Olshevsky &
     Shi 2017), which the mean of the workers sees as plain SGD on the global loss (AG keeps
@@ -214,12 +214,8 @@ class DeTAG(DecentralizedOptimizer):
     partition/shuffle option); the optimizer is the same in both.
     """
 
-    def __init__(self, params, lr: float, topology: Topology, *, gossip_rounds: int | None = None,
-                 accelerate: bool = True, momentum: float = 0.0, weight_decay: float = 0.0, group=None,
-                 link: LinkModel | None = None):
-        check_number("lr", lr)
-        check_number("momentum", momentum, high=1.0, high_open=True)
-        check_number("weight_decay", weight_decay)
+    def __init__(self, optimizer: torch.optim.Optimizer, topology: Topology, *, gossip_rounds: int | None = None,
+                 accelerate: bool = True, group=None, link: LinkModel | None = None):
         if not isinstance(topology, Topology):
             raise ValueError(f"Invalid topology: {topology!r} (a relaxtorch.comm.Topology, e.g. ring(4))")
         if gossip_rounds is None:
@@ -229,13 +225,14 @@ class DeTAG(DecentralizedOptimizer):
             raise ValueError(f"Invalid gossip_rounds: {gossip_rounds!r} (must be an int >= 1)")
         if not isinstance(accelerate, bool):
             raise ValueError(f"Invalid accelerate: {accelerate!r} (must be True or False)")
-        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}, topology,
-                         group=group, link=link)
+        super().__init__(optimizer, topology, group=group, link=link)
         self.gossip_rounds = gossip_rounds
         self.accelerate = accelerate
         usable = accelerate and not topology.time_varying and topology.symmetric
         self.eta = accelerated_gossip_eta(topology.second_eigenvalue) if usable else 0.0
         self.rounds = 0  # gossip rounds so far: the time index of a time-varying topology
+        self.tracker: torch.Tensor | None = None  # y (flat), None before the first step
+        self.previous_gradient: torch.Tensor | None = None
 
     def accelerated_gossip(self, z: torch.Tensor) -> torch.Tensor:
         """``AG(z)``: ``gossip_rounds`` rounds of Chebyshev-accelerated gossip (keeps the average)."""
@@ -249,46 +246,36 @@ class DeTAG(DecentralizedOptimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = self._closure(closure)
+        loss = self._evaluate(closure)
         params = self._params()
-        grads = self._gradients()
-        tracked = []
-        for p, g in zip(params, grads):
-            state = self.state[p]
-            if "tracker" not in state:
-                state["tracker"] = torch.zeros_like(p)
-                state["previous_gradient"] = torch.zeros_like(p)
-            tracked.append(state["tracker"] + g - state["previous_gradient"])
-            state["previous_gradient"] = g.clone()
-        y = self.accelerated_gossip(self._flat(tracked))
-        offset, moved = 0, []
-        for group in self.param_groups:
-            for p in group["params"]:
-                n = p.numel()
-                state = self.state[p]
-                state["tracker"] = y[offset:offset + n].view_as(p).clone()
-                direction = state["tracker"]
-                if group["momentum"]:
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        state["momentum_buffer"] = buf = direction.clone()
-                    else:
-                        buf.mul_(group["momentum"]).add_(direction)
-                    direction = buf
-                moved.append(p.detach() - group["lr"] * direction)
-                offset += n
-        x = self.accelerated_gossip(self._flat(moved))
+        g = self._flat_grads()
+        if self.tracker is None:
+            self.tracker, self.previous_gradient = torch.zeros_like(g), torch.zeros_like(g)
+        self.tracker = self.accelerated_gossip(self.tracker + g - self.previous_gradient)
+        self.previous_gradient = g
+        local = [p.grad for p in params]
         offset = 0
-        for p in params:
+        for p in params:  # the tracked direction stands in for the gradient during the wrapped step
             n = p.numel()
-            p.copy_(x[offset:offset + n].view_as(p))
+            p.grad = self.tracker[offset:offset + n].view_as(p).clone()
             offset += n
+        try:
+            self.optimizer.step()
+        finally:
+            for p, grad in zip(params, local):
+                p.grad = grad
+        self._set_params(self.accelerated_gossip(self._flat_params()))
         self.steps += 1
         self.stats.steps += 1
         return loss
 
     def _extra_state(self) -> dict:
-        return {"steps": self.steps, "rounds": self.rounds}
+        return {"steps": self.steps, "rounds": self.rounds,
+                **{k: None if v is None else v.clone() for k, v in (("tracker", self.tracker),
+                                                                     ("previous_gradient", self.previous_gradient))}}
 
     def _load_extra_state(self, extra: dict) -> None:
         self.steps, self.rounds = int(extra["steps"]), int(extra["rounds"])
+        device = self._params()[0].device if self._params() else None
+        self.tracker, self.previous_gradient = (None if extra[k] is None else extra[k].to(device, copy=True)
+                                                for k in ("tracker", "previous_gradient"))

@@ -4,16 +4,17 @@ Stich et al., NeurIPS 2018; Karimireddy et al., ICML 2019).
 ``ErrorFeedback(c).compress(x, key=k)`` compresses ``x + e_k`` and keeps the new residual
 ``e_k = (x + e_k) - decompress(payload)``.  Summed over steps, what was sent plus the last
 residual equals what was given (a telescoping sum), so a biased compressor such as TopK or
-Sign loses nothing in the long run.  The wrapper is itself a Compressor.
+Sign loses nothing in the long run.  The wrapper is itself a Compressor, a
+``StatefulCompressor`` (its residuals are saved with the holder's checkpoint).
 """
 from __future__ import annotations
 
 import torch
 
-from .compressors import _F32, Compressor, Payload, _invalid
+from .compressors import _F32, Compressor, Payload, StatefulCompressor, _invalid
 
 
-class ErrorFeedback(Compressor):
+class ErrorFeedback(StatefulCompressor):
     """Wrap ``compressor`` with one residual per ``key`` (a bucket index, a parameter name...)."""
 
     unbiased = False

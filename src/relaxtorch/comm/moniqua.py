@@ -22,9 +22,13 @@ cancel in ``Q(x_j) - Q(x_i)``.  ``shared_randomness=False`` is the paper's setti
 private dithers, a window one wider, ``B = 2 theta / (1 - 2 delta)`` (the paper's
 ``B_theta``), so at least 2 bits.
 
-Update (Algorithm 1 of the paper, D-PSGD base) with ``xhat = k s``::
+Update (Algorithm 1 of the paper, D-PSGD base) with ``xhat = k s``, around any local
+torch optimizer (``Moniqua(torch.optim.SGD(params, lr=0.1), topology=ring(4), bits=2)``)::
 
-    x_i <- x_i + gamma * sum_j W_ij (xhat_j - xhat_i) - lr * g_i
+    x_i <- x_i + gamma * sum_j W_ij (xhat_j - xhat_i)     (modulo-quantized gossip)
+    x_i <- optimizer.step()                              (p.grad = g_i, taken at the old x_i)
+
+which with ``SGD(lr)`` is the paper's ``x_i <- x_i + gamma sum_j W_ij (xhat_j - xhat_i) - lr g_i``.
 
 The average over workers moves exactly as SGD (the mixing term sums to zero for a
 doubly stochastic W) whenever every residue is decoded in its window.
@@ -35,11 +39,14 @@ bound.  ``theta=None`` computes the bound for the actual topology: D-PSGD with m
 ``M_t = (1 - gamma) I + gamma W_t`` keeps every worker within ``lr G_inf C`` of the
 average, ``C = sum_s ||(M - J)^s (I - J)||_inf`` (:func:`consensus_bound_factor`; exact
 worst case, time-varying matrices included), so
-``theta = theta_scale * 2 * lr * G_inf * C``.  ``G_inf`` is measured once, at the
-first step with a non-zero gradient (max over workers of ``||g||_inf``, in one 40-byte
+``theta = theta_scale * 2 * lr * G_inf * C / (1 - momentum)`` (a heavy-ball direction is at
+most ``G_inf / (1 - momentum)``).  This bound is SGD's: ``theta=None`` needs a
+``torch.optim.SGD`` at the bottom of the wrapped stack (``OptimLP(SGD(...))`` fits); for
+other optimizers (Adam...) pass ``theta``.  ``G_inf`` is measured once, at the
+first step with a non-zero gradient (max over workers of ``||g + weight_decay x||_inf``, in one 40-byte
 all-reduce MAX that also checks, by checksums, that all workers start from the same
-model, as the bound assumes: a ``ValueError`` otherwise); ``lr`` is the current
-(largest) learning rate, so theta follows a schedule.  Pass ``theta`` for a fixed value
+model, as the bound assumes: a ``ValueError`` otherwise); ``lr`` and ``momentum`` are the current
+(largest) ones of the wrapped optimizer's groups, so theta follows a schedule.  Pass ``theta`` for a fixed value
 (the paper's use; then identical starting models are up to the caller).
 
 gamma.  A consensus step size as in CHOCO-SGD (Koloskova, Stich & Jaggi 2019); gamma = 1
@@ -61,33 +68,17 @@ all-reduce above); ``float32_bytes`` counts the float32 model for the same messa
 """
 from __future__ import annotations
 
-
 import torch
 import torch.distributed as dist
 
 from .._seeding import generator
-from .decentralized import DecentralizedOptimizer, check_number
+from . import _bits
+from .decentralized import DecentralizedOptimizer, check_number, innermost
 from .gossip import neighbor_exchange, record_round
 from .link import LinkModel
 from .topology import Topology
 
 ROUNDINGS = ("stochastic", "nearest")
-
-
-def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Pack integers in ``[0, 2**bits)`` (any integer dtype) into ``ceil(numel * bits / 8)`` bytes."""
-    c = codes.reshape(-1).to(torch.int64)
-    planes = ((c[:, None] >> torch.arange(bits, device=c.device)) & 1).reshape(-1)
-    pad = (-planes.numel()) % 8
-    if pad:
-        planes = torch.cat([planes, planes.new_zeros(pad)])
-    return (planes.view(-1, 8) << torch.arange(8, device=c.device)).sum(dim=1).to(torch.uint8)
-
-
-def unpack_bits(data: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
-    """Inverse of :func:`pack_bits`: the first ``numel`` codes, as int64."""
-    planes = ((data.to(torch.int64)[:, None] >> torch.arange(8, device=data.device)) & 1).reshape(-1)[:numel * bits]
-    return (planes.view(numel, bits) << torch.arange(bits, device=data.device)).sum(dim=1)
 
 
 def modulo_decode(residue: torch.Tensor, reference: torch.Tensor, theta: float, step_size: float,
@@ -127,7 +118,8 @@ def consensus_bound_factor(topology: Topology, gamma: float = 1.0, *, max_n: int
 
 
 class Moniqua(DecentralizedOptimizer):
-    """Moniqua on D-PSGD with ``bits``-bit messages (see the module docstring for theta, delta, gamma).
+    """Moniqua on D-PSGD with ``bits``-bit messages around the local ``optimizer`` (see the module
+    docstring for theta, delta, gamma).
 
     ``rounding``: "stochastic" (default, unbiased) or "nearest".  ``seed`` seeds the
     dither: shared by all workers (``shared_randomness=True``) or offset by the rank.
@@ -135,12 +127,10 @@ class Moniqua(DecentralizedOptimizer):
     sizing ``B`` (default ``2**-bits``, exact; larger adds margin).
     """
 
-    def __init__(self, params, lr: float, topology: Topology, *, bits: int = 2, theta: float | None = None,
-                 delta: float | None = None, gamma: float | None = None, rounding: str = "stochastic",
-                 shared_randomness: bool = True, theta_scale: float = 1.5, weight_decay: float = 0.0,
+    def __init__(self, optimizer: torch.optim.Optimizer, topology: Topology, *, bits: int = 2,
+                 theta: float | None = None, delta: float | None = None, gamma: float | None = None,
+                 rounding: str = "stochastic", shared_randomness: bool = True, theta_scale: float = 1.5,
                  seed: int = 0, group=None, link: LinkModel | None = None):
-        check_number("lr", lr)
-        check_number("weight_decay", weight_decay)
         if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
             raise ValueError(f"Invalid bits: {bits!r} (must be an int in [1, 8])")
         if rounding not in ROUNDINGS:
@@ -159,6 +149,10 @@ class Moniqua(DecentralizedOptimizer):
                              "margin the residues decode in the wrong window)")
         if theta is not None:
             check_number("theta", theta, low_open=True)
+        elif isinstance(optimizer, torch.optim.Optimizer) and not isinstance(innermost(optimizer),
+                                                                              torch.optim.SGD):
+            raise ValueError(f"Invalid theta: None (derived from SGD's step bound; the wrapped optimizer is "
+                             f"{type(innermost(optimizer)).__name__}: pass theta)")
         check_number("theta_scale", theta_scale, low_open=True)
         if not isinstance(topology, Topology):
             raise ValueError(f"Invalid topology: {topology!r} (a relaxtorch.comm.Topology, e.g. ring(4))")
@@ -168,7 +162,7 @@ class Moniqua(DecentralizedOptimizer):
         check_number("gamma", gamma, high=1.0, low_open=True)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"Invalid seed: {seed!r} (must be an int)")
-        super().__init__(params, {"lr": lr, "weight_decay": weight_decay}, topology, group=group, link=link)
+        super().__init__(optimizer, topology, group=group, link=link)
         self.bits, self.theta, self.delta, self.gamma = bits, theta, float(delta), float(gamma)
         self.rounding, self.shared_randomness, self.theta_scale = rounding, shared_randomness, float(theta_scale)
         self.private = private
@@ -182,7 +176,8 @@ class Moniqua(DecentralizedOptimizer):
         if self.theta is not None:
             return self.theta
         lr = max(group["lr"] for group in self.param_groups)
-        return self.theta_scale * 2.0 * lr * self.g_inf * self.bound_factor
+        gain = max(1.0 / (1.0 - group.get("momentum", 0.0)) for group in self.param_groups)
+        return self.theta_scale * 2.0 * lr * self.g_inf * self.bound_factor * gain
 
     def _measure_gradient_bound(self, x: torch.Tensor, g: torch.Tensor) -> None:
         """All-reduce MAX of ``||g||_inf`` and of a checksum of ``x`` (+-), to check that every worker
@@ -201,27 +196,29 @@ class Moniqua(DecentralizedOptimizer):
                                  "or pass theta)")
         self.g_inf = float(buf[0])
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = self._closure(closure)
-        params = self._params()
-        x = self._flat([p.detach() for p in params])
-        g = self._flat(self._gradients())
-        if self.theta is None and self.g_inf == 0.0:
-            self._measure_gradient_bound(x, g)
-        theta = self.current_theta()
-        self.last_theta = theta
-        mixing = self._mix(x.to(torch.float64), theta) if theta > 0 and self.topology.n > 1 else None
-        offset = 0
+    def _bound_gradients(self) -> torch.Tensor:
+        """The SGD directions the bound measures: ``g + weight_decay * x`` per group (flat)."""
+        out = []
         for group in self.param_groups:
             for p in group["params"]:
-                n = p.numel()
-                new = x[offset:offset + n].to(torch.float64)
-                if mixing is not None:
-                    new = new + mixing[offset:offset + n]
-                new = new - group["lr"] * g[offset:offset + n].to(torch.float64)
-                p.copy_(new.view_as(p))
-                offset += n
+                g = p.grad.detach() if p.grad is not None else torch.zeros_like(p)
+                if group.get("weight_decay", 0.0):
+                    g = g.add(p.detach(), alpha=group["weight_decay"])
+                out.append(g)
+        return self._flat(out)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = self._evaluate(closure)
+        x = self._flat_params()
+        if self.theta is None and self.g_inf == 0.0:
+            self._measure_gradient_bound(x, self._bound_gradients())
+        theta = self.current_theta()
+        self.last_theta = theta
+        if theta > 0 and self.topology.n > 1:
+            x64 = x.to(torch.float64)
+            self._set_params(x64 + self._mix(x64, theta))
+        self.optimizer.step()
         self.steps += 1
         self.stats.steps += 1
         return loss
@@ -237,7 +234,7 @@ class Moniqua(DecentralizedOptimizer):
             else:
                 dither = torch.rand(x.numel(), generator=self.generator, dtype=torch.float64).to(x.device)
             own = torch.floor(x / s + dither)
-            packed = pack_bits(torch.remainder(own, levels).to(torch.int64), self.bits)
+            packed = _bits.pack(torch.remainder(own, levels).to(torch.int64), self.bits)
         with self.stats.timing("comm"):
             received = neighbor_exchange(packed, self.topology, step=self.steps, group=self.group)
         record_round(self.stats, self.link, self.topology, self.rank, self.steps, packed.numel(), x.numel())
@@ -246,7 +243,7 @@ class Moniqua(DecentralizedOptimizer):
             weights = self.topology.weights(self.rank, self.steps)
             acc = torch.zeros_like(x)
             for j in sorted(received):
-                k_j = modulo_decode(unpack_bits(received[j], self.bits, x.numel()), x, theta, s, low_dither,
+                k_j = modulo_decode(_bits.unpack(received[j], self.bits, x.numel()), x, theta, s, low_dither,
                                     self.bits)
                 acc.add_(k_j - own, alpha=weights[j])
         return acc.mul_(self.gamma * s)

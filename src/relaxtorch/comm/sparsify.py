@@ -15,7 +15,7 @@ import torch
 
 from .._seeding import derive
 from . import _bits
-from .compressors import _F32, Compressor, Identity, Payload, _invalid, _itemsize, payload
+from .compressors import _F32, Compressor, Identity, Payload, StatefulCompressor, _invalid, _itemsize, payload
 
 
 def _permutation(seed: int, numel: int) -> torch.Tensor:
@@ -186,7 +186,7 @@ class Compose(Compressor):
         for s in stages:
             flat.extend(s.stages if isinstance(s, Compose) else [s])
         for i, s in enumerate(flat):
-            if not isinstance(s, Compressor) or hasattr(s, "state_dict"):
+            if not isinstance(s, Compressor) or isinstance(s, StatefulCompressor):
                 raise _invalid(f"stages[{i}]", s, "a stateless Compressor (wrap the Compose in ErrorFeedback)")
             if i < len(flat) - 1 and not isinstance(s, Sparsifier):
                 raise _invalid(f"stages[{i}]", s, "only sparsifiers (RandomK, TopK) may come before the last stage")

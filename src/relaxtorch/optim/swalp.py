@@ -14,13 +14,19 @@ Paper defaults (CIFAR, 8-bit block floating point): SGD momentum 0.9, a constant
 (or cyclic) learning rate for the last 25% of the budget, ``cycle`` = one
 epoch of steps; averaging in float32.
 
-Wraps any optimizer (usually ``OptimLP(SGD(...))``)::
+Wraps any ``torch.optim.Optimizer`` (usually ``OptimLP(SGD(...))``) and is one, so LR
+schedulers step it (``param_groups`` are the wrapped optimizer's) and its ``state_dict`` is
+the wrapped optimizer's plus a ``"swalp"`` entry (step count, number averaged, the average)::
 
     opt = SWALP(OptimLP(SGD(model.parameters(), lr=0.05, momentum=0.9), weight=..., grad=...),
                 start=warmup_steps, cycle=steps_per_epoch)
-    ... opt.step() in the loop ...
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=warmup_steps)   # any scheduler
+    ... opt.step(); sched.step() in the loop ...
     with opt.averaged():     # the model holds the average inside the block
         evaluate(model)
+
+Averaging counts ``step()`` calls of this wrapper: the ``i``-th call (1-based) folds the
+iterate in when ``i > start`` and ``(i - start) % cycle == 0`` (Algorithm 1 of the paper).
 """
 from __future__ import annotations
 
@@ -28,44 +34,45 @@ import contextlib
 
 import torch
 
+from .._wrapped import WrappedOptimizer
 
-class SWALP:
+
+class SWALP(WrappedOptimizer):
     """Average the parameters of ``optimizer`` every ``cycle`` steps once ``start`` steps passed.
 
     ``dtype`` is the precision of the running average (float32 as in the paper;
     float64 for long runs).  The wrapped optimizer does the learning; SWALP only
     observes the iterates, so it composes with any optimizer, OptimLP included.
+
+    >>> w = torch.nn.Parameter(torch.zeros(2))
+    >>> opt = SWALP(torch.optim.SGD([w], lr=0.5), start=1, cycle=1)
+    >>> sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    >>> for _ in range(3):
+    ...     w.grad = torch.ones(2)
+    ...     opt.step(); sched.step()
+    >>> w.detach().tolist(), opt.average[0].tolist(), opt.n_averaged   # iterates -0.75, -0.875
+    ([-0.875, -0.875], [-0.8125, -0.8125], 2)
     """
 
-    def __init__(self, optimizer, *, start: int = 0, cycle: int = 1, dtype: torch.dtype = torch.float32):
+    _state_key = "swalp"
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, start: int = 0, cycle: int = 1,
+                 dtype: torch.dtype = torch.float32):
         if isinstance(start, bool) or not isinstance(start, int) or start < 0:
             raise ValueError(f"Invalid start: {start!r} (must be an int >= 0)")
         if isinstance(cycle, bool) or not isinstance(cycle, int) or cycle < 1:
             raise ValueError(f"Invalid cycle: {cycle!r} (must be an int >= 1)")
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"Invalid dtype: {dtype!r} (must be torch.float32 or torch.float64)")
-        self.optimizer = optimizer
+        super().__init__(optimizer)
         self.start, self.cycle, self.dtype = start, cycle, dtype
         self.steps = 0
         self.n_averaged = 0
         self._average: list[torch.Tensor] = []
 
-    # -- the optimizer interface, delegated -------------------------------------
-    @property
-    def param_groups(self):
-        return self.optimizer.param_groups
-
-    @property
-    def state(self):
-        return self.optimizer.state
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.optimizer.zero_grad(set_to_none=set_to_none)
-
-    def _params(self) -> list[torch.Tensor]:
-        return [p for group in self.optimizer.param_groups for p in group["params"]]
-
+    @torch.no_grad()
     def step(self, closure=None):
+        """Step the wrapped optimizer (with ``closure``), then fold the iterate in when scheduled."""
         loss = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
         self.steps += 1
         if self.steps > self.start and (self.steps - self.start) % self.cycle == 0:
@@ -109,14 +116,20 @@ class SWALP:
         for p, avg in zip(self._params(), self.average):
             p.copy_(avg.to(p.dtype))
 
-    def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "steps": self.steps,
-                "n_averaged": self.n_averaged, "average": [a.clone() for a in self._average]}
+    def add_param_group(self, param_group: dict) -> None:
+        if self.n_averaged:
+            raise RuntimeError("SWALP: cannot add parameters once averaging started (the average has no entry "
+                               "for them)")
+        self.optimizer.add_param_group(param_group)
 
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.steps, self.n_averaged = int(state["steps"]), int(state["n_averaged"])
-        self._average = [a.to(self.dtype).clone() for a in state["average"]]
+    # -- checkpoints: the wrapped optimizer's state dict plus "swalp" (see WrappedOptimizer) ----------
+    def _extra_state(self) -> dict:
+        return {"steps": self.steps, "n_averaged": self.n_averaged,
+                "average": [a.clone() for a in self._average]}
+
+    def _load_extra_state(self, extra: dict) -> None:
+        self.steps, self.n_averaged = int(extra["steps"]), int(extra["n_averaged"])
+        self._average = [a.to(self.dtype).clone() for a in extra["average"]]
 
     def __repr__(self) -> str:
         return f"SWALP(start={self.start}, cycle={self.cycle}, dtype={self.dtype}, optimizer={self.optimizer!r})"

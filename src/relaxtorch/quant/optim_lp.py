@@ -159,20 +159,19 @@ class OptimLP(WrappedOptimizer):
         self._check_params(params)
         self.optimizer.add_param_group({**param_group, "params": params})
 
-    def state_dict(self) -> dict:
-        """The wrapped optimizer's state dict plus ``"optim_lp"``: accumulators and generator state."""
-        sd = self.optimizer.state_dict()
+    # -- checkpoints: the wrapped optimizer's state dict plus "optim_lp" (see WrappedOptimizer) --------
+    _state_key = "optim_lp"
+    _extra_optional = True  # a bare optimizer's state dict loads (no accumulators yet)
+
+    def _extra_state(self) -> dict:
+        """Accumulators (by parameter index) and the generator's state."""
         index = {p: i for i, p in enumerate(self._params())}
         extra = {"acc": {index[p]: a.clone() for p, a in self._acc.items()}}
         if self.generator is not None:
             extra["generator_state"] = self.generator.get_state()
-        sd["optim_lp"] = extra
-        return sd
+        return extra
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        state_dict = dict(state_dict)
-        extra = state_dict.pop("optim_lp", {})
-        self.optimizer.load_state_dict(state_dict)
+    def _load_extra_state(self, extra: dict) -> None:
         params = self._params()
         self._acc = {params[i]: a.to(device=params[i].device, dtype=torch.float32, copy=True)
                      for i, a in extra.get("acc", {}).items()}

@@ -78,13 +78,11 @@ def test_bad_config_on_the_command_line_is_one_line_exit_2(name, tmp_path, capsy
     (["--timeout", "-1"], ["--timeout", "> 0"]),
     (["--algorithm", "dpsgd", "--topology", "torus:3x3", "--nproc", "4"], ["run 'dpsgd'", "torus:3x3"]),
     (["--algorithm", "qsgd", "--config", "BITS1"], ["run 'qsgd'", "Invalid bits: 1"]),
-    (["--algorithm", "moniqua", "--config", "MOMENTUM"], ["run 'moniqua'", "momentum"]),
     (["--resume"], ["--resume", "no checkpoints"]),
     (["--device", "cuda", "--nproc", "64"], ["--device cuda", "64 ranks need as many GPUs"]),
 ])
 def test_bad_options_are_one_line_exit_2(argv, words, tmp_path, capsys):
-    configs = {"BITS1": "[[runs]]\nalgorithm = \"qsgd\"\nbits = 1\n",
-               "MOMENTUM": "[dist]\nmomentum = 0.9\n[[runs]]\nalgorithm = \"moniqua\"\n"}
+    configs = {"BITS1": "[[runs]]\nalgorithm = \"qsgd\"\nbits = 1\n"}
     for i, a in enumerate(argv):
         if a in configs:
             (tmp_path / "c.toml").write_text(configs[a])
@@ -138,6 +136,13 @@ def test_every_algorithm_has_an_option_table():
     assert set(OPTIONS) == set(ALGORITHMS)
     for a in ALGORITHMS:
         assert parse({"runs": [{"algorithm": a}]}).runs[0] == RunSpec(algorithm=a, name=a)
+
+
+def test_every_algorithm_takes_momentum():
+    # each one wraps torch.optim.SGD(momentum=...): Moniqua too (its derived theta allows for it)
+    from relaxtorch.jobs.distributed.algorithms import check_run
+    for a in ALGORITHMS:
+        assert check_run(parse({"dist": {"momentum": 0.9}, "runs": [{"algorithm": a}]}).runs[0], 4) is None
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])

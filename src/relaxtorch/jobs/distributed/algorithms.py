@@ -1,4 +1,4 @@
-"""Build a run's algorithm (an optimizer-like object of ``relaxtorch.comm``) from its name and options.
+"""Build a run's algorithm (a ``relaxtorch.comm`` wrapper of ``torch.optim.SGD``) from its name and options.
 
 The classes are imported when a run needs them, so this package imports even
 where some of ``relaxtorch.comm`` is missing; ``check_available`` says which
@@ -64,8 +64,6 @@ def check_run(spec: RunSpec, world: int) -> str | None:
     why = check_available(spec.algorithm)
     if why:
         return why
-    if spec.algorithm == "moniqua" and spec.momentum:
-        return "momentum: moniqua has none (set it to 0)"
     try:
         _compressor(spec)
         if spec.algorithm == "cocktail" and spec.options.get("bits", 4) != 32:
@@ -98,17 +96,15 @@ def _compressor(spec: RunSpec):
 def build(spec: RunSpec, model: torch.nn.Module, ctx: Context):
     """The algorithm of ``spec`` driving ``model``'s parameters on this rank."""
     o, link = spec.options, ctx.link
-    params = list(model.parameters())
     a = spec.algorithm
+    sgd = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     if not spec.decentralized:
-        sgd = torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
         if a == "cocktail":
             return _comm("CocktailSGD")(sgd, link=link, seed=ctx.seed, **o)
         return _comm("DataParallel")(sgd, _compressor(spec), link=link, seed=ctx.seed)
     topo = _comm("topology")(spec.topology, ctx.world)
-    common = dict(weight_decay=spec.weight_decay, link=link, **o)
     if a == "dpsgd":
-        return _comm("DPSGD")(params, spec.lr, topo, momentum=spec.momentum, **common)
+        return _comm("DPSGD")(sgd, topo, link=link, **o)
     if a == "detag":
-        return _comm("DeTAG")(params, spec.lr, topo, momentum=spec.momentum, **common)
-    return _comm("Moniqua")(params, spec.lr, topo, seed=ctx.seed, **common)
+        return _comm("DeTAG")(sgd, topo, link=link, **o)
+    return _comm("Moniqua")(sgd, topo, seed=ctx.seed, link=link, **o)

@@ -125,7 +125,7 @@ def _sgd_run(model, data, precision, hp, seed, objective, average: bool) -> Resu
         model.train()
         t0 = time.perf_counter()
         for x, y in tr.batches():
-            for group in inner.param_groups:
+            for group in opt.param_groups:  # SWALP and OptimLP share the SGD's groups
                 group["lr"] = lr_at(hp, step, total, start)
             opt.zero_grad()
             tr.loss(x, y).backward()
