@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 from relaxtorch import formats
-from relaxtorch.comm import (Cast, CommStats, Compose, DataParallel, ErrorFeedback, Quantize,
+from relaxtorch.comm import (Cast, CommStats, Compose, DataParallel, ErrorFeedback, QSGD,
                              RandomK, Sign, TopK, allreduce, parse_link)
 from relaxtorch.comm.allreduce import ring_allgather_bytes, ring_allreduce_bytes
 
@@ -16,9 +16,9 @@ from ._world import shared_world
 
 WORLD = 4
 COMPRESSORS = {
-    "quantize": Quantize(4, 8),
+    "quantize": QSGD(4, 8),
     "topk": TopK(0.3),
-    "cocktail": Compose(RandomK(0.5, seed=3), TopK(0.5), Quantize(3, 4)),
+    "cocktail": Compose(RandomK(0.5, seed=3), TopK(0.5), QSGD(3, 4)),
     "sign": Sign(5),
     "fp8": Cast(formats.FP8_E4M3, "stochastic"),
     "bf16": Cast(torch.bfloat16),
@@ -81,7 +81,7 @@ def _allreduce_ranks(rank, size):
     if rank < 3:
         out["sub_identity"] = allreduce(x, group=sub)
         st = CommStats()
-        out["sub_quantize"] = allreduce(x, Quantize(4, 8), group=sub, stats=st,
+        out["sub_quantize"] = allreduce(x, QSGD(4, 8), group=sub, stats=st,
                                         generator=torch.Generator().manual_seed(7 + rank), step=5)
         out["sub_stats"] = st.as_dict()
     assert torch.equal(x, x0)
@@ -121,7 +121,7 @@ def test_compressed_is_the_mean_of_each_ranks_decompression(reduced, name):
 
 
 def test_subgroup_quantize(reduced):
-    comp = Quantize(4, 8)
+    comp = QSGD(4, 8)
     want = torch.stack([comp.roundtrip(_local(r), generator=torch.Generator().manual_seed(7 + r), step=5)
                         for r in range(3)]).double().mean(0)
     for r in range(3):

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from relaxtorch.comm import CocktailSGD, Compose, Quantize, RandomK, TopK, parse_link
+from relaxtorch.comm import CocktailSGD, Compose, QSGD, RandomK, TopK, parse_link
 from relaxtorch.comm.allreduce import ring_allreduce_bytes
 
 from ._world import shared_world
@@ -108,7 +108,7 @@ def test_default_stack_bytes_and_ratio(world):
     d_in, d_out = 1000, 40
     n = d_in * d_out
     results = world.run(_bytes_ranks, d_in, d_out)
-    inner = Compose(TopK(0.2), Quantize(4, 128))
+    inner = Compose(TopK(0.2), QSGD(4, 128))
     chunk = n // WORLD
     k = RandomK(0.1).kept(chunk)
     payload = inner.wire_bytes(k)
@@ -116,7 +116,7 @@ def test_default_stack_bytes_and_ratio(world):
     assert payload == 125 + 100 + 4 * 2
     for r, (stats, comp) in enumerate(results):
         assert comp == ("Compose(RandomK(ratio=0.1, scale=False, seed=0, cycle=True), TopK(ratio=0.2), "
-                        "Quantize(bits=4, bucket=128, rounding='stochastic'))")
+                        "QSGD(bits=4, bucket=128, rounding='stochastic'))")
         assert stats["bytes_sent"] == 2 * (2 * (WORLD - 1) * payload)
         assert stats["float32_bytes"] == 2 * ring_allreduce_bytes(n, 4, WORLD, r)[0]
         assert stats["compression_ratio"] > 100
@@ -237,6 +237,6 @@ def test_bad_arguments(kwargs):
 def test_paper_defaults_ratio_on_a_million():
     """Per rank and step at N=4 on 1M parameters: 2(N-1) payloads of a 250k chunk vs the ring."""
     n, world = 1_000_000, 4
-    payload = Compose(TopK(0.2), Quantize(4, 128)).wire_bytes(RandomK(0.1).kept(n // world))
+    payload = Compose(TopK(0.2), QSGD(4, 128)).wire_bytes(RandomK(0.1).kept(n // world))
     ratio = ring_allreduce_bytes(n, 4, world, 0)[0] / (2 * (world - 1) * payload)
     assert math.floor(ratio) >= 170

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from relaxtorch import formats
-from relaxtorch.comm import (Cast, Compose, Compressor, ErrorFeedback, Identity, Quantize, RandomK, Sign,
+from relaxtorch.comm import (Cast, Compose, Compressor, ErrorFeedback, Identity, QSGD, RandomK, Sign,
                              StatefulCompressor, TopK)
 from relaxtorch.comm import _bits
 from relaxtorch.comm.compressors import _code_table, _decode, _encode
 from relaxtorch.numbers import quantize
 from tests.numbers.reference import float_values
 
-COCKTAIL = Compose(RandomK(0.1), TopK(0.2), Quantize(4, 128))
+COCKTAIL = Compose(RandomK(0.1), TopK(0.2), QSGD(4, 128))
 
 TABLE = {
     "identity": Identity(),
@@ -27,10 +27,10 @@ TABLE = {
     "cast_e5m2_sr": Cast(formats.FP8_E5M2, "stochastic"),
     "cast_fp4": Cast(formats.FP4_E2M1),
     "cast_int8_sr": Cast(formats.INT8, "stochastic"),
-    "quantize4": Quantize(4, 128),
-    "quantize3_b7": Quantize(3, 7),
-    "quantize8_nearest": Quantize(8, 16, "nearest"),
-    "quantize2": Quantize(2, 5),
+    "quantize4": QSGD(4, 128),
+    "quantize3_b7": QSGD(3, 7),
+    "quantize8_nearest": QSGD(8, 16, "nearest"),
+    "quantize2": QSGD(2, 5),
     "sign": Sign(),
     "sign_b10": Sign(10),
     "randomk": RandomK(0.1),
@@ -39,7 +39,7 @@ TABLE = {
     "topk_idx": TopK(0.05),
     "topk_mask": TopK(0.4),
     "cocktail": COCKTAIL,
-    "randk_quant_unbiased": Compose(RandomK(0.5, scale=True), Quantize(4, 8)),
+    "randk_quant_unbiased": Compose(RandomK(0.5, scale=True), QSGD(4, 8)),
     "randk_sign": Compose(RandomK(0.5), Sign(4)),
     "topk_cast": Compose(TopK(0.5), Cast(torch.bfloat16)),
     "compose_empty": Compose(),
@@ -68,7 +68,7 @@ def _x(n: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
 
 def test_table_is_complete():
     kinds = {type(c) for c in TABLE.values()}
-    assert kinds == {Identity, Cast, Quantize, Sign, RandomK, TopK, Compose}
+    assert kinds == {Identity, Cast, QSGD, Sign, RandomK, TopK, Compose}
     assert set(UNBIASED) >= {"identity", "cast_fp8_sr", "quantize4", "randomk_scaled", "randomk_cycle_scaled",
                              "randk_quant_unbiased"}
 
@@ -123,7 +123,7 @@ def test_quantize_exact_on_its_grid():
         q[:, 0] = L
         x = (q * 0.375).reshape(-1)
         for rounding in ("stochastic", "nearest"):
-            assert torch.equal(Quantize(bits, 16, rounding).roundtrip(x, generator=g), x)
+            assert torch.equal(QSGD(bits, 16, rounding).roundtrip(x, generator=g), x)
 
 
 def _draws(c: Compressor, x: torch.Tensor, draws: int) -> torch.Tensor:
@@ -225,11 +225,11 @@ def test_compose_topk_within_random_subset():
     want = torch.zeros(n)
     want[keep] = x[keep]
     assert torch.equal(exact.roundtrip(x, step=step), want)
-    quant = Compose(RandomK(0.1, seed=3), TopK(0.2), Quantize(4, 8))
+    quant = Compose(RandomK(0.1, seed=3), TopK(0.2), QSGD(4, 8))
     y = quant.roundtrip(x, step=step, generator=torch.Generator().manual_seed(0))
     assert set(torch.nonzero(y).reshape(-1).tolist()) <= set(keep.tolist())
     # bytes: values of the last stage only; TopK positions relative to the 200-element subset
-    assert quant.wire_bytes(n) == TopK(0.2).index_bytes(200) + Quantize(4, 8).wire_bytes(40)
+    assert quant.wire_bytes(n) == TopK(0.2).index_bytes(200) + QSGD(4, 8).wire_bytes(40)
     assert TopK(0.2).index_bytes(200) == 25  # 200-bit mask (40 indices x 8 bits would be 40 bytes)
 
 
@@ -272,9 +272,9 @@ def test_quantize_reference_loop():
                 near.append(round(y) * s / L)
                 lows.append(math.floor(y) * s / L)
                 highs.append(math.ceil(y) * s / L)
-        got = Quantize(bits, bucket, "nearest").roundtrip(x).double().numpy()
+        got = QSGD(bits, bucket, "nearest").roundtrip(x).double().numpy()
         np.testing.assert_allclose(got, near, rtol=0, atol=1e-6)
-        got = Quantize(bits, bucket).roundtrip(x, generator=torch.Generator().manual_seed(1)).double().numpy()
+        got = QSGD(bits, bucket).roundtrip(x, generator=torch.Generator().manual_seed(1)).double().numpy()
         on_low = np.isclose(got, lows, rtol=0, atol=1e-6)
         on_high = np.isclose(got, highs, rtol=0, atol=1e-6)
         assert (on_low | on_high).all()
@@ -336,7 +336,7 @@ def test_bit_packing_reference(width):
 
 def test_error_feedback_telescopes():
     """sum of what was sent + final residual == sum of inputs (float64), for every stack."""
-    for comp in (TopK(0.1), Sign(), Quantize(3, 16), COCKTAIL, Compose(RandomK(0.2), Sign(8))):
+    for comp in (TopK(0.1), Sign(), QSGD(3, 16), COCKTAIL, Compose(RandomK(0.2), Sign(8))):
         ef = ErrorFeedback(comp)
         g = torch.Generator().manual_seed(0)
         total_in = torch.zeros(500, dtype=torch.float64)
@@ -372,12 +372,12 @@ def test_error_feedback_keys_state_and_resume():
 
 
 @pytest.mark.parametrize("make", [
-    lambda: Quantize(1), lambda: Quantize(4, 0), lambda: Quantize(4, 128, "down"), lambda: Quantize(True),
+    lambda: QSGD(1), lambda: QSGD(4, 0), lambda: QSGD(4, 128, "down"), lambda: QSGD(True),
     lambda: Sign(0), lambda: RandomK(0.0), lambda: RandomK(1.5), lambda: RandomK(0.1, scale=1),
     lambda: RandomK(0.1, cycle="yes"), lambda: RandomK(0.1, seed=1.0),
     lambda: TopK(-1), lambda: TopK("0.1"), lambda: Cast(torch.int8), lambda: Cast(formats.MXFP8_E4M3),
     lambda: Cast(formats.FP32), lambda: Cast(torch.float16, "stochastic"), lambda: Cast(formats.FP8_E4M3, "odd"),
-    lambda: Compose(Quantize(), TopK(0.1)), lambda: Compose(ErrorFeedback(TopK(0.1))),
+    lambda: Compose(QSGD(), TopK(0.1)), lambda: Compose(ErrorFeedback(TopK(0.1))),
     lambda: ErrorFeedback(ErrorFeedback(Sign())), lambda: ErrorFeedback("sign"),
 ])
 def test_bad_arguments(make):
@@ -416,9 +416,9 @@ def test_state_is_marked_by_type():
 
 def test_values_are_readable_and_hashable():
     assert repr(COCKTAIL) == ("Compose(RandomK(ratio=0.1, scale=False, seed=0, cycle=False), TopK(ratio=0.2), "
-                              "Quantize(bits=4, bucket=128, rounding='stochastic'))")
-    assert Compose(RandomK(0.1), Compose(TopK(0.2), Quantize(4, 128))) == COCKTAIL
-    assert len({Quantize(), Quantize(), Sign(), TopK(0.1), TopK(0.1), COCKTAIL}) == 4
+                              "QSGD(bits=4, bucket=128, rounding='stochastic'))")
+    assert Compose(RandomK(0.1), Compose(TopK(0.2), QSGD(4, 128))) == COCKTAIL
+    assert len({QSGD(), QSGD(), Sign(), TopK(0.1), TopK(0.1), COCKTAIL}) == 4
     assert repr(Cast(formats.FP8_E4M3)) == "Cast(fmt=FP8_E4M3, rounding='nearest')"
 
 
@@ -427,7 +427,7 @@ def test_quantize_survives_subnormal_bucket_scales():
     every value lands within one grid step (as for any other scale)."""
     x = torch.tensor([3e-39, 0.0, -1e-39, 2e-39], dtype=torch.float32)
     for rounding in ("nearest", "stochastic"):
-        q = Quantize(4, 4, rounding=rounding)
+        q = QSGD(4, 4, rounding=rounding)
         y = q.decompress(q.compress(x, generator=torch.Generator().manual_seed(0)))
         step = 3e-39 / q.levels
         assert torch.isfinite(y).all() and y[1] == 0

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from relaxtorch.comm import (Cast, CommStats, LinkModel, Quantize, complete, consensus_distance, gossip, ring,
+from relaxtorch.comm import (Cast, CommStats, LinkModel, QSGD, complete, consensus_distance, gossip, ring,
                              topology, torus)
 
 from ._gossip_world import shared_world
@@ -56,7 +56,7 @@ def _compressed(rank, size, compressor_kind, seed):
     top = ring(size)
     x = _models(seed=5, dtype=torch.float32)[rank]
     comp = Cast(torch.float16) if compressor_kind == "cast" else (
-        Quantize(bits=4, bucket=4) if compressor_kind == "quantize" else _PickledHalf())
+        QSGD(bits=4, bucket=4) if compressor_kind == "quantize" else _PickledHalf())
     stats = CommStats()
     gen = torch.Generator().manual_seed(seed * 100 + rank)
     out = gossip(x, top, step=0, compressor=comp, stats=stats, generator=gen)

@@ -2,7 +2,7 @@
 DDP hooks, CocktailSGD, decentralized gossip (D-PSGD, DeTAG, Moniqua) and a link model."""
 from .link import LinkModel, parse_link
 from .stats import CommStats
-from .compressors import Cast, Compressor, Identity, Payload, Quantize, Sign, StatefulCompressor
+from .compressors import Cast, Compressor, Identity, Payload, QSGD, Sign, StatefulCompressor
 from .sparsify import Compose, RandomK, TopK
 from .feedback import ErrorFeedback
 from .allreduce import allreduce
@@ -16,7 +16,7 @@ from .moniqua import Moniqua
 
 __all__ = ["CommStats", "LinkModel", "parse_link",
            "Cast", "CocktailSGD", "Compose", "CompressionHookState", "Compressor", "DataParallel",
-           "ErrorFeedback", "Identity", "Payload", "Quantize", "RandomK", "Sign", "StatefulCompressor", "TopK",
+           "ErrorFeedback", "Identity", "Payload", "QSGD", "RandomK", "Sign", "StatefulCompressor", "TopK",
            "allreduce",
            "ddp_comm_hook",
            "DPSGD", "DeTAG", "Moniqua", "Topology", "complete", "consensus_distance", "exponential", "gossip",

@@ -36,7 +36,7 @@ import torch.distributed as dist
 
 from .._wrapped import WrappedOptimizer
 from .allreduce import ring_allreduce_bytes
-from .compressors import Quantize, _invalid
+from .compressors import QSGD, _invalid
 from .data_parallel import broadcast_parameters
 from .link import LinkModel
 from .._seeding import derive, generator
@@ -72,7 +72,7 @@ class CocktailSGD(WrappedOptimizer):
         self.topk_ratio = _ratio("topk_ratio", topk_ratio)
         if bits == 32:
             bits = None
-        quantizer = Quantize(4 if bits is None else bits, bucket)  # validates bits and bucket
+        quantizer = QSGD(4 if bits is None else bits, bucket)  # validates bits and bucket
         quantizer = quantizer if bits is not None else None
         if not isinstance(overlap, bool):
             raise _invalid("overlap", overlap, "a bool")
@@ -113,7 +113,7 @@ class CocktailSGD(WrappedOptimizer):
     # -- description ------------------------------------------------------------------------------
     @property
     def compressor(self) -> Compose:
-        """The worker-side stack, e.g. ``Compose(RandomK(0.1), TopK(0.2), Quantize(4, 128))``."""
+        """The worker-side stack, e.g. ``Compose(RandomK(0.1), TopK(0.2), QSGD(4, 128))``."""
         return Compose(*([self._sampler] if self._sampler else []), *self._inner.stages)
 
     def __repr__(self) -> str:

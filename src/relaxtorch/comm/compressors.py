@@ -4,7 +4,7 @@ A compressor is a small frozen value: ``compress(x) -> Payload`` (the tensors ac
 sent), ``decompress(payload) -> tensor`` (x's shape and dtype) and ``wire_bytes(numel)``,
 the exact size of every payload for a tensor of ``numel`` elements (sizes never depend on
 the data, so ranks can exchange payloads with fixed-size collectives).  This module holds
-the value compressors (Identity, Cast, Quantize, Sign) and the ``StatefulCompressor``
+the value compressors (Identity, Cast, QSGD, Sign) and the ``StatefulCompressor``
 marker; sparsifiers (RandomK, TopK,
 Compose) live in :mod:`.sparsify`, error feedback in :mod:`.feedback`.
 """
@@ -141,7 +141,7 @@ class Cast(Compressor):
     and ``rounding`` ("stochastic" makes it unbiased within range).  Element formats travel
     as their bit patterns, ``finfo(fmt).bits`` bits each, packed into bytes (NaN becomes 0
     in formats without a NaN pattern).  Block formats (MX, BlockFloat) carry per-block
-    scales: use :class:`Quantize` for those.
+    scales: use :class:`QSGD` for those.
     """
 
     fmt: object = torch.float16
@@ -253,7 +253,7 @@ def _decode(codes: torch.Tensor, fmt) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Quantize(Compressor):
+class QSGD(Compressor):
     """Bucketed b-bit quantization (QSGD, Alistarh et al., NeurIPS 2017; CocktailSGD's 4-bit buckets).
 
     The flattened tensor is cut into buckets of ``bucket`` elements (the last may be

@@ -107,7 +107,7 @@ def gossip(tensor: torch.Tensor, topology: Topology, *, step: int = 0, group=Non
     """Return ``sum_j W_ij x_j`` for this rank ``i`` (``W = topology.matrix(step)``); ``tensor`` is not mutated.
 
     ``compressor``: any object with ``compress(x, generator=, step=) -> payload`` (the
-    payload has ``.nbytes``) and ``decompress(payload)``, e.g. ``relaxtorch.comm.Quantize``;
+    payload has ``.nbytes``) and ``decompress(payload)``, e.g. ``relaxtorch.comm.QSGD``;
     neighbours' models are then their decompressed messages while this rank's own term
     stays exact (so the average is preserved only in expectation, for unbiased
     compressors).  Payloads with ``to_bytes``/``from_bytes`` (fixed layout, like

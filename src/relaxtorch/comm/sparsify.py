@@ -2,7 +2,7 @@
 
 A sparsifier keeps ``kept(numel)`` of the flattened tensor's elements: its payload has the
 kept ``values`` (x's dtype) plus whatever locates them.  ``Compose(RandomK(0.1), TopK(0.2),
-Quantize(4, 128))`` runs each stage on the previous stage's kept values: TopK picks the
+QSGD(4, 128))`` runs each stage on the previous stage's kept values: TopK picks the
 largest 20% *within* the random 10% subset (its indices count positions in the subset) and
 the quantizer encodes the survivors; only the last stage's values go on the wire.
 """

@@ -1,31 +1,18 @@
 """Build a run's algorithm (a ``relaxtorch.comm`` wrapper of ``torch.optim.SGD``) from its name and options.
 
-The classes are imported when a run needs them, so this package imports even
-where some of ``relaxtorch.comm`` is missing; ``check_available`` says which
-class a run lacks before any process starts.  A job may pass its own
+A job may pass its own
 ``factory(spec, model, ctx)`` instead of ``build`` (the launcher pickles it by
 reference, so it must be a module-level function).
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 
 import torch
 
+from ... import comm
 from .config import RunSpec
 
-# algorithm -> the relaxtorch.comm names it uses
-NEEDS = {
-    "allreduce": ("DataParallel", "Identity"),
-    "cocktail": ("CocktailSGD",),
-    "sign-ef": ("DataParallel", "ErrorFeedback", "Sign"),
-    "topk-ef": ("DataParallel", "ErrorFeedback", "TopK"),
-    "qsgd": ("DataParallel", "Quantize"),
-    "dpsgd": ("DPSGD", "topology"),
-    "detag": ("DeTAG", "topology"),
-    "moniqua": ("Moniqua", "topology"),
-}
 TOPK_EF_RATIO = 0.01  # topk-ef's default when the run gives no ratio
 
 
@@ -40,40 +27,19 @@ class Context:
     device: torch.device
 
 
-def _comm(name: str):
-    comm = importlib.import_module("relaxtorch.comm")
-    try:
-        return getattr(comm, name)
-    except AttributeError:
-        raise ImportError(f"relaxtorch.comm.{name} is not available in this install") from None
-
-
-def check_available(algorithm: str) -> str | None:
-    """Why ``algorithm`` cannot be built here (None when it can)."""
-    for name in NEEDS[algorithm]:
-        try:
-            _comm(name)
-        except ImportError as exc:
-            return f"algorithm {algorithm!r} needs {exc}"
-    return None
-
-
 def check_run(spec: RunSpec, world: int) -> str | None:
-    """Why ``spec`` cannot run on ``world`` ranks here (None when it can): a missing class, a
-    topology that does not fit, or a setting the algorithm would otherwise silently ignore."""
-    why = check_available(spec.algorithm)
-    if why:
-        return why
+    """Why ``spec`` cannot run on ``world`` ranks here (None when it can): an invalid compressor
+    setting or a topology that does not fit."""
     try:
         _compressor(spec)
         if spec.algorithm == "cocktail" and spec.options.get("bits", 4) != 32:
-            _comm("Quantize")(spec.options.get("bits", 4), spec.options.get("bucket", 128))
+            comm.QSGD(spec.options.get("bits", 4), spec.options.get("bucket", 128))
     except ValueError as exc:
         return str(exc)
     if not spec.decentralized:
         return None
     try:
-        _comm("topology")(spec.topology, world)
+        comm.topology(spec.topology, world)
     except ValueError as exc:
         return f"topology {spec.topology!r} with {world} ranks: {exc}"
     return None
@@ -83,13 +49,13 @@ def _compressor(spec: RunSpec):
     """The compressor of a ``DataParallel`` run (None for the others)."""
     o = spec.options
     if spec.algorithm == "allreduce":
-        return _comm("Identity")()
+        return comm.Identity()
     if spec.algorithm == "sign-ef":
-        return _comm("ErrorFeedback")(_comm("Sign")())
+        return comm.ErrorFeedback(comm.Sign())
     if spec.algorithm == "topk-ef":
-        return _comm("ErrorFeedback")(_comm("TopK")(o.get("ratio", TOPK_EF_RATIO)))
+        return comm.ErrorFeedback(comm.TopK(o.get("ratio", TOPK_EF_RATIO)))
     if spec.algorithm == "qsgd":
-        return _comm("Quantize")(**o)
+        return comm.QSGD(**o)
     return None
 
 
@@ -100,11 +66,11 @@ def build(spec: RunSpec, model: torch.nn.Module, ctx: Context):
     sgd = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     if not spec.decentralized:
         if a == "cocktail":
-            return _comm("CocktailSGD")(sgd, link=link, seed=ctx.seed, **o)
-        return _comm("DataParallel")(sgd, _compressor(spec), link=link, seed=ctx.seed)
-    topo = _comm("topology")(spec.topology, ctx.world)
+            return comm.CocktailSGD(sgd, link=link, seed=ctx.seed, **o)
+        return comm.DataParallel(sgd, _compressor(spec), link=link, seed=ctx.seed)
+    topo = comm.topology(spec.topology, ctx.world)
     if a == "dpsgd":
-        return _comm("DPSGD")(sgd, topo, link=link, **o)
+        return comm.DPSGD(sgd, topo, link=link, **o)
     if a == "detag":
-        return _comm("DeTAG")(sgd, topo, link=link, **o)
-    return _comm("Moniqua")(sgd, topo, seed=ctx.seed, link=link, **o)
+        return comm.DeTAG(sgd, topo, link=link, **o)
+    return comm.Moniqua(sgd, topo, seed=ctx.seed, link=link, **o)
