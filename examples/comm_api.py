@@ -1,13 +1,15 @@
 """Compressed or decentralized training in your own loop: DataParallel, CocktailSGD, DDP hook, DeTAG.
 
-    torchrun --standalone --nproc-per-node 4 examples/comm_api.py                  # CocktailSGD
-    torchrun --standalone --nproc-per-node 4 examples/comm_api.py --algo sign      # 1-bit SGD + error feedback
-    torchrun --standalone --nproc-per-node 4 examples/comm_api.py --algo allreduce # the float32 baseline
-    torchrun --standalone --nproc-per-node 4 examples/comm_api.py --algo ddp-topk  # DDP with a top-K hook
-    torchrun --standalone --nproc-per-node 4 examples/comm_api.py --algo detag     # gossip on a ring, no all-reduce
+    R="--rdzv-backend c10d --rdzv-endpoint 127.0.0.1:29500"   # one machine: the ranks meet on loopback
+    torchrun $R --nproc-per-node 4 examples/comm_api.py                  # CocktailSGD
+    torchrun $R --nproc-per-node 4 examples/comm_api.py --algo sign      # 1-bit SGD + error feedback
+    torchrun $R --nproc-per-node 4 examples/comm_api.py --algo allreduce # the float32 baseline
+    torchrun $R --nproc-per-node 4 examples/comm_api.py --algo ddp-topk  # DDP with a top-K hook
+    torchrun $R --nproc-per-node 4 examples/comm_api.py --algo detag     # gossip on a ring, no all-reduce
 
-(``PYTHONPATH=src`` from a source checkout.)  Each rank trains an MLP on its shard of the
-embedded digits set over gloo; rank 0 prints test accuracy and what went over the wire,
+(``PYTHONPATH=src`` from a source checkout; torchrun itself, torch 2.13, still listens on
+every interface, with this endpoint as with ``--standalone``.)  Each rank trains an MLP on
+its shard of the embedded digits set over gloo; rank 0 prints test accuracy and what went over the wire,
 with the time a 500 Mbps / 1 ms link would have taken.  The only lines that differ from
 a single-process loop are the wrapper around the optimizer and the process group.
 """

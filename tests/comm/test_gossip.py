@@ -56,7 +56,7 @@ def _compressed(rank, size, compressor_kind, seed):
     top = ring(size)
     x = _models(seed=5, dtype=torch.float32)[rank]
     comp = Cast(torch.float16) if compressor_kind == "cast" else (
-        QSGD(bits=4, bucket=4) if compressor_kind == "quantize" else _PickledHalf())
+        QSGD(bits=4, bucket=4) if compressor_kind == "quantize" else _TensorHalf())
     stats = CommStats()
     gen = torch.Generator().manual_seed(seed * 100 + rank)
     out = gossip(x, top, step=0, compressor=comp, stats=stats, generator=gen)
@@ -70,20 +70,38 @@ def _wrong_size(rank, size):
     return True
 
 
+class _TensorHalf:
+    """A compressor whose payload is a plain tensor (float16): it travels as that tensor."""
+
+    def compress(self, x, *, generator=None, step=0):
+        return x.to(torch.float16)
+
+    def decompress(self, p):
+        return p.to(torch.float32)
+
+
 class _Half:
-    """A payload of no known layout: travels pickled."""
+    """A payload of no known layout."""
 
     def __init__(self, t):
         self.t = t
         self.nbytes = 2 * t.numel()
 
 
-class _PickledHalf:
+class _ObjectHalf(_TensorHalf):
     def compress(self, x, *, generator=None, step=0):
         return _Half(x.to(torch.float16))
 
     def decompress(self, p):
         return p.t.to(torch.float32)
+
+
+def _object_payload(rank, size):
+    """A payload that is neither a tensor nor of a fixed layout is refused on every rank, before
+    anything is sent (nothing is ever unpickled); a plain round then still works."""
+    with pytest.raises(ValueError, match="Invalid compressor payload: _Half .*nothing a peer sends is unpickled"):
+        gossip(torch.ones(D), ring(size), compressor=_ObjectHalf())
+    return gossip(torch.full((D,), float(rank)), ring(size))
 
 
 # -- tests -------------------------------------------------------------------------------------
@@ -154,7 +172,7 @@ def test_one_peer_exponential_reaches_exact_consensus_in_one_period(world):
         assert r[1][2] < 1e-14
 
 
-@pytest.mark.parametrize("kind", ["cast", "quantize", "pickled"])
+@pytest.mark.parametrize("kind", ["cast", "quantize", "tensor"])
 def test_compressed_gossip_mixes_decompressed_neighbours(world, kind):
     results = world.run(_compressed, kind, 1)
     x = _models(seed=5, dtype=torch.float32)
@@ -165,10 +183,16 @@ def test_compressed_gossip_mixes_decompressed_neighbours(world, kind):
         ref = w[i, i] * x[i].double() + sum(w[i, j] * decoded[j].double() for j in top.neighbors(i))
         torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-6)
         assert not torch.allclose(out.double(), (w @ x.double())[i], rtol=0, atol=1e-9)  # it did compress
-        per_message = {"cast": 2 * D, "quantize": math.ceil(D * 4 / 8) + 4 * math.ceil(D / 4), "pickled": 2 * D}[kind]
+        per_message = {"cast": 2 * D, "quantize": math.ceil(D * 4 / 8) + 4 * math.ceil(D / 4), "tensor": 2 * D}[kind]
         assert stats["bytes_sent"] == 2 * per_message and stats["messages_sent"] == 2
         assert stats["float32_bytes"] == 2 * 4 * D
         assert stats["compress_s"] > 0
+
+
+def test_a_payload_of_no_fixed_layout_is_refused(world):
+    w = ring(N).matrix()
+    for rank, out in enumerate(world.run(_object_payload)):
+        torch.testing.assert_close(out, (w @ torch.arange(N, dtype=torch.float64))[rank].float().expand(D))
 
 
 def test_topology_must_match_the_world(world):

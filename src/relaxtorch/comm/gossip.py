@@ -12,11 +12,13 @@ Byte accounting: a rank sends its message once to each out-neighbour, so a round
 records ``out_degree`` messages of the message's exact size (for ``all_gather``,
 ``n - 1`` messages: what a ring all-gather sends per rank); ``float32_bytes`` is
 the same count for uncompressed float32 messages.
+
+Every message is a tensor whose shape and dtype the receiver knows from its own: nothing
+a peer sends is unpickled (in a decentralized run the peers are other people's machines).
 """
 from __future__ import annotations
 
 import contextlib
-import pickle
 
 import torch
 import torch.distributed as dist
@@ -71,24 +73,15 @@ def neighbor_exchange(tensor: torch.Tensor, topology: Topology, *, step: int = 0
     return received
 
 
-def _exchange_objects(obj, topology: Topology, *, step: int, group) -> dict[int, object]:
-    """``neighbor_exchange`` for picklable payloads of any size: lengths first, then bytes."""
-    data = torch.frombuffer(bytearray(pickle.dumps(obj)), dtype=torch.uint8)
-    lengths = neighbor_exchange(torch.tensor([data.numel()], dtype=torch.int64), topology, step=step, group=group)
-    rank = dist.get_rank(group)
-    if _is_dense(topology, step):
-        size = max([data.numel()] + [int(v) for v in lengths.values()])
-        padded = torch.zeros(size, dtype=torch.uint8)
-        padded[:data.numel()] = data
-        raw = neighbor_exchange(padded, topology, step=step, group=group)
-        raw = {j: raw[j][:int(lengths[j])] for j in raw}
-    else:
-        raw = {j: torch.empty(int(lengths[j]), dtype=torch.uint8) for j in lengths}
-        works = [dist.isend(data, _global(group, j), group=group) for j in topology.out_neighbors(rank, step)]
-        works += [dist.irecv(raw[j], _global(group, j), group=group) for j in raw]
-        for w in works:
-            w.wait()
-    return {j: pickle.loads(raw[j].numpy().tobytes()) for j in raw}
+def _wire_format(payload) -> str:
+    """How a compressor's payload travels: its ``to_bytes`` (a fixed layout) or as the tensor it is."""
+    if hasattr(payload, "to_bytes") and hasattr(payload, "from_bytes"):
+        return "bytes"
+    if isinstance(payload, torch.Tensor):
+        return "tensor"
+    raise ValueError(f"Invalid compressor payload: {type(payload).__name__} (gossip sends a torch.Tensor or a "
+                     "payload with to_bytes/from_bytes of a fixed layout, like relaxtorch.comm.Payload; "
+                     "nothing a peer sends is unpickled)")
 
 
 def record_round(stats: CommStats | None, link: LinkModel | None, topology: Topology, rank: int, step: int,
@@ -110,9 +103,10 @@ def gossip(tensor: torch.Tensor, topology: Topology, *, step: int = 0, group=Non
     payload has ``.nbytes``) and ``decompress(payload)``, e.g. ``relaxtorch.comm.QSGD``;
     neighbours' models are then their decompressed messages while this rank's own term
     stays exact (so the average is preserved only in expectation, for unbiased
-    compressors).  Payloads with ``to_bytes``/``from_bytes`` (fixed layout, like
-    :class:`relaxtorch.comm.Payload`) travel as exactly ``nbytes`` bytes; any other
-    picklable payload is pickled, its length sent first (``nbytes`` is still what is counted).
+    compressors).  The payload is a :class:`relaxtorch.comm.Payload` or any object with
+    ``to_bytes``/``from_bytes`` of a fixed layout (it travels as exactly ``nbytes`` bytes,
+    read back in this rank's own payload's layout), or a tensor of the same shape and dtype
+    on every rank; anything else raises ValueError before anything is sent.
     ``generator`` drives the compressor's randomness.  Bytes, messages and time go
     to ``stats``; ``link`` adds the simulated time of the messages.
     """
@@ -129,13 +123,14 @@ def gossip(tensor: torch.Tensor, topology: Topology, *, step: int = 0, group=Non
     else:
         with _timing(stats, "compress"):
             payload = compressor.compress(x, generator=generator, step=step)
+        wire = _wire_format(payload)
         with _timing(stats, "comm"):
-            if hasattr(payload, "to_bytes") and hasattr(payload, "from_bytes"):
+            if wire == "bytes":
                 # fixed-size payloads (relaxtorch.comm.Payload): the bytes alone travel; ours is the layout
                 raw = neighbor_exchange(payload.to_bytes(), topology, step=step, group=group)
                 payloads = {j: payload.from_bytes(buf) for j, buf in raw.items()}
             else:
-                payloads = _exchange_objects(payload, topology, step=step, group=group)
+                payloads = neighbor_exchange(payload, topology, step=step, group=group)
         with _timing(stats, "compress"):
             received = {j: compressor.decompress(p).to(x.dtype).reshape(x.shape) for j, p in payloads.items()}
         record_round(stats, link, topology, rank, step, int(payload.nbytes), x.numel())

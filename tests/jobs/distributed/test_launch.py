@@ -4,6 +4,7 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -153,11 +154,20 @@ def test_ctrl_c_ends_every_rank_cleanly(tmp_path):
     assert _session_pids(p.pid) == []
 
 
+def _free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_torchrun_runs_the_same_job(tmp_path):
+    """The documented one-machine form: the c10d rendezvous on a loopback endpoint (``--standalone``
+    would pick its port for us, but it is no more private: torchrun binds every interface either way)."""
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip("torchrun not installed next to this python")
-    cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "relaxtorch.jobs.distributed", "--algorithm",
+    cmd = [str(torchrun), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_loopback_port()}",
+           "--nproc-per-node", "2", "-m", "relaxtorch.jobs.distributed", "--algorithm",
            "allreduce", "--steps", "4", "--eval-every", "2", "--batch-size", "8", "--out", str(tmp_path),
            "--no-progress", "--timeout", "60"]
     r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)

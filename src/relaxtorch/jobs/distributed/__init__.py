@@ -1,7 +1,8 @@
 """Distributed training runs: launch N ranks, train with ``relaxtorch.comm`` algorithms, report.
 
-``relaxtorch dist --nproc 4`` (one machine) or ``torchrun --nproc-per-node 4 -m
-relaxtorch.jobs.distributed`` (any number of machines).  In Python::
+``relaxtorch dist --nproc 4`` (one machine, listening on 127.0.0.1 only) or ``torchrun
+--nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m relaxtorch.jobs.distributed``
+(any number of machines; ``HOST`` the first one, 127.0.0.1 on one machine).  In Python::
 
     from relaxtorch.jobs.distributed import load_config, launch_local, format_summary
     report = launch_local(load_config("examples/dist_digits.toml"), "dist_out")

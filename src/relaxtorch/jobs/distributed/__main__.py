@@ -2,11 +2,18 @@
 
 Under torchrun (RANK and WORLD_SIZE set)::
 
-    torchrun --nnodes 2 --nproc-per-node 4 --rdzv-endpoint HOST:29500 -m relaxtorch.jobs.distributed --config job.toml
+    torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+        -m relaxtorch.jobs.distributed --config job.toml                      # HOST: the first node
+    torchrun --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:29500 \
+        -m relaxtorch.jobs.distributed --config job.toml                      # one machine
 
-every rank runs the job and rank 0 prints the table and writes the report; on one
-machine give ``--rdzv-endpoint 127.0.0.1:PORT`` so the rendezvous listens on loopback
-only.  Without torchrun it does what ``relaxtorch dist`` does.
+every rank runs the job and rank 0 prints the table and writes the report.  On one
+machine give the loopback endpoint, so the ranks meet over 127.0.0.1.  It does not
+make torchrun private: torch 2.13's torchrun binds its rendezvous store (and the store
+it hands the ranks) to every interface, whatever endpoint is given (``--standalone``
+and ``--master-addr 127.0.0.1`` too), and its c10d rendezvous keeps pickled state in
+that store; ``GLOO_SOCKET_IFNAME=lo`` keeps gloo's own sockets on loopback.  Without
+torchrun it does what ``relaxtorch dist`` does, which listens on 127.0.0.1 only.
 """
 import sys
 

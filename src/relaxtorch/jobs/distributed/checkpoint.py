@@ -11,7 +11,7 @@ Every rank's model and algorithm state (error-feedback residuals, gossip
 buffers, generators) is kept, so a resumed run continues bit for bit; the data
 order is a function of (seed, rank, step) and needs only the step.  Rank 0
 reads it back and scatters each rank its part, so ranks on other machines need
-no shared file system.
+no shared file system.  What travels between ranks is tensors (``wire.py``), never a pickle.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from ..._files import atomic_write
+from . import wire
 
 VERSION = 1
 
@@ -52,10 +53,8 @@ def load(path: str | os.PathLike) -> dict:
 
 def gather_and_save(path, rank_state: dict, header: dict, group=None) -> Path | None:
     """Collective: gather every rank's ``rank_state`` to rank 0, which writes ``{**header, "ranks": [...]}``."""
-    rank, world = dist.get_rank(group), dist.get_world_size(group)
-    parts = [None] * world if rank == 0 else None
-    dist.gather_object(to_cpu(rank_state), parts, dst=0, group=group)
-    if rank != 0:
+    parts = wire.gather(to_cpu(rank_state), group=group)
+    if dist.get_rank(group) != 0:
         return None
     return save_atomic({"version": VERSION, **header, "ranks": parts}, path)
 
@@ -71,16 +70,12 @@ def load_and_scatter(path, group=None) -> tuple[dict | None, dict | None]:
     ck, parts = (_read(path, world), None) if rank == 0 else (None, None)
     if isinstance(ck, dict):
         parts = ck.pop("ranks")
-    msg = [ck]
-    dist.broadcast_object_list(msg, src=0, group=group)
-    header = msg[0]
+    header = wire.broadcast(ck, group=group)
     if isinstance(header, str):
         raise ValueError(header)
     if header is None:
         return None, None
-    part: list = [None]
-    dist.scatter_object_list(part, parts, src=0, group=group)
-    return header, part[0]
+    return header, wire.scatter(parts, group=group)
 
 
 def _read(path, world: int):
@@ -95,4 +90,9 @@ def _read(path, world: int):
         return f"{path} is not a relaxtorch.jobs.distributed checkpoint (version {VERSION})"
     if len(ck["ranks"]) != world:
         return f"{path} was written by {len(ck['ranks'])} ranks, this job has {world}"
+    try:  # what cannot travel is refused here, on every rank, not in the middle of a collective
+        for tree in [{k: v for k, v in ck.items() if k != "ranks"}, *ck["ranks"]]:
+            wire.encode(tree)
+    except ValueError as exc:
+        return f"{path} holds what cannot be sent between ranks: {exc}"
     return ck

@@ -20,7 +20,8 @@ HELP = "compressed / decentralized data-parallel training on N ranks (CocktailSG
 DESCRIPTION = ("Train the same model with several communication algorithms on N local ranks (torch.distributed: "
                "gloo on CPU, NCCL on GPU) and compare bytes sent, accuracy and simulated time on a slow link. "
                "Writes report.json, report.csv, history.csv and PNG plots to --out. For several machines: "
-               "torchrun --nproc-per-node N -m relaxtorch.jobs.distributed ...")
+               "torchrun --nnodes K --nproc-per-node N --rdzv-backend c10d --rdzv-endpoint FIRST_NODE:29500 "
+               "-m relaxtorch.jobs.distributed ...")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

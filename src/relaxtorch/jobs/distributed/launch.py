@@ -14,7 +14,17 @@ timed out waiting for it:
 * a job where no rank progresses for ``2 * timeout + 60`` s is stopped too.
 
 ``run_torchrun`` is the body of ``torchrun --nproc-per-node N -m relaxtorch.jobs.distributed``:
-it reads RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT from the environment.
+it reads RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT from the environment.  On one machine
+use the loopback rendezvous::
+
+    torchrun --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:29500 -m relaxtorch.jobs.distributed
+
+(on several, ``--nnodes K --rdzv-endpoint FIRST_NODE:29500``).  Unlike ``launch_local``,
+torchrun (torch 2.13) listens on every interface whatever endpoint it is given, and its
+c10d rendezvous keeps pickled state in that store: see ``__main__.py``.
+
+Between the ranks only tensors travel (``wire.py`` for the checkpoints): nothing a rank
+receives is unpickled.
 """
 from __future__ import annotations
 

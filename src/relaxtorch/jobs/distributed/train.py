@@ -207,9 +207,25 @@ class _Run:
         self.totals = dict(header["shared"]["totals"])
 
     def final_stats(self) -> list[dict] | None:
-        parts = [None] * self.rc.world if self.rc.rank == 0 else None
-        dist.gather_object(self.opt.stats.as_dict(), parts, dst=0)
-        return parts
+        """Collective: every rank's ``opt.stats`` as a dict, on rank 0 (others None).  The counters
+        travel as an int64 and a float64 tensor in the stats dataclass's field order."""
+        stats = self.opt.stats
+        fields = dataclasses.fields(stats)
+        ints = [f.name for f in fields if type(f.default) is int]
+        floats = [f.name for f in fields if type(f.default) is float]
+        if len(ints) + len(floats) != len(fields):
+            raise TypeError(f"{type(stats).__name__}: every field must default to an int or a float")
+        mine = [torch.tensor([getattr(stats, k) for k in names], dtype=dtype, device=self.rc.device)
+                for names, dtype in ((ints, torch.int64), (floats, torch.float64))]
+        got = []
+        for t in mine:
+            parts = [torch.empty_like(t) for _ in range(self.rc.world)]
+            dist.all_gather(parts, t)
+            got.append([p.cpu().tolist() for p in parts])
+        if self.rc.rank != 0:
+            return None
+        return [dataclasses.replace(stats, **dict(zip(ints, i)), **dict(zip(floats, f))).as_dict()
+                for i, f in zip(*got)]
 
     def record(self, rank_stats: list[dict]) -> dict:
         """Rank 0's account of the finished run (what the report is made of)."""
