@@ -294,3 +294,11 @@ def test_bad_optimizer_and_parameter_dtypes():
     with pytest.raises(ValueError, match="float64"):
         opt.add_param_group({"params": [nn.Parameter(torch.ones(2, dtype=torch.float64))]})
     OptimLP(torch.optim.SGD([nn.Parameter(torch.ones(2, dtype=torch.float64))], lr=1))  # no formats: fine
+
+
+def test_optimizers_that_reevaluate_the_closure_are_refused_at_construction():
+    from relaxtorch.formats import FP8_E4M3
+    w = torch.nn.Parameter(torch.ones(3))
+    with pytest.raises(ValueError, match="Invalid optimizer: LBFGS"):
+        OptimLP(torch.optim.LBFGS([w]), weight=FP8_E4M3)
+    OptimLP(torch.optim.Adam([w]), weight=FP8_E4M3)  # closure optional: accepted

@@ -26,8 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 
+from .._numba import njit
 from .._seeding import derive, numpy_rng
 
 TASKS = ("logistic", "squared", "separable")

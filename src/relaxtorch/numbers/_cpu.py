@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import prange, types
 from numba.extending import intrinsic
 
+from .._numba import njit
 from ._modes import CEIL, DIRECTED, EVEN, NEAREST, STOCHASTIC
 from ._cpu_ir import random_bits_i32, round_directed, round_nearest, round_stochastic
 

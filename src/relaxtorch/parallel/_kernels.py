@@ -27,9 +27,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange, types
+from numba import prange, types
 from numba.extending import overload
 
+from .._numba import njit
 from ..numbers._cpu import _bits_to_f32, _f32_to_bits
 from ..numbers._cpu_ir import random_bits_i32, round_nearest, round_stochastic
 from ._intrinsics import load_relaxed, prefetch, store_relaxed

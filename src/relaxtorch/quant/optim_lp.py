@@ -28,10 +28,11 @@ Roles left ``None`` are not rounded: with every role ``None`` and
 ``grad_scaling=1`` OptimLP is exactly the wrapped optimizer.  Only parameters
 with a gradient are touched, as torch optimizers skip the others.  ``step``
 evaluates a closure once, before rounding: optimizers that re-evaluate it
-(LBFGS) are not supported.
+within their step (LBFGS) are refused at construction.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping
 from numbers import Real
@@ -44,6 +45,15 @@ from ._checks import check_format, make_generator, resolve_roundings, tensor_bit
 
 DEFAULT_ROUNDING = {"weight": "stochastic", "grad": "stochastic", "momentum": "stochastic", "acc": "nearest"}
 _QUANTIZABLE = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _needs_closure(optimizer) -> bool:
+    """Whether ``optimizer.step`` requires a closure (LBFGS): it evaluates the model inside its step."""
+    try:
+        closure = inspect.signature(type(optimizer).step).parameters.get("closure")
+    except (TypeError, ValueError):  # pragma: no cover - a step without a signature
+        return False
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 class OptimLP(WrappedOptimizer):
@@ -68,6 +78,10 @@ class OptimLP(WrappedOptimizer):
                  weight_rounding=None, grad_rounding=None, momentum_rounding=None, acc_rounding=None,
                  rounding=None, generator=None, grad_scaling: float = 1.0):
         super().__init__(optimizer)
+        if _needs_closure(optimizer):
+            raise ValueError(f"Invalid optimizer: {type(optimizer).__name__} (its step re-evaluates the closure, "
+                             "and OptimLP rounds once around a whole step; use a first-order optimizer such "
+                             "as SGD or Adam)")
         for name, fmt in (("weight", weight), ("grad", grad), ("acc", acc)):
             check_format(name, fmt)
         if isinstance(momentum, Mapping):
