@@ -13,8 +13,8 @@ Specification summary (what this module implements):
   ``(-1)**s * M * 2**(1-bias-man)`` for E = 0 (only M = 0 when subnormals=False) and
   ``(-1)**s * (2**man + M) * 2**(E-bias-man)`` otherwise; with specials="ieee" E all
   ones is inf/NaN, with "fn" only E and M all ones is NaN, with "none" all are finite.
-* FixedPoint(wl, fl, signed): integer codes ``-2**(wl-1) .. 2**(wl-1)-1`` (unsigned:
-  ``0 .. 2**wl-1``) times ``2**-fl``; always saturates.
+* FixedPoint(wl, fl, signed, symmetric): integer codes ``-2**(wl-1) .. 2**(wl-1)-1``
+  (symmetric: from ``-(2**(wl-1)-1)``; unsigned: ``0 .. 2**wl-1``) times ``2**-fl``; saturates.
 * Rounding is done on the unbounded grid (the value set continued by one more
   grid step past each end); a result beyond the largest (smallest) value is an
   overflow: "saturate" gives +-max, "inf" +-inf, "nan" NaN, except that directed
@@ -24,6 +24,11 @@ Specification summary (what this module implements):
   even multiple of ``hi - lo`` (the grid step there).  For ``man >= 1`` this is
   "mantissa LSB 0"; for fixed point it is "integer code even"; it also covers
   ``man = 0`` and the tie at ``smallest_normal / 2`` without subnormals (-> 0).
+* Ties away ("nearest_away"): between neighbours ``lo < hi`` a tie goes to the one of
+  larger magnitude.
+* A block's values (BlockFloat, MX) are the element values times the block scale that
+  are finite in float32 (|v| <= 0x1.fffffep127); the rest are dropped, so the block
+  saturates at the largest remaining value.
 * Zero results of a floating-point format carry the sign of the input (IEEE).
 * BlockFloat(wl, dim) and MXFormat(elem, block, scale_mode) as in the spec.
 """
@@ -35,7 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DETERMINISTIC = ("nearest", "toward_zero", "down", "up")
+DETERMINISTIC = ("nearest", "toward_zero", "down", "up", "nearest_away")
+F32_MAX = float.fromhex("0x1.fffffep127")
 ALL_MODES = DETERMINISTIC + ("stochastic",)
 
 
@@ -104,8 +110,8 @@ def float_set(fmt) -> ValueSet:
     return ValueSet(values, -(vmax + ulp), vmax + ulp, overflow, True, fmt.man)
 
 
-def fixed_set(wl: int, fl: int, signed: bool = True) -> ValueSet:
-    lo, hi = (-(2 ** (wl - 1)), 2 ** (wl - 1) - 1) if signed else (0, 2**wl - 1)
+def fixed_set(wl: int, fl: int, signed: bool = True, symmetric: bool = False) -> ValueSet:
+    lo, hi = (-(2 ** (wl - 1)) + int(symmetric), 2 ** (wl - 1) - 1) if signed else (0, 2**wl - 1)
     step = math.ldexp(1.0, -fl)
     codes = np.arange(lo, hi + 1, dtype=np.float64)
     return ValueSet(codes * step, (lo - 1) * step, (hi + 1) * step, "saturate", False, max(wl - 2, 0))
@@ -117,7 +123,7 @@ def value_set(fmt) -> ValueSet:
     if kind == "FloatFormat":
         return float_set(fmt)
     if kind == "FixedPoint":
-        return fixed_set(fmt.wl, fmt.fl, fmt.signed)
+        return fixed_set(fmt.wl, fmt.fl, fmt.signed, getattr(fmt, "symmetric", False))
     raise TypeError(f"not an element format: {fmt!r}")
 
 
@@ -167,6 +173,9 @@ def round_to_set(x, vs: ValueSet, mode: str, u=None) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             lo_even = np.fmod(lo / np.where(step > 0, step, 1.0), 2.0) == 0
         r = np.where(dlo < dhi, lo, np.where(dhi < dlo, hi, np.where(lo_even, lo, hi)))
+    elif mode == "nearest_away":
+        dlo, dhi = xf - lo, hi - xf
+        r = np.where(dlo < dhi, lo, np.where(dhi < dlo, hi, np.where(np.abs(lo) > np.abs(hi), lo, hi)))
     elif mode == "down":
         r = lo
     elif mode == "up":
@@ -212,6 +221,18 @@ def stochastic_pair(x, vs: ValueSet):
 
 # ---------------------------------------------------------------------------- block formats
 
+def f32_finite(vs: ValueSet, s: int) -> ValueSet:
+    """``vs`` for a block of scale ``2**s``: only values whose scaled magnitude float32 can hold."""
+    limit = math.ldexp(F32_MAX, -s)
+    keep = np.abs(vs.values) <= limit
+    if keep.all():
+        return vs
+    vals, dropped = vs.values[keep], vs.values[~keep]
+    lo_ext = float(dropped[dropped < 0].max()) if (dropped < 0).any() else vs.lo_ext
+    hi_ext = float(dropped[dropped > 0].min()) if (dropped > 0).any() else vs.hi_ext
+    return vs.replace(values=vals, lo_ext=lo_ext, hi_ext=hi_ext)
+
+
 def mx_scale(amax: float, elem: ValueSet, scale_mode: str) -> int:
     """The E8M0 exponent of one MX block, from its largest magnitude (finite, >= 0)."""
     if amax == 0:
@@ -233,9 +254,12 @@ def mx_scale(amax: float, elem: ValueSet, scale_mode: str) -> int:
     return min(max(s, -127), 127)
 
 
-def mx_reference(x, elem_fmt, block: int, scale_mode: str, mode: str, u=None) -> np.ndarray:
-    """OCP MX rounding of a float32 array along its last dimension (float64 result)."""
+def mx_reference(x, elem_fmt, block: int, scale_mode: str, mode: str, u=None, axis: int = -1) -> np.ndarray:
+    """OCP MX rounding of a float32 array along dimension ``axis`` (float64 result)."""
     x = np.asarray(x, dtype=np.float32)
+    if x.ndim and axis % x.ndim != x.ndim - 1:
+        uu = None if u is None else np.moveaxis(np.asarray(u), axis, -1)
+        return np.moveaxis(mx_reference(np.moveaxis(x, axis, -1), elem_fmt, block, scale_mode, mode, uu), -1, axis)
     shape = x.shape
     rows = x.reshape(-1, shape[-1]) if x.ndim else x.reshape(1, 1)
     rows = rows.astype(np.float64)
@@ -254,6 +278,13 @@ def mx_reference(x, elem_fmt, block: int, scale_mode: str, mode: str, u=None) ->
     safe = np.where(bad, 0.0, rows)
     scaled = np.ldexp(safe, (-scales).astype(np.int64))
     q = round_to_set(scaled, elem, mode, urows)
+    for r in range(rows.shape[0]):  # blocks whose largest values float32 cannot hold
+        for c0 in range(0, rows.shape[1], block):
+            s = int(scales[r, c0])
+            fin = f32_finite(elem, s)
+            if fin is not elem and not bad[r, c0]:
+                sl = slice(c0, c0 + block)
+                q[r, sl] = round_to_set(scaled[r, sl], fin, mode, None if urows is None else urows[r, sl])
     out = np.ldexp(q, scales.astype(np.int64))
     out[bad] = np.nan
     return out.reshape(shape)
@@ -277,7 +308,7 @@ def _block_float_slice(x: np.ndarray, wl: int, mode: str, u) -> np.ndarray:
     if amax == 0:
         return x.copy()
     e = floor_log2(amax)
-    return round_to_set(x, fixed_set(wl, wl - 2 - e, True), mode, u)
+    return round_to_set(x, f32_finite(fixed_set(wl, wl - 2 - e, True), 0), mode, u)
 
 
 # ---------------------------------------------------------------------------- comparison helpers

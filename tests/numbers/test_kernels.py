@@ -14,10 +14,22 @@ pytestmark = pytest.mark.skipif(qmod._cpu is None, reason="numba kernels unavail
 
 FLAT = [rt.formats.FP16, rt.formats.BF16, rt.formats.FP8_E4M3, rt.formats.FP8_E5M2, rt.formats.FP4_E2M1,
         FloatFormat(3, 2, subnormals=False), FloatFormat(4, 3, specials="fn", overflow="nan"),
-        FloatFormat(8, 4, bias=140), FixedPoint(8, 4), FixedPoint(12, -3), FixedPoint(6, 5, signed=False)]
+        FloatFormat(8, 4, bias=140), FixedPoint(8, 4), FixedPoint(12, -3), FixedPoint(6, 5, signed=False), FixedPoint(8, 4, symmetric=True)]
 BLOCKED = [rt.formats.MXFP8_E4M3, rt.formats.MXFP4, rt.formats.MXINT8, MXFormat(rt.formats.FP6_E2M3, 7, scale_mode="ceil"),
-           MXFormat(rt.formats.FP8_E4M3, 16, scale_mode="even"), rt.BlockFloat(6), rt.BlockFloat(5, dim=1)]
-MODES = ["nearest", "stochastic", "toward_zero", "down", "up"]
+           MXFormat(rt.formats.FP8_E4M3, 16, scale_mode="even"), rt.BlockFloat(6), rt.BlockFloat(5, dim=1),
+           rt.formats.MXINT8_SM, MXFormat(rt.formats.FP8_E4M3, 8, scale_mode="ceil", axis=0),
+           MXFormat(rt.formats.INT8, 5, scale_mode="ceil")]
+F32_MAX = float.fromhex("0x1.fffffep127")
+
+
+def near_f32_max(x):
+    """Rows of ``x`` whose blocks reach float32's maximum: -2**128 codes and ceil/even scales of 2**128."""
+    x[30, :] = F32_MAX * torch.linspace(-1, 1, x.shape[1])
+    x[31, :] = -F32_MAX
+    x[32, ::3] = 3.3e38
+    x[33, :] = torch.linspace(-3.4e38, 3.0e38, x.shape[1])
+    return x
+MODES = list(rt.ROUNDINGS)  # every mode, so a new one is checked here
 
 
 def _inputs(seed=0):
@@ -51,7 +63,9 @@ def test_block_kernel_matches_portable_path(fmt, mode, monkeypatch):
     x[3, 5] = float("inf")
     x[10, 40] = float("nan")
     x[20, :50] = 0.0
+    x = near_f32_max(x)
     fast = quantize(x, fmt, mode, generator=3)
+    assert not torch.isinf(fast).any()  # saturating formats are finite
     monkeypatch.setattr(qmod, "_cpu", None)
     slow = quantize(x, fmt, mode, generator=3)
     assert _same_bits(fast, slow)

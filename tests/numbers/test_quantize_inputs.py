@@ -9,7 +9,7 @@ import torch
 import relaxtorch as rt
 from relaxtorch.formats import ALL, FP8_E4M3, MXFP4, MXFP8_E4M3
 
-MODES = ("nearest", "stochastic", "toward_zero", "down", "up")
+MODES = rt.ROUNDINGS
 FORMATS = [f for name, f in ALL.items() if name != "FP32"] + [
     rt.FloatFormat(3, 2, subnormals=False), rt.FloatFormat(4, 3, specials="fn", overflow="nan"),
     rt.FixedPoint(8, 4), rt.FixedPoint(6, 5, signed=False), rt.BlockFloat(6, dim=0), rt.BlockFloat(6, dim=1),

@@ -5,6 +5,8 @@ import pickle
 import pytest
 import torch
 
+import relaxtorch as rt
+
 from relaxtorch.numbers import BlockFloat, FixedPoint, FloatFormat, quantize
 from relaxtorch.numbers import presets as P
 from relaxtorch.quant import Quantizer, quantizer
@@ -126,3 +128,33 @@ def test_default_rounding_nearest_forward_stochastic_backward():
 def test_bad_arguments_fail_at_construction(kind, args, kwargs, exc, name):
     with pytest.raises(exc, match=name):
         _make(kind, *args, **kwargs)
+
+
+def test_clamping_grad_zero_zeroes_the_gradient_where_the_forward_pass_saturated():
+    fmt = rt.FixedPoint(4, 2)  # values -2 .. 1.75 in steps of 0.25
+    x = torch.tensor([0.3, 5.0, -2.0, -2.1, 1.75, 1.8, -float("inf"), 1.74], requires_grad=True)
+    q = rt.quantizer(fmt, None, clamping_grad_zero=True)
+    y = q(x)
+    assert y.tolist() == [0.25, 1.75, -2.0, -2.0, 1.75, 1.75, -2.0, 1.75]
+    y.backward(torch.tensor([0.3, 1.0, 0.6, 1.0, 0.2, 1.0, 1.0, 0.9]))
+    # beyond the range (5, -2.1, 1.8, -inf): zero; in range (1.74 included): passed on
+    assert x.grad.tolist() == pytest.approx([0.3, 0.0, 0.6, 0.0, 0.2, 0.0, 0.0, 0.9])
+    x.grad = None
+    rt.quantizer(fmt, fmt, backward_rounding="nearest", clamping_grad_zero=True)(x).backward(torch.full((8,), 0.3))
+    assert x.grad.tolist() == [0.25, 0.0, 0.25, 0.0, 0.25, 0.0, 0.0, 0.25]  # 0.3 rounds to 0.25, then masked
+    x.grad = None
+    rt.quantizer(fmt, None)(x).backward(torch.ones(8))
+    assert x.grad.tolist() == [1.0] * 8  # default: straight through
+
+
+def test_clamping_grad_zero_in_mx_blocks_and_ieee_overflow():
+    x = torch.tensor([957.0, 900.0, 890.0] + [1.0] * 29, requires_grad=True)  # floor scale 2: max 896
+    rt.Quantizer(rt.formats.MXFP8_E4M3, None, clamping_grad_zero=True)(x).sum().backward()
+    assert x.grad[:4].tolist() == [0.0, 0.0, 1.0, 1.0]
+    h = torch.tensor([70000.0, 1.0], requires_grad=True)  # FP16 overflows to inf: nothing clamped
+    rt.quantizer(rt.formats.FP16, None, clamping_grad_zero=True)(h).sum().backward()
+    assert h.grad.tolist() == [1.0, 1.0]
+    m = rt.Quantizer(rt.formats.INT8, clamping_grad_zero=True)
+    assert "clamping_grad_zero=True" in repr(m) and m.key != rt.Quantizer(rt.formats.INT8).key
+    with pytest.raises(ValueError, match="clamping_grad_zero"):
+        rt.quantizer(rt.formats.INT8, clamping_grad_zero=1)

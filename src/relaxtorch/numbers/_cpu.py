@@ -4,7 +4,7 @@ One element is rounded by integer arithmetic on its float32 bits: the
 significand ``sig`` (24 bits with the hidden one) is shifted right by the number
 of bits the grid drops, after adding an increment that encodes the rounding mode
 (0 toward zero, ``2**shift - 1`` away from zero, half-minus-one plus the kept
-LSB for ties-to-even, ``shift`` random bits for stochastic rounding).  The
+LSB for ties-to-even, half for ties-away, ``shift`` random bits for stochastic rounding).  The
 portable reference in ``_reference.py`` does the same in torch ops and must
 agree bit for bit (tests compare them).
 """
@@ -16,8 +16,8 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from .._numba import njit
-from ._modes import CEIL, DIRECTED, EVEN, NEAREST, STOCHASTIC
-from ._cpu_ir import random_bits_i32, round_directed, round_nearest, round_stochastic
+from ._modes import CEIL, DIRECTED, EVEN, F32_MAX_BITS, NEAREST, NEAREST_AWAY, STOCHASTIC
+from ._cpu_ir import random_bits_i32, round_directed, round_nearest, round_nearest_away, round_stochastic
 
 _ABS = np.uint32(0x7FFFFFFF)
 _INF = np.uint32(0x7F800000)
@@ -55,6 +55,13 @@ def flat_nearest(src, dst, man, emin, k_low, max_pos_bits, max_neg_bits, overflo
     for i in prange(src.size):
         dst[i] = round_nearest(src[i], np.uint32(0), False, False,
                                man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def flat_nearest_away(src, dst, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
+    for i in prange(src.size):
+        dst[i] = round_nearest_away(src[i], np.uint32(0), False, False,
+                                    man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -104,6 +111,18 @@ def block_scale(amax_bits, scale_mode, elem_emax, even_man, elem_max, scale_lo, 
 
 
 @njit(inline="always")
+def finite_cap(man, emin, k_low):
+    """Bits of the largest float32-finite value on a (block-scaled) grid: float32's maximum
+    rounded toward zero onto the grid's step at exponent 127 (0 when that step exceeds 2**127)."""
+    k = np.int64(127 - man) if np.int64(emin) <= 127 else np.int64(k_low)
+    if k > 127:
+        return np.uint32(0)
+    if k <= 104:
+        return np.uint32(F32_MAX_BITS)
+    return np.uint32(F32_MAX_BITS) & ~np.uint32((1 << (k - 104)) - 1)
+
+
+@njit(inline="always")
 def _round_block(src, dst, r, c0, c1, mode, seed_lo, seed_hi, away_pos, away_neg,
                  scale_mode, elem_emax, even_man, scale_lo, scale_hi,
                  man, emin, k_low, max_pos, max_neg, overflow):
@@ -112,12 +131,16 @@ def _round_block(src, dst, r, c0, c1, mode, seed_lo, seed_hi, away_pos, away_neg
         amax = max(amax, src[r, c] & _ABS)
     s = block_scale(amax, scale_mode, elem_emax, even_man, max_pos, scale_lo, scale_hi)
     scale = _bits_to_f32(_pow2_bits(s))
-    mp = _f32_to_bits(max_pos * scale)
-    mn = _f32_to_bits(max_neg * scale)
+    cap = finite_cap(man, emin + s, k_low + s)  # a block's values are those float32 can hold
+    mp = min(_f32_to_bits(max_pos * scale), cap)
+    mn = min(_f32_to_bits(max_neg * scale), cap)
     ncols = src.shape[1]
     for c in range(c0, c1):
         if mode == NEAREST:
             q = round_nearest(src[r, c], np.uint32(0), False, False, man, emin + s, k_low + s, mp, mn, overflow)
+        elif mode == NEAREST_AWAY:
+            q = round_nearest_away(src[r, c], np.uint32(0), False, False, man, emin + s, k_low + s, mp, mn,
+                                   overflow)
         elif mode == STOCHASTIC:
             rnd = random_bits_i32(r * ncols + c, seed_lo, seed_hi)
             q = round_stochastic(src[r, c], rnd, False, False, man, emin + s, k_low + s, mp, mn, overflow)
@@ -134,6 +157,17 @@ def blocks_nearest(src, dst, block, scale_mode, elem_emax, even_man, scale_lo, s
     for t in prange(src.shape[0] * nb):
         r, b = t // nb, t % nb
         _round_block(src, dst, r, b * block, min((b + 1) * block, src.shape[1]), NEAREST,
+                     np.uint64(0), np.uint64(0), False, False, scale_mode, elem_emax, even_man,
+                     scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def blocks_nearest_away(src, dst, block, scale_mode, elem_emax, even_man, scale_lo, scale_hi,
+                        man, emin, k_low, max_pos, max_neg, overflow):
+    nb = (src.shape[1] + block - 1) // block
+    for t in prange(src.shape[0] * nb):
+        r, b = t // nb, t % nb
+        _round_block(src, dst, r, b * block, min((b + 1) * block, src.shape[1]), NEAREST_AWAY,
                      np.uint64(0), np.uint64(0), False, False, scale_mode, elem_emax, even_man,
                      scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
 

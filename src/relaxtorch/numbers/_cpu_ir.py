@@ -11,7 +11,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ._modes import DIRECTED, NEAREST, STOCHASTIC
+from ._modes import DIRECTED, NEAREST, NEAREST_AWAY, STOCHASTIC
 
 I32 = ir.IntType(32)
 
@@ -62,6 +62,8 @@ def _emit_round(b, mode, u, rnd, away_pos, away_neg, man, emin, k_low, max_pos, 
         half_m1 = b.sub(b.lshr(b.shl(_c(1), sh), _c(1)), _c(1))
         inc = b.add(half_m1, b.and_(b.lshr(sig, sh), _c(1)))
         inc = b.select(b.icmp_signed(">", sh, _c(0)), inc, _c(0))
+    elif mode == NEAREST_AWAY:  # half a step: ties go away from zero
+        inc = b.lshr(b.shl(_c(1), sh), _c(1))
     elif mode == STOCHASTIC:
         over31 = b.icmp_signed(">", shift, _c(31))
         sig = b.select(over31, b.lshr(sig, _smin(b, _smax(b, b.sub(shift, _c(31)), _c(0)), _c(31))), sig)
@@ -99,6 +101,7 @@ def _make(mode):
 round_nearest = _make(NEAREST)
 round_stochastic = _make(STOCHASTIC)
 round_directed = _make(DIRECTED)
+round_nearest_away = _make(NEAREST_AWAY)
 
 
 @intrinsic

@@ -34,10 +34,26 @@ def element_grid(fmt: FloatFormat | FixedPoint) -> Grid:
     return Grid(NEVER + fmt.fl, NEVER, -fmt.fl, fmt.max, 0.0 - fmt.min, OVERFLOW_CODE["saturate"])  # +0.0 if unsigned
 
 
+_F32_MAX = float.fromhex("0x1.fffffep127")
+
+
+def finite_cap(man: int, emin: int, k_low: int) -> float:
+    """The largest float32-finite value of a grid: float32's maximum rounded toward zero onto
+    the grid's step at exponent 127 (0 if that step exceeds 2**127); the kernels' ``finite_cap``."""
+    k = 127 - man if emin <= 127 else k_low
+    if k > 127:
+        return 0.0
+    step = math.ldexp(1.0, k)
+    return math.floor(_F32_MAX / step) * step if k > 104 else _F32_MAX
+
+
 def shifted(grid: Grid, s: int) -> Grid:
-    """The grid scaled by ``2**s`` (a block's shared scale)."""
+    """The grid scaled by ``2**s`` (a block's shared scale).  Its extremes are capped at the
+    largest value float32 can hold: two's-complement -2**(wl-1) steps at scale 2**127 would be
+    -2**128, so such a block saturates at -(2**(wl-1) - 1) steps instead."""
+    cap = finite_cap(grid.man, grid.emin + s, grid.k_low + s)
     return grid._replace(emin=grid.emin + s, k_low=grid.k_low + s,
-                         max_pos=math.ldexp(grid.max_pos, s), max_neg=math.ldexp(grid.max_neg, s))
+                         max_pos=min(math.ldexp(grid.max_pos, s), cap), max_neg=min(math.ldexp(grid.max_neg, s), cap))
 
 
 def elem_mantissa_bits(fmt: FloatFormat | FixedPoint) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ._grid import Grid
-from ._modes import CEIL, DIRECTED, EVEN, NEAREST, STOCHASTIC
+from ._modes import CEIL, DIRECTED, EVEN, F32_MAX_BITS, NEAREST, NEAREST_AWAY, STOCHASTIC
 
 _M32 = 0xFFFFFFFF
 _INF = 0x7F800000
@@ -59,6 +59,8 @@ def round_bits(u: torch.Tensor, mode: int, rnd, away_pos: bool, away_neg: bool,
     sh = shift.clamp(0, 31)
     if mode == NEAREST:
         inc = torch.where(sh > 0, ((1 << sh) >> 1) - 1 + ((sig >> sh) & 1), 0)
+    elif mode == NEAREST_AWAY:
+        inc = (1 << sh) >> 1
     elif mode == STOCHASTIC:
         sig = torch.where(shift > 31, sig >> (shift - 31).clamp(0, 31), sig)
         inc = (rnd >> 1) >> (31 - sh)
@@ -122,6 +124,13 @@ def block_scale(amax_bits: torch.Tensor, scale_mode: int, elem_emax: int, even_m
     return s.clamp(scale_lo, scale_hi)
 
 
+def finite_cap(man, emin, k_low) -> torch.Tensor:
+    """Bits of the largest float32-finite value on the grid (see ``_cpu.finite_cap``)."""
+    k = torch.where(torch.as_tensor(emin) <= 127, torch.as_tensor(127 - man), torch.as_tensor(k_low))
+    cap = F32_MAX_BITS & ~((1 << (k - 104).clamp(0, 23)) - 1)
+    return torch.where(k > 127, 0, cap)
+
+
 def round_blocks(x2d: torch.Tensor, block: int, grid: Grid, mode: int, scale_mode: int,
                  elem_emax: int, even_man: int, scale_lo: int, scale_hi: int,
                  seeds=(0, 0), away=(False, False)) -> torch.Tensor:
@@ -135,8 +144,9 @@ def round_blocks(x2d: torch.Tensor, block: int, grid: Grid, mode: int, scale_mod
     s_el = s.repeat_interleave(block, dim=1)[:, :cols]
     nan_block = (amax >= _INF).repeat_interleave(block, dim=1)[:, :cols]
     scale = _as_float(_pow2_bits(s_el))
-    max_pos = _as_bits(torch.tensor(grid.max_pos, dtype=torch.float32, device=x2d.device) * scale)
-    max_neg = _as_bits(torch.tensor(grid.max_neg, dtype=torch.float32, device=x2d.device) * scale)
+    cap = finite_cap(grid.man, grid.emin + s_el, grid.k_low + s_el)  # the values float32 can hold
+    max_pos = torch.minimum(_as_bits(torch.tensor(grid.max_pos, dtype=torch.float32, device=x2d.device) * scale), cap)
+    max_neg = torch.minimum(_as_bits(torch.tensor(grid.max_neg, dtype=torch.float32, device=x2d.device) * scale), cap)
     rnd = None
     if mode == STOCHASTIC:
         rnd = random_bits(torch.arange(rows * cols, device=x2d.device).reshape(rows, cols), *seeds)

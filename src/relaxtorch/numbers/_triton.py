@@ -16,6 +16,8 @@ from . import _modes
 NEAREST = tl.constexpr(_modes.NEAREST)
 STOCHASTIC = tl.constexpr(_modes.STOCHASTIC)
 DIRECTED = tl.constexpr(_modes.DIRECTED)
+NEAREST_AWAY = tl.constexpr(_modes.NEAREST_AWAY)
+F32_MAX_BITS = tl.constexpr(_modes.F32_MAX_BITS)
 CEIL = tl.constexpr(_modes.CEIL)
 EVEN = tl.constexpr(_modes.EVEN)
 _FLAT_BLOCK = 2048
@@ -61,6 +63,8 @@ def _round(u, rnd, MODE: tl.constexpr, away_pos, away_neg, man, emin, k_low, max
     one = tl.full(sh.shape, 1, tl.int64)
     if MODE == NEAREST:
         inc = tl.where(sh > 0, ((one << sh) >> 1) - 1 + ((sig >> sh) & 1), 0)
+    elif MODE == NEAREST_AWAY:
+        inc = (one << sh) >> 1
     elif MODE == STOCHASTIC:
         sig = tl.where(shift > 31, sig >> tl.minimum(tl.maximum(shift - 31, 0), 31).to(tl.int64), sig)
         inc = ((rnd >> 1).to(tl.int64)) >> (31 - sh)
@@ -122,8 +126,12 @@ def _block_kernel(src, dst, rows, cols, nb, seed_lo, seed_hi, away_pos, away_neg
     s = tl.where(amax == 0, scale_lo, s)
     s = tl.minimum(tl.maximum(s, scale_lo), scale_hi)
     scale = _pow2(s)
-    mp = (elem_max_pos * scale).to(tl.uint32, bitcast=True)
-    mn = (elem_max_neg * scale).to(tl.uint32, bitcast=True)
+    # a block's values are those float32 can hold (see _cpu.finite_cap)
+    k_top = tl.where(emin + s <= 127, 127 - man, k_low + s)
+    cap = (F32_MAX_BITS & ~((tl.full(s.shape, 1, tl.int64) << tl.minimum(tl.maximum(k_top - 104, 0), 23)) - 1))
+    cap = tl.where(k_top > 127, 0, cap).to(tl.uint32)
+    mp = tl.minimum((elem_max_pos * scale).to(tl.uint32, bitcast=True), cap)
+    mn = tl.minimum((elem_max_neg * scale).to(tl.uint32, bitcast=True), cap)
     rnd = tl.zeros(offs.shape, tl.uint32)
     if MODE == STOCHASTIC:
         rnd = _random_bits(offs, seed_lo, seed_hi)

@@ -118,11 +118,15 @@ class FixedPoint:
     """Two's-complement (or unsigned) fixed point: ``wl`` bits of which ``fl`` are fraction.
 
     The grid step is ``2**-fl``; values outside the range are clamped (saturated).
+    ``symmetric=True`` drops the most negative code: range +-(2**(wl-1) - 1) steps, the
+    value set of a sign-magnitude integer (QPyTorch's ``symmetric``; microxcaling's MX
+    integer elements, 2023).
     """
 
     wl: int
     fl: int
     signed: bool = True
+    symmetric: bool = False
     name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -130,6 +134,10 @@ class FixedPoint:
         _check_int("fl", self.fl, -126, 149)
         if not isinstance(self.signed, bool):
             raise _invalid("signed", self.signed, "must be a bool")
+        if not isinstance(self.symmetric, bool):
+            raise _invalid("symmetric", self.symmetric, "must be a bool")
+        if self.symmetric and not self.signed:
+            raise _invalid("symmetric", True, "an unsigned format has no negative codes to drop")
         if self.max > _F32_MAX:
             raise _invalid("fl", self.fl, "largest value exceeds float32's range")
 
@@ -148,12 +156,15 @@ class FixedPoint:
 
     @property
     def min(self) -> float:
-        return -(2 ** (self.wl - 1)) * self.eps if self.signed else 0.0
+        if not self.signed:
+            return 0.0
+        return -self.max if self.symmetric else -(2 ** (self.wl - 1)) * self.eps
 
     def __repr__(self) -> str:
         if self.name:
             return self.name
-        return f"FixedPoint(wl={self.wl}, fl={self.fl}" + ("" if self.signed else ", signed=False") + ")"
+        extra = ("" if self.signed else ", signed=False") + (", symmetric=True" if self.symmetric else "")
+        return f"FixedPoint(wl={self.wl}, fl={self.fl}{extra})"
 
 
 @dataclass(frozen=True)
@@ -194,19 +205,25 @@ ElementFormat = Union[FloatFormat, FixedPoint]
 class MXFormat:
     """OCP Microscaling (MX v1.0) block format: a power-of-two E8M0 scale per block.
 
-    Blocks are ``block`` consecutive elements along the last dimension (the last
-    block of a row may be shorter).  The scale exponent is chosen by ``scale_mode``:
+    Blocks are ``block`` consecutive elements along dimension ``axis`` (default the
+    last; microxcaling's ``axes``; the last block of a row may be shorter): the result,
+    stochastic bits included, is that of ``x.transpose(axis, -1)`` transposed back.  The scale exponent is chosen by ``scale_mode``:
     ``"floor"`` (the spec): ``floor(log2(amax)) - emax(elem)``, which may saturate
     the largest elements (957 -> 896 in MXFP8 E4M3); ``"ceil"``: the smallest
     scale with ``amax <= max(elem) * scale``, never saturating; ``"even"``
     (torchao's EVEN): ``floor`` after rounding amax to the element's mantissa width.
     Elements are rounded to ``elem`` and saturate.  A block holding inf or NaN
-    becomes NaN (the spec's NaN scale).
+    becomes NaN (the spec's NaN scale).  A block's values are those of ``elem`` times
+    its scale that float32 can hold: where ``ceil`` or ``even`` pick a scale whose
+    largest element exceeds float32's maximum (amax near 3.4e38), or an integer's
+    most negative code times 2**127 is -2**128, the block saturates at its largest
+    float32-finite value instead (never inf).
     """
 
     elem: ElementFormat
     block: int = 32
     scale_mode: str = "floor"
+    axis: int = -1
     name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -215,6 +232,8 @@ class MXFormat:
         _check_int("block", self.block, 1, 2**20)
         if self.scale_mode not in SCALE_MODES:
             raise _invalid("scale_mode", self.scale_mode, f"must be one of {SCALE_MODES}")
+        if isinstance(self.axis, bool) or not isinstance(self.axis, int):
+            raise _invalid("axis", self.axis, "must be an int")
 
     @property
     def scale_bits(self) -> int:
@@ -233,7 +252,8 @@ class MXFormat:
     def __repr__(self) -> str:
         if self.name:
             return self.name
-        return f"MXFormat(elem={self.elem!r}, block={self.block}, scale_mode={self.scale_mode!r})"
+        extra = "" if self.axis == -1 else f", axis={self.axis}"
+        return f"MXFormat(elem={self.elem!r}, block={self.block}, scale_mode={self.scale_mode!r}{extra})"
 
 
 Format = Union[FloatFormat, FixedPoint, BlockFloat, MXFormat]

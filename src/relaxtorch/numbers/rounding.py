@@ -8,13 +8,13 @@ import numpy as np
 import torch
 
 from . import _grid, _reference
-from ._modes import NEAREST, ROUNDING_CODES, SCALE_CODES, STOCHASTIC
+from ._modes import NEAREST, NEAREST_AWAY, ROUNDING_CODES, SCALE_CODES, STOCHASTIC
 from .formats import FORMAT_TYPES, BlockFloat, FixedPoint, FloatFormat, Format, MXFormat
 
-ROUNDINGS = ("nearest", "stochastic", "toward_zero", "down", "up")
+ROUNDINGS = ("nearest", "stochastic", "toward_zero", "down", "up", "nearest_away")
 # (round away from zero for positive values, for negative values) in the directed modes
 _AWAY = {"toward_zero": (False, False), "down": (False, True), "up": (True, False),
-         "nearest": (False, False), "stochastic": (False, False)}
+         "nearest": (False, False), "stochastic": (False, False), "nearest_away": (False, False)}
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _E8M0 = (-127, 127)
 _UNBOUNDED = (-(1 << 20), 1 << 20)
@@ -75,7 +75,8 @@ def quantize(x: torch.Tensor, fmt: Format, rounding: str = "nearest", *, generat
 
     ``rounding``: "nearest" (ties to even), "stochastic" (up with probability
     proportional to the distance from the lower neighbour, so E[q(x)] = x in
-    range), "toward_zero", "down" (toward -inf) or "up" (toward +inf).
+    range), "toward_zero", "down" (toward -inf), "up" (toward +inf) or
+    "nearest_away" (ties away from zero: QPyTorch's and microxcaling's "nearest").
     ``generator`` (a torch.Generator or an int seed) drives stochastic rounding:
     the same seed gives the same bits on every run; None draws from torch's
     default generator.  NaN stays NaN; infinities follow the format's overflow policy.
@@ -114,14 +115,30 @@ def _dispatch(x32, fmt, rounding, mode, seeds, out) -> torch.Tensor:
     if isinstance(fmt, (FloatFormat, FixedPoint)):
         return _round_flat(x32, _element_grid(fmt), mode, seeds, _AWAY[rounding], out)
     if isinstance(fmt, MXFormat):
-        grid = _grid.element_grid(fmt.elem)._replace(overflow=0)  # MX elements saturate
-        shape = (-1, x32.shape[-1]) if x32.dim() > 0 else (1, 1)
-        res = _round_blocks(x32.reshape(shape), fmt.block, grid, mode, SCALE_CODES[fmt.scale_mode], fmt.elem_emax,
-                            _grid.elem_mantissa_bits(fmt.elem), _E8M0, seeds, _AWAY[rounding],
-                            None if out is None else out.reshape(shape))
-        return res.reshape(x32.shape)
+        axis = _mx_axis(fmt, x32)
+        if axis != max(x32.dim() - 1, 0):  # blocks along another axis: round x.transpose(axis, -1)
+            swapped = x32.transpose(axis, -1).contiguous()  # (its stochastic bits too)
+            return _into(_mx(swapped, fmt, rounding, mode, seeds, None).transpose(axis, -1).contiguous(), out)
+        return _mx(x32, fmt, rounding, mode, seeds, out)
     res = _block_float(x32, fmt, mode, seeds, _AWAY[rounding], out)
     return res
+
+
+def _mx(x32, fmt: MXFormat, rounding, mode, seeds, out) -> torch.Tensor:
+    """MX blocks along the last dimension of contiguous ``x32``."""
+    grid = _grid.element_grid(fmt.elem)._replace(overflow=0)  # MX elements saturate
+    shape = (-1, x32.shape[-1]) if x32.dim() > 0 else (1, 1)
+    res = _round_blocks(x32.reshape(shape), fmt.block, grid, mode, SCALE_CODES[fmt.scale_mode], fmt.elem_emax,
+                        _grid.elem_mantissa_bits(fmt.elem), _E8M0, seeds, _AWAY[rounding],
+                        None if out is None else out.reshape(shape))
+    return res.reshape(x32.shape)
+
+
+def _mx_axis(fmt: MXFormat, x32: torch.Tensor) -> int:
+    ndim = max(x32.dim(), 1)
+    if not -ndim <= fmt.axis < ndim:
+        raise ValueError(f"Invalid axis: {fmt.axis} (tensor has {x32.dim()} dimensions)")
+    return fmt.axis % ndim
 
 
 _element_grid = functools.lru_cache(maxsize=256)(_grid.element_grid)
@@ -204,6 +221,8 @@ def _threads_for(n: int):
 def _flat_kernel(src, dst, mode, seeds, away, common) -> None:
     if mode == NEAREST:
         _cpu.flat_nearest(src, dst, *common)
+    elif mode == NEAREST_AWAY:
+        _cpu.flat_nearest_away(src, dst, *common)
     elif mode == STOCHASTIC:
         _cpu.flat_stochastic(src, dst, np.uint64(seeds[0]), np.uint64(seeds[1]), *common)
     else:
@@ -231,6 +250,8 @@ def _round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man, scal
 def _block_kernel(src, dst, mode, seeds, away, common) -> None:
     if mode == NEAREST:
         _cpu.blocks_nearest(src, dst, *common)
+    elif mode == NEAREST_AWAY:
+        _cpu.blocks_nearest_away(src, dst, *common)
     elif mode == STOCHASTIC:
         _cpu.blocks_stochastic(src, dst, np.uint64(seeds[0]), np.uint64(seeds[1]), *common)
     else:

@@ -18,10 +18,12 @@ def describe(fmt) -> str:
     if isinstance(fmt, FloatFormat):
         return f"float E{fmt.exp}M{fmt.man}, {fmt.specials}, overflow={fmt.overflow}"
     if isinstance(fmt, MXFormat):
-        return f"MX: {fmt.block} x {fmt.elem!r} + E8M0 scale ({fmt.scale_mode})"
+        axis = "" if fmt.axis == -1 else f", axis {fmt.axis}"
+        return f"MX: {fmt.block} x {fmt.elem!r} + E8M0 scale ({fmt.scale_mode}{axis})"
     if isinstance(fmt, BlockFloat):
         return f"{fmt.wl}-bit ints, shared exponent per tensor"
-    return f"fixed point, {fmt.wl} bits, {fmt.fl} fraction"
+    kind = "sign-magnitude" if fmt.symmetric else ("two's complement" if fmt.signed else "unsigned")
+    return f"fixed point, {fmt.wl} bits, {fmt.fl} fraction, {kind}"
 
 
 def run(args) -> None:
@@ -32,12 +34,12 @@ def run(args) -> None:
     rows = []
     for name, fmt in ALL.items():
         fi = finfo(fmt)
-        rows.append([name, fi.bits, fi.max, fi.smallest_normal, fi.smallest_subnormal, fi.eps,
+        rows.append([name, fi.bits, fi.max, fi.min, fi.smallest_normal, fi.smallest_subnormal, fi.eps,
                      "yes" if fi.has_inf else "no", "yes" if fi.has_nan else "no", describe(fmt)])
     if args.json:
-        keys = ["name", "bits", "max", "smallest_normal", "smallest_subnormal", "eps", "inf", "nan", "kind"]
+        keys = ["name", "bits", "max", "min", "smallest_normal", "smallest_subnormal", "eps", "inf", "nan", "kind"]
         print(json.dumps([dict(zip(keys, r)) for r in rows], indent=2))
         return
-    print(format_table(["format", "bits", "max", "min normal", "min subnormal", "eps", "inf", "nan", "kind"],
-                       rows, "lrrrrrrrl"))
+    print(format_table(["format", "bits", "max", "min", "min normal", "min subnormal", "eps", "inf", "nan", "kind"],
+                       rows, "lrrrrrrrrl"))
     print("\nBlock formats: bits include the shared scale; limits are for a block scale of 1.")
