@@ -187,3 +187,18 @@ def test_in_place_quantize_validates_like_quantize():
         rt.quantize_(torch.randn(3), FP8_E4M3, "sideways")
     empty = torch.empty(0)
     assert rt.quantize_(empty, MXFP4) is empty
+
+
+def test_values_beyond_the_output_dtype_warn_instead_of_silently_becoming_inf():
+    from relaxtorch.formats import BF16, FP8_E4M3
+    x = torch.tensor([65504.0, 1.0], dtype=torch.float16)  # BF16 rounds 65504 to 65536 > float16's max
+    with pytest.warns(RuntimeWarning, match="1 value.*exceed torch.float16's range"):
+        y = rt.quantize(x, BF16)
+    assert torch.isinf(y[0]) and y[1] == 1.0
+    with pytest.warns(RuntimeWarning, match="exceed"):
+        rt.quantize_(x.clone(), BF16)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert rt.quantize(torch.tensor([60000.0], dtype=torch.float16), FP8_E4M3).item() == 448.0
+        rt.quantize(torch.tensor([3.0e38]), BF16)  # float32 holds every BF16 value: no check at all

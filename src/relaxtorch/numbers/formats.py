@@ -173,7 +173,9 @@ class BlockFloat:
 
     The shared exponent is ``floor(log2(max |x|))`` over the whole tensor
     (``dim=None``) or over each slice ``x.select(dim, i)``; values are then
-    fixed point with step ``2**(shared - (wl - 2))``, clamped to ``wl`` bits.
+    fixed point with step ``2**(shared - (wl - 2))``, clamped to ``wl`` bits.  Infinities
+    and NaN do not set the shared exponent: NaN stays NaN and +-inf saturate to the
+    block's largest values, element by element, as fixed point does.
     """
 
     wl: int

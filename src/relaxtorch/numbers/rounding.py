@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 
 import numpy as np
 import torch
@@ -87,7 +88,7 @@ def quantize(x: torch.Tensor, fmt: Format, rounding: str = "nearest", *, generat
     mode = ROUNDING_CODES[rounding]
     seeds = _draw_seeds(generator, x.device) if mode == STOCHASTIC else (0, 0)
     x32 = x.detach().float().contiguous()  # not differentiable: use rt.quantizer() for autograd
-    return _dispatch(x32, fmt, rounding, mode, seeds, None).to(x.dtype)
+    return _narrow(_dispatch(x32, fmt, rounding, mode, seeds, None), x.dtype, fmt)
 
 
 def quantize_(x: torch.Tensor, fmt: Format, rounding: str = "nearest", *, generator=None) -> torch.Tensor:
@@ -106,8 +107,32 @@ def quantize_(x: torch.Tensor, fmt: Format, rounding: str = "nearest", *, genera
             _dispatch(x.detach(), fmt, rounding, mode, seeds, x.detach())
             torch.autograd.graph.increment_version(x)  # the kernels write behind autograd's back
         else:
-            x.copy_(_dispatch(x.detach().float().contiguous(), fmt, rounding, mode, seeds, None))
+            x.copy_(_narrow(_dispatch(x.detach().float().contiguous(), fmt, rounding, mode, seeds, None),
+                            x.dtype, fmt))
     return x
+
+
+def _narrow(res32: torch.Tensor, dtype: torch.dtype, fmt) -> torch.Tensor:
+    """``res32`` in ``dtype``, warning when values of ``fmt`` beyond that dtype's range became inf
+    (BF16's 65536 in a float16 tensor)."""
+    if dtype == torch.float32:
+        return res32
+    out = res32.to(dtype)
+    if _may_exceed(fmt, dtype):
+        n = int((torch.isinf(out) & torch.isfinite(res32)).sum())
+        if n:
+            warnings.warn(f"quantize: {n} value(s) of {fmt!r} exceed {dtype}'s range and became inf in the "
+                          f"{dtype} result; quantize a float32 tensor to keep them", RuntimeWarning, stacklevel=3)
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _may_exceed(fmt, dtype: torch.dtype) -> bool:
+    """Whether a value of ``fmt`` can lie beyond ``dtype``'s largest finite value (block formats: any scale)."""
+    if isinstance(fmt, (MXFormat, BlockFloat)):
+        return True
+    from .finfo import finfo
+    return finfo(fmt).max > torch.finfo(dtype).max or -finfo(fmt).min > torch.finfo(dtype).max
 
 
 def _dispatch(x32, fmt, rounding, mode, seeds, out) -> torch.Tensor:
@@ -151,7 +176,7 @@ def _block_float(x32: torch.Tensor, fmt: BlockFloat, mode: int, seeds, away, out
     if fmt.dim is None:  # one block: a parallel max, then the flat kernel on the shifted grid
         amax = _abs_max_bits(x32)
         if amax >= 0x7F800000:
-            return _into(torch.full_like(x32, float("nan")), out)
+            return _into(_block_float_nonfinite(x32, fmt, mode, seeds, away), out)
         if amax == 0:
             return _into(x32.clone(), out)
         return _round_flat(x32, _grid.shifted(grid, _floor_log2(amax)), mode, seeds, away, out)
@@ -159,8 +184,29 @@ def _block_float(x32: torch.Tensor, fmt: BlockFloat, mode: int, seeds, away, out
         raise ValueError(f"Invalid dim: {fmt.dim} (tensor has {x32.dim()} dimensions)")
     moved = x32.movedim(fmt.dim, 0).contiguous()
     rows = moved.reshape(moved.shape[0], -1)
+    if not bool(torch.isfinite(rows).all()):
+        return _into(_block_float_nonfinite(x32, fmt, mode, seeds, away), out)
     res = _round_blocks(rows, max(rows.shape[1], 1), *args)
     return _into(res.reshape(moved.shape).movedim(0, fmt.dim).contiguous(), out)
+
+
+def _block_float_nonfinite(x32: torch.Tensor, fmt: BlockFloat, mode: int, seeds, away) -> torch.Tensor:
+    """BlockFloat of a tensor holding inf or NaN, element by element: non-finite values do not set
+    the shared exponent; NaN stays NaN and +-inf saturate to their block's largest values, as the
+    fixed-point elements do (a block with no finite non-zero value takes exponent 0)."""
+    finite = torch.isfinite(x32)
+    mags = torch.where(finite, x32.abs(), torch.zeros((), dtype=x32.dtype))
+    if fmt.dim is None:
+        amax = mags.max()
+    else:
+        dims = [d for d in range(x32.dim()) if d != fmt.dim % x32.dim()]
+        amax = mags.amax(dim=dims, keepdim=True) if dims else mags
+    exponent = torch.where(amax > 0, torch.frexp(amax)[1] - 1, torch.zeros_like(amax, dtype=torch.int32))
+    # the largest float32 below 2**(e+1): beyond every grid value of the block, without raising its exponent
+    edge = torch.ldexp(torch.full_like(amax, 1 - 2.0**-24), exponent + 1)
+    stand_in = torch.where(finite, x32, torch.where(x32 > 0, edge, torch.where(x32 < 0, -edge, 0.0)))
+    res = _block_float(stand_in.contiguous(), fmt, mode, seeds, away)
+    return torch.where(torch.isnan(x32), x32, res)
 
 
 def _into(result: torch.Tensor, out) -> torch.Tensor:
