@@ -93,7 +93,7 @@ def sync_float(local, base, central, dirty, block, alpha, full):
     n = local.size
     done = 0
     exact = alpha == 1.0
-    a = np.float32(alpha)
+    a = np.float64(alpha)
     for b in range(dirty.size):
         if full or dirty[b] != 0:
             dirty[b] = 0
@@ -101,7 +101,8 @@ def sync_float(local, base, central, dirty, block, alpha, full):
             hi = min(lo + block, n)
             for j in range(lo, hi):
                 c, loc, s = central[j], local[j], base[j]
-                v = loc if (exact and c == s) else c + a * (loc - s)
+                # in float64, rounded once to float32: the float64 reference's value
+                v = loc if (exact and c == s) else np.float32(np.float64(c) + a * (np.float64(loc) - np.float64(s)))
                 central[j] = v
                 local[j] = v
                 base[j] = v
