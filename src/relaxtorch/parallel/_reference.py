@@ -174,3 +174,41 @@ def sparse_objective(indptr, indices, values, y, w, loss_kind="logistic", lam=0.
         s = sum(float(w[indices[k]]) * float(values[k]) for k in ks)
         total += loss(loss_kind, s, float(y[i])) + 0.5 * lam * sum(float(w[indices[k]]) ** 2 for k in ks)
     return total / len(y)
+
+
+def sync_float(local, base, central, dirty, block, alpha, full):
+    """``_replica.sync_float`` in float64: push ``alpha * (local - base)``, read back (lists, in place)."""
+    blocks = 0
+    for b in range(len(dirty)):
+        if not (full or dirty[b]):
+            continue
+        dirty[b] = 0
+        for j in range(b * block, min((b + 1) * block, len(local))):
+            if alpha == 1.0 and central[j] == base[j]:
+                v = local[j]
+            else:
+                v = float(np.float32(central[j] + alpha * (local[j] - base[j])))
+            central[j] = local[j] = base[j] = v
+        blocks += 1
+    return blocks
+
+
+def sync_fixed(local, base, central, dirty, block, scale, full, wlo, whi, clo, chi, counter, seed_lo, seed_hi,
+               wide_bits=8):
+    """``_replica.sync_fixed`` on Python ints: the wide accumulator gains SR(scale * delta), the
+    replica reads back SR(accumulator / 2**wide_bits) (lists, in place)."""
+    blocks = 0
+    for b in range(len(dirty)):
+        if not (full or dirty[b]):
+            continue
+        dirty[b] = 0
+        r = random_bits(counter * len(dirty) + b, seed_lo, seed_hi)
+        for j in range(b * block, min((b + 1) * block, len(local))):
+            r = (r + _WEYL) & _M32
+            add = math.floor((local[j] - base[j]) * scale + r / 2**32)
+            central[j] = min(max(central[j] + add, clo), chi)
+            r = (r + _WEYL) & _M32
+            v = math.floor((central[j] + (r >> (32 - wide_bits))) / 2**wide_bits)
+            local[j] = base[j] = min(max(v, wlo), whi)
+        blocks += 1
+    return blocks

@@ -214,8 +214,13 @@ class _TorchRunner:
 
 
 def bind(spec, tensors, ctl, wid, nworkers, seed, prefetch=0):
+    """The runner of worker ``wid``; with ``spec["replica"]`` it trains a private replica."""
     cls = _TorchRunner if spec["kind"] == "torch" else _KernelRunner
-    return cls(spec, tensors, ctl, wid, nworkers, seed, prefetch)
+    runner = cls(spec, tensors, ctl, wid, nworkers, seed, prefetch)
+    if spec.get("replica"):
+        from ._replica import Replicated
+        runner = Replicated(runner, spec, tensors, ctl, wid, nworkers, seed)
+    return runner
 
 
 def _set_parent_death_signal() -> None:
@@ -283,6 +288,8 @@ def worker_main(wid, nworkers, spec, tensors, ctl_t, err_t, run) -> None:
                 # that was descheduled and runs late does not take early, large steps
                 lr = run["lr"] * run["lr_decay"] ** min(int(counters.sum()) // per_epoch, run["epochs"] - 1)
                 if ctl[glob + K.STOP]:
+                    if hasattr(runner, "finish"):  # a replica pushes what it did before it stops
+                        runner.finish()
                     ctl[base + K.T_END] = time.monotonic_ns()
                     ctl[base + K.STATUS] = DONE
                     return
@@ -290,6 +297,8 @@ def worker_main(wid, nworkers, spec, tensors, ctl_t, err_t, run) -> None:
                     os._exit(0)
                 _fault(fault, wid, int(ctl[base + K.UPDATES]))
                 runner.run(part, lr)
+            if hasattr(runner, "end_epoch"):
+                runner.end_epoch()
             ctl[base + K.EPOCH] = epoch + 1
         ctl[base + K.T_END] = time.monotonic_ns()
         ctl[base + K.STATUS] = DONE

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from . import _kernels as K
+from . import _replica as R
 from . import _worker as W
 from .problems import Problem
 from .shared import code_range, save_checkpoint
@@ -85,9 +86,30 @@ class RunResult:
     checkpoint: str | None = None
     failure: str | None = None
     interrupted: bool = False
+    replication: str = "shared"
+    sync_every: int | None = None
+    sync: dict = field(default_factory=dict)  # per-worker: scheme, merge, syncs, blocks, seconds, view lag
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def time_to_loss(self, target: float) -> float | None:
+        """Wall-clock seconds until the loss curve first reaches ``target`` (linear
+        interpolation between snapshots), or None if it never does.
+
+        >>> RunResult("p", "D32M32G32C32", 1, 1, 0.1, "blocks", 4, 4, 2.0, 2.0, 1.0, 0.5,
+        ...           curve=[(0.0, 0, 1.0), (1.0, 2, 0.7), (2.0, 4, 0.5)]).time_to_loss(0.6)
+        1.5
+        """
+        prev = None
+        for t, _, loss in self.curve:
+            if loss <= target:
+                if prev is None or prev[1] == loss:
+                    return float(t)
+                t0, l0 = prev
+                return float(t0 + (t - t0) * (l0 - target) / (l0 - loss))
+            prev = (t, loss)
+        return None
 
 
 def _check_int(name, value, lo):
@@ -302,7 +324,8 @@ def hogwild(problem: Problem, *, workers: int = 2, signature="D32M32G32C32", epo
             stale_every: int = 16, checkpoint=None, checkpoint_every: float | None = 30.0,
             curve_points: int = 20, progress: bool = False, start_method: str | None = None,
             timeout: float | None = None, start_timeout: float = 120.0, stop_grace: float = 3.0,
-            prefetch: int | None = None, _fault: dict | None = None) -> RunResult:
+            prefetch: int | None = None, replication: str = "shared", sync_every: int = 4096,
+            sync: str = "touched", merge: str = "sum", _fault: dict | None = None) -> RunResult:
     """Train ``problem`` with ``workers`` lock-free processes on one shared model.
 
     ``signature``: DMGC precision (``"D8M8G32C8"`` is Buckwild! 8-bit; the default is
@@ -316,7 +339,14 @@ def hogwild(problem: Problem, *, workers: int = 2, signature="D32M32G32C32", epo
     "shuffle", 0 otherwise).  ``checkpoint``: path for the final model (and a
     periodic one every ``checkpoint_every`` seconds); ``curve_points`` model
     snapshots give the loss-vs-time curve.  ``start_method``: "forkserver" (Linux
-    default), "spawn" or "fork".  Raises :class:`WorkerError` when a worker fails or ``timeout``
+    default), "spawn" or "fork".
+
+    ``replication`` (DimmWitted): "shared" (one model all workers write, Hogwild!) or
+    "per-worker" (each worker trains a private replica and pushes its changes into the
+    central model every ``sync_every`` of its updates and at each epoch's end; ``sync``:
+    "touched" pushes only the cache lines it wrote, "full" the whole model; ``merge``:
+    "sum" adds each worker's delta, "average" adds 1/workers of it; see ``_replica``).
+    Raises :class:`WorkerError` when a worker fails or ``timeout``
     passes, :class:`RunInterrupted` on Ctrl-C; both carry the partial result.
     """
     if not isinstance(problem, Problem):
@@ -346,13 +376,17 @@ def hogwild(problem: Problem, *, workers: int = 2, signature="D32M32G32C32", epo
     if prefetch is None:
         prefetch = 16 if order == "shuffle" else 0
     _check_int("prefetch", prefetch, 0)
+    R.check(replication, sync_every, sync, merge, problem.kind)
 
     prepared = problem.prepare(sig, seed=seed, stale_every=stale_every)
+    if replication == "per-worker":
+        R.replicate(prepared, workers, sync_every, sync, merge)
     W.bind(prepared.spec, prepared.tensors, np.zeros(2 * K.STRIDE, np.int64), 0, 1, seed).warmup()
     run = dict(prefetch=int(prefetch), epochs=epochs, lr=float(lr),
                lr_decay=float(lr_decay), order=order, seed=int(seed), n_items=prepared.n_items,
                start_timeout=float(start_timeout), fault=_fault, signature=str(sig))
-    state = _Run(problem, prepared, workers, run, method, progress, f"{sig} x{workers}")
+    desc = f"{sig} x{workers}" + (f" per-worker/{sync_every}" if replication != "shared" else "")
+    state = _Run(problem, prepared, workers, run, method, progress, desc)
     run["updates_per_epoch"] = max(state._expected_updates() // epochs, 1)
     error = None
     try:
@@ -413,13 +447,23 @@ def _finish(problem, prepared, state, sig, epochs, lr, order, checkpoint) -> Run
         sat = sum(int(np.count_nonzero((v == code_range(f)[0]) | (v == code_range(f)[1]))) for v, f in fixed)
         saturated = sat / max(tot, 1)
     writes_total = int(rows[:, K.WRITES].sum())
-    fmt = next(iter(prepared.formats.values()))
+    fmt = next(iter(prepared.extra.get("replica_formats", prepared.formats).values()))
+    staleness = _staleness(ctl, n)
+    sync = {}
+    if "replica:stats" in prepared.tensors:
+        rs = prepared.spec["replica"]
+        sync = {"scheme": rs["sync"], "merge": rs["merge"], "accumulator": repr(prepared.formats[
+            prepared.model_names[0]]) if fmt is not None else "float32", **R.stats(prepared, n)}
+        # a replica sees the other workers' updates only when it syncs: its staleness is the lag
+        # of its view at a push, not the kernel's count of writes during one update
+        staleness = {"samples": sync["syncs"], "mean": sync["lag_mean"], "max": sync["lag_max"],
+                     "measured": "at sync (other workers' updates not yet seen)"}
     batch = prepared.spec.get("batch_size", 1)
     return RunResult(
         problem=problem.name, signature=str(sig), workers=n, epochs=epochs, lr=float(lr), order=order,
         updates=updates, examples=updates * batch, seconds=seconds,
         updates_per_s=updates / seconds if seconds > 0 else 0.0, initial_loss=initial, final_loss=final,
-        curve=curve, staleness=_staleness(ctl, n),
+        curve=curve, staleness=staleness,
         writes={"total": writes_total,
                 "nonzero_fraction": int(rows[:, K.NONZERO].sum()) / max(int(rows[:, K.SAMPLED].sum()), 1)},
         model_format=repr(fmt) if fmt is not None else "float32", data_format=prepared.data_format,
@@ -427,4 +471,5 @@ def _finish(problem, prepared, state, sig, epochs, lr, order, checkpoint) -> Run
         pids=rows[:, K.PID].tolist(),
         start_method=state.method, checkpoint=saved,
         failure=None if state.failure is None else f"worker {state.failure[0]}: {state.failure[2]}",
-        interrupted=state.interrupted)
+        interrupted=state.interrupted, replication="per-worker" if sync else "shared",
+        sync_every=prepared.spec["replica"]["sync_every"] if sync else None, sync=sync)

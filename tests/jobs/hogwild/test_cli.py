@@ -15,7 +15,8 @@ SRC = os.path.join(os.path.dirname(__file__), "..", "..", "src")
 
 def test_small_run_writes_table_json_plot_models(tmp_path, capsys):
     rc = main(["hogwild", "--examples", "20000", "--features", "2000", "--nnz", "20", "--epochs", "2",
-               "--workers", "2", "--signature", "D8M8G32C8", "--out", str(tmp_path), "--no-progress"])
+               "--workers", "2", "--signature", "D8M8G32C8", "--replication", "shared", "--out", str(tmp_path),
+               "--no-progress"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "| signature" in out and "D8M8G32C8" in out and "D32M32G32C32" in out and "vs 1 worker" in out
@@ -29,7 +30,8 @@ def test_small_run_writes_table_json_plot_models(tmp_path, capsys):
 
 def test_config_file(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[hogwild]\nproblem = "digits"\nworkers = [1, 2]\nsignature = ["D32M32G32C32"]\nepochs = 2\n')
+    cfg.write_text('[hogwild]\nproblem = "digits"\nworkers = [1, 2]\nsignature = ["D32M32G32C32"]\nepochs = 2\n'
+                   'replication = "shared"\n')
     assert main(["hogwild", "--config", str(cfg), "--out", str(tmp_path), "--no-progress", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["problem"] == "digits-logistic" and len(report["runs"]) == 2

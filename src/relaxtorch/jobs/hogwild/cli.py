@@ -17,9 +17,11 @@ from .._config import ConfigChecker
 PROBLEMS = ("rcv1-like", "rcv1-like-svm", "rcv1-like-lsq", "digits", "digits-mlp", "matrix-completion",
             "libsvm:PATH")
 DEFAULTS = dict(problem="rcv1-like", workers="2", signature="D32M32G32C32,D8M8G32C8", epochs=None, lr=None,
-                lr_decay=0.8, lam=0.0, model_range=4.0, order="blocks", seed=0, examples=100_000, features=20_000,
+                lr_decay=0.8, lam=0.0, model_range=4.0, order="blocks", seed=0, examples=1_000_000, features=100_000,
                 nnz=50.0, skew=1.0, max_df=0.05, rank=10, rows=2000, cols=2000, density=0.05, loss=None,
-                out="reports/hogwild", timeout=None, stale_every=16, progress=True, json=False)
+                out="reports/hogwild", timeout=None, stale_every=16, progress=True, json=False,
+                replication="shared,per-worker", sync_every=65536, sync="touched", merge="sum")
+GENERATED_EPOCHS = 10  # the bare rcv1-like problem: 10M updates, over a second per configuration
 
 
 _error = CLIError
@@ -44,6 +46,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--order", choices=("blocks", "shuffle", "sequential"), help="example order in an epoch (default blocks)")
     a("--loss", choices=("logistic", "squared", "hinge"), help="loss for libsvm problems (default logistic)")
     a("--seed", type=int, help="seed for data, model and rounding (default 0)")
+    r = p.add_argument_group("model replication (DimmWitted)")
+    r.add_argument("--replication", help="shared (one model, Hogwild!) and/or per-worker (a private replica per "
+                   "worker, synced), comma-separated (default shared,per-worker)")
+    r.add_argument("--sync-every", type=int, help="per-worker: updates per worker between syncs (default 65536)")
+    r.add_argument("--sync", choices=("touched", "full"), help="per-worker: push only the cache lines written "
+                   "since the last sync, or the whole model (default touched)")
+    r.add_argument("--merge", choices=("sum", "average"), help="per-worker: add each worker's delta, or "
+                   "1/workers of it (model averaging) (default sum)")
     g = p.add_argument_group("generated data (rcv1-like, matrix-completion)")
     g.add_argument("--examples", type=int, help="examples (default 100000)")
     g.add_argument("--features", type=int, help="features (default 20000)")
@@ -76,8 +86,8 @@ def _options(args) -> dict:
 TYPES = dict(problem=str, workers=int, signature=str, epochs=int, lr=float, lr_decay=float, lam=float,
              model_range=float, order=str, seed=int, examples=int, features=int, nnz=float, skew=float,
              max_df=float, rank=int, rows=int, cols=int, density=float, loss=str, out=str, timeout=float,
-             stale_every=int, progress=bool, json=bool)
-LISTS = ("workers", "signature")
+             stale_every=int, progress=bool, json=bool, replication=str, sync_every=int, sync=str, merge=str)
+LISTS = ("workers", "signature", "replication")
 
 
 class _Checker(ConfigChecker):
@@ -118,6 +128,23 @@ def _int_list(text, name) -> list[int]:
     return sorted(set(values))
 
 
+def _replications(opts) -> list[str]:
+    """The --replication list, --sync-every, --sync and --merge, checked (one-line errors)."""
+    from ...parallel._replica import MERGES, REPLICATIONS, SYNCS
+    text = str(opts["replication"])
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in REPLICATIONS]
+    if not values or bad:
+        raise _error(f"invalid --replication {text!r}: expected {' and/or '.join(REPLICATIONS)}, comma-separated")
+    k = opts["sync_every"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise _error(f"invalid --sync-every {k!r}: must be an integer >= 1 (updates per worker between syncs)")
+    for name, choices in (("sync", SYNCS), ("merge", MERGES)):
+        if opts[name] not in choices:
+            raise _error(f"invalid --{name} {opts[name]!r}: choose {' or '.join(choices)}")
+    return list(dict.fromkeys(values))
+
+
 def build_problem(opts):
     """The Problem named by ``opts['problem']`` (a user error raises CLIError)."""
     from ...data.sparse import make_bag_of_words, make_low_rank
@@ -131,7 +158,9 @@ def build_problem(opts):
             raise _error(f"unknown problem {name!r}; choose one of {', '.join(PROBLEMS)}")
         ds = make_bag_of_words(opts["examples"], opts["features"], opts["nnz"], skew=opts["skew"],
                                max_df=opts["max_df"], task=task, seed=opts["seed"])
-        return SparseLinear(ds, loss, name=name, **common)
+        problem = SparseLinear(ds, loss, name=name, **common)
+        problem.default_epochs = GENERATED_EPOCHS
+        return problem
     if name.startswith("libsvm:"):
         from ...data.libsvm import LibSVMError, load_libsvm
         path = name[len("libsvm:"):]
@@ -177,27 +206,35 @@ def run(args) -> None:
         counts = [1] + counts
     if "D32M32G32C32" not in sigs:
         sigs = ["D32M32G32C32"] + sigs
+    reps = _replications(opts)
     try:
         problem = build_problem(opts)
     except ValueError as exc:  # invalid generator or problem settings
         raise _error(str(exc)) from None
+    if problem.kind == "torch" and "per-worker" in reps:
+        if opts["replication"] != DEFAULTS["replication"]:
+            raise _error(f"invalid --replication per-worker for {problem.name}: torch models train on the shared "
+                         "parameters (use a linear or matrix-completion problem)")
+        reps = ["shared"]
     out = opts["out"]
     results = []
     for sig in sigs:
-        for n in counts:
-            ckpt = os.path.join(out, f"model-{sig}-w{n}.pt")
+        for n, rp in [(n, rp) for n in counts for rp in (reps if n > 1 else ["shared"])]:  # 1 worker: sequential
+            what = f"{sig} with {n} worker(s)" + (f", {rp}" if rp != "shared" else "")
+            ckpt = os.path.join(out, f"model-{sig}-w{n}.pt" if rp == "shared" else f"model-{sig}-w{n}-{rp}.pt")
             try:
                 r = hogwild(problem, workers=n, signature=sig, epochs=opts["epochs"], lr=opts["lr"],
                             lr_decay=opts["lr_decay"], order=opts["order"], seed=opts["seed"],
                             stale_every=opts["stale_every"], checkpoint=ckpt, progress=bool(opts["progress"]),
-                            timeout=opts["timeout"])
+                            timeout=opts["timeout"], replication=rp, sync_every=opts["sync_every"],
+                            sync=opts["sync"], merge=opts["merge"])
             except ValueError as exc:
                 raise _error(str(exc)) from None
             except WorkerError as exc:
-                raise RunFailed(f"{sig} with {n} worker(s): {exc}") from None
+                raise RunFailed(f"{what}: {exc}") from None
             except RunInterrupted as exc:
                 if exc.result is not None and exc.result.checkpoint:
-                    print(f"relaxtorch hogwild: {sig} with {n} worker(s) interrupted; last consistent model "
+                    print(f"relaxtorch hogwild: {what} interrupted; last consistent model "
                           f"saved to {exc.result.checkpoint}", file=sys.stderr)
                 raise
             results.append(r)
@@ -211,5 +248,8 @@ def run(args) -> None:
     m = report.machine()
     print(f"{problem.name}: {problem.n_items} examples, {m['cpu_count']} cores ({m['cpu']}), torch {m['torch']}")
     print(report.table(results))
-    print(f"\nloss / seq: final loss over the 1-worker float32 run's; writes: fraction of coordinate writes "
-          f"that changed the model.\nreport: {json_path}\nplot:   {png}\nmodels: {out}/model-*.pt")
+    print(f"\nloss / seq: final loss over the 1-worker float32 run's; s to seq loss: wall-clock seconds until the "
+          f"run first reaches that loss; per-worker/K: private replicas synced every K updates (stale: updates "
+          f"of other workers not yet seen at a sync; in sync: share of worker time spent syncing); writes: "
+          f"fraction of coordinate writes that changed the model.\nreport: {json_path}\nplot:   {png}\n"
+          f"models: {out}/model-*.pt")

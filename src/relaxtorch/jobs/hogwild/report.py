@@ -10,35 +10,52 @@ FULL = "D32M32G32C32"
 
 
 def _baselines(results: list[RunResult]):
-    one = {r.signature: r for r in results if r.workers == 1}
+    one = {r.signature: r for r in results if r.workers == 1 and r.replication == "shared"}
     seq = one.get(FULL)
     return one, seq
 
 
+def _name(r: RunResult) -> str:
+    return "shared" if r.replication == "shared" else f"per-worker/{r.sync_every}"
+
+
+def time_to_seq_loss(r: RunResult, seq: RunResult | None) -> float | None:
+    """Seconds until ``r`` reaches the sequential float32 run's final loss (None: never)."""
+    return r.time_to_loss(seq.final_loss) if seq is not None else None
+
+
 def table(results: list[RunResult]) -> str:
-    """One row per run: loss, its ratio to the sequential float32 run, updates/s and the speed-ups."""
+    """One row per run: hardware efficiency (updates/s and its speed-ups), statistical efficiency
+    (final loss over the sequential run's after the same epochs) and both together (time to the
+    sequential run's final loss)."""
     one, seq = _baselines(results)
-    f32 = {r.workers: r for r in results if r.signature == FULL}
+    f32 = {(r.workers, r.replication, r.sync_every): r for r in results if r.signature == FULL}
     rows = []
     for r in results:
         base = one.get(r.signature)
-        ref = f32.get(r.workers)
+        ref = f32.get((r.workers, r.replication, r.sync_every))
+        ttl = time_to_seq_loss(r, seq)
+        sync = f"{100 * r.sync['seconds'] / (r.seconds * r.workers):.1f}%" if r.sync and r.seconds else "-"
         rows.append([
-            r.signature, r.workers, r.epochs, r.final_loss,
+            r.signature, r.workers, _name(r), r.epochs, r.final_loss,
             f"{r.final_loss / seq.final_loss:.4f}" if seq and seq.final_loss else "-",
             f"{r.updates_per_s:,.0f}",
             f"{r.updates_per_s / base.updates_per_s:.2f}x" if base and base.updates_per_s else "-",
             f"{r.updates_per_s / ref.updates_per_s:.2f}x" if ref and ref.updates_per_s and r.signature != FULL else "-",
-            f"{r.staleness.get('mean', 0):.2f}", r.staleness.get("max", 0),
+            "never" if ttl is None else f"{ttl:.2f}",
+            f"{r.staleness.get('mean', 0):.2f}", r.staleness.get("max", 0), sync,
             f"{r.writes.get('nonzero_fraction', 0):.2f}", f"{r.seconds:.2f}",
         ])
-    return format_table(["signature", "workers", "epochs", "final loss", "loss / seq", "updates/s",
-                         "vs 1 worker", "vs float32", "stale mean", "stale max", "writes", "seconds"],
-                        rows, "lrrrrrrrrrrr")
+    return format_table(["signature", "workers", "replication", "epochs", "final loss", "loss / seq", "updates/s",
+                         "vs 1 worker", "vs float32", "s to seq loss", "stale mean", "stale max", "in sync",
+                         "writes", "seconds"], rows, "llllrrrrrrrrrrr")
 
 
 def write_json(path, results: list[RunResult], extra: dict | None = None) -> str:
-    _report.write_json(path, {"machine": machine(), "runs": [r.to_dict() for r in results], **(extra or {})})
+    """The runs as JSON; each run also carries ``time_to_seq_loss`` (seconds, or null)."""
+    _, seq = _baselines(results)
+    runs = [{**r.to_dict(), "time_to_seq_loss": time_to_seq_loss(r, seq)} for r in results]
+    _report.write_json(path, {"machine": machine(), "runs": runs, **(extra or {})})
     return path
 
 
@@ -52,7 +69,8 @@ def plot(path, results: list[RunResult], title: str = "") -> str:
             continue
         t, _, loss = zip(*r.curve)
         ax.plot(t, loss, styles[sigs.index(r.signature) % len(styles)], marker="o", markersize=2.5,
-                label=f"{r.signature}, {r.workers} worker{'s' if r.workers > 1 else ''}")
+                label=f"{r.signature}, {r.workers} worker{'s' if r.workers > 1 else ''}"
+                      + (f", {_name(r)}" if r.replication != "shared" else ""))
     ax.set_xlabel("wall-clock seconds")
     ax.set_ylabel("training objective")
     ax.set_title(title or "Hogwild! / Buckwild!: loss vs time")
