@@ -5,7 +5,9 @@ import os
 import pytest
 
 from relaxtorch.jobs._cli import CLIError
-from relaxtorch.jobs._output import MANIFEST, Staging, check_out, dead_stagings
+from relaxtorch.jobs._output import Staging, check_out, dead_stagings
+
+MANIFEST = ".relaxtorch-job.json"
 
 
 @pytest.mark.parametrize("make, message", [
@@ -93,3 +95,11 @@ def test_the_staging_folder_of_a_killed_job_is_found(tmp_path):
         assert dead_stagings(tmp_path) == [dead]  # our own (alive) staging folder is not listed
         stage.commit()
     assert not dead.exists()
+
+
+def test_two_jobs_in_one_folder_replace_only_their_own_files(tmp_path):
+    for job, name in (("a", "a.json"), ("b", "b.json"), ("a", "a2.json")):
+        with Staging(tmp_path, job) as stage:
+            (stage.path / name).write_text(job)
+            stage.commit()
+    assert _files(tmp_path) == [".relaxtorch-a.json", ".relaxtorch-b.json", "a2.json", "b.json"]

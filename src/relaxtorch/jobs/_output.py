@@ -14,7 +14,7 @@ Every job (tradeoff, hogwild, dist) writes through one :class:`Staging`::
   It lives inside ``OUT``, not beside it, so it is on OUT's filesystem even when OUT is
   a mount point, ``.`` or a symlink, and needs no write access to OUT's parent.
 * **Swapped in** by :meth:`Staging.commit`: the previous run's outputs (the entries listed in
-  ``OUT/.relaxtorch-manifest.json``, or, in a folder from before manifests, the names the
+  ``OUT/.relaxtorch-JOB.json``, or, in a folder from before manifests, the names the
   job owns) move to a hidden ``.relaxtorch-old-*`` folder, the new ones are renamed in, the
   manifest is rewritten and the old folder removed; Ctrl-C waits until this is done.  Old and
   new outputs are never mixed, and files of the user's own in OUT are never touched.
@@ -39,7 +39,7 @@ from pathlib import Path
 from ._cli import CLIError, _say
 
 PARTIAL = "partial"
-MANIFEST = ".relaxtorch-manifest.json"
+MANIFEST = ".relaxtorch-{job}.json"  # one per job: two jobs sharing a folder each replace only their own
 STAGING_PREFIX = ".relaxtorch-staging-"
 OLD_PREFIX = ".relaxtorch-old-"
 
@@ -133,6 +133,11 @@ class Staging:
         self.kept: Path | None = None
 
     @property
+    def manifest(self) -> Path:
+        """The list of the entries the last complete run of this job wrote."""
+        return self.out / MANIFEST.format(job=self.job)
+
+    @property
     def partial(self) -> Path:
         """Where the files go when the job does not finish."""
         return self.out / PARTIAL
@@ -159,14 +164,14 @@ class Staging:
     def _previous(self) -> list[str]:
         """Names of the entries of OUT that belong to the previous run of this job."""
         try:
-            listed = json.loads((self.out / MANIFEST).read_text(encoding="utf-8"))["entries"]
+            listed = json.loads(self.manifest.read_text(encoding="utf-8"))["entries"]
             names = [n for n in listed if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")]
         except (OSError, ValueError, KeyError, TypeError):
             names = []
         names += [p.name for p in self.out.iterdir()
                   if any(fnmatch.fnmatch(p.name, pat) for pat in self.owns)]
         return [n for n in dict.fromkeys(names) if os.path.lexists(self.out / n)
-                and not n.startswith((STAGING_PREFIX, OLD_PREFIX)) and n != MANIFEST]
+                and not n.startswith((STAGING_PREFIX, OLD_PREFIX, ".relaxtorch-"))]
 
     def commit(self) -> Path:
         """Replace the previous run's outputs in OUT by the staged ones; returns OUT."""
@@ -179,7 +184,7 @@ class Staging:
             for name in new:
                 os.replace(self.path / name, self.out / name)
             from .._files import atomic_write
-            atomic_write(self.out / MANIFEST, json.dumps({"job": self.job, "entries": new}) + "\n")
+            atomic_write(self.manifest, json.dumps({"job": self.job, "entries": new}) + "\n")
             self.path.rmdir()
             self.committed = True
         shutil.rmtree(old, ignore_errors=True)

@@ -93,7 +93,9 @@ def build_config(args, world: int | None = None):
     return cfg
 
 
-OWNS = ("report.json", "report.csv", "history.csv", "*.png", "checkpoints", "rank*-error.txt")
+def _owns() -> tuple:
+    from .report import FILES
+    return (*FILES, "checkpoints", "rank*-error.txt")
 
 
 def _prepare_out(out: str, resume: bool, cfg=None, world: int | None = None):
@@ -105,7 +107,7 @@ def _prepare_out(out: str, resume: bool, cfg=None, world: int | None = None):
     staging folder of one killed with SIGKILL), else the last complete job's; each is checked
     here, so a damaged file is a one-line error before any rank starts."""
     from .._output import Staging, dead_stagings
-    stage = Staging(out, "dist", owns=OWNS)
+    stage = Staging(out, "dist", owns=_owns())
     if not resume:
         return stage
     try:
