@@ -7,6 +7,7 @@ a crash or Ctrl-C leaves the previous file intact, never a torn one.  Configs ar
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import sys
@@ -21,9 +22,27 @@ else:  # pragma: no cover
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str | Callable) -> Path:
-    """Write ``data`` (bytes, str, or a function called with the open binary file) to a temporary
-    file beside ``path``, flush it to disk, then rename it over ``path``."""
+    """Write ``data`` (bytes, str, or a function called with a binary file) to a temporary
+    file beside ``path``, flush it to disk, then rename it over ``path``.
+
+    A function writes into memory first, so that a write that fails (a full disk) raises the
+    ``OSError`` itself, never a serializer's confused message.  Every ``OSError`` names ``path``
+    (not the temporary file): ``[Errno 28] No space left on device: 'out/report.json'``.
+    """
     path = Path(path)
+    if callable(data):
+        buf = io.BytesIO()
+        data(buf)
+        data = buf.getvalue()
+    try:
+        return _atomic_write(path, data)
+    except OSError as exc:
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+
+
+def _atomic_write(path: Path, data: bytes | str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -31,10 +50,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; these are ordinary files
         with os.fdopen(fd, "wb") as f:
-            if callable(data):
-                data(f)
-            else:
-                f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -45,28 +45,61 @@ class LinkModel:
         return f"{self.bandwidth / factor:g}{unit},{self.latency * 1e3:g}ms"
 
 
+def _quantity(text: str, part: str, what: str, units: dict, unit_names: str) -> float:
+    """``part`` (``"500mbps"``) as a number in base units; ValueError naming the part and why."""
+    m = re.fullmatch(r"(.*?)(" + "|".join(sorted(units, key=len, reverse=True)) + r")", part)
+    if m is None or not m.group(1):
+        raise ValueError(f"Invalid link: {text!r} ({what} {part!r} needs a number and a unit: {unit_names})")
+    number = m.group(1)
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"Invalid link: {text!r} ({what} {part!r}: {number!r} is not a number)") from None
+    if math.isnan(value):
+        raise ValueError(f"Invalid link: {text!r} ({what} {part!r} is not a number)")
+    if value < 0 or (what == "bandwidth" and value == 0):
+        bound = "> 0" if what == "bandwidth" else ">= 0"
+        raise ValueError(f"Invalid link: {text!r} ({what} {part!r} must be {bound})")
+    scaled = value * units[m.group(2)]
+    if not math.isfinite(scaled):
+        hint = "; for no limit write 'unlimited'" if what == "bandwidth" else ""
+        raise ValueError(f"Invalid link: {text!r} ({what} {part!r} is too large to be finite{hint})")
+    if what == "bandwidth" and scaled < 1.0:
+        raise ValueError(f"Invalid link: {text!r} (bandwidth {part!r} is below 1 bps)")
+    return scaled
+
+
 def parse_link(text: str) -> LinkModel:
     """Parse ``"500Mbps,1ms"`` (bandwidth, then optional latency) or ``"unlimited"``.
 
     Bandwidth units: bps, Kbps, Mbps, Gbps, Tbps (bits per second, powers of 1000);
-    latency units: s, ms, us, ns.
+    latency units: s, ms, us, ns.  Every number must be finite and not negative (a
+    bandwidth > 0); an empty text is an error, not an unlimited link.
+
+    >>> parse_link("500Mbps,1ms")
+    LinkModel(bandwidth=500000000.0, latency=0.001)
+    >>> parse_link("-5Mbps")
+    Traceback (most recent call last):
+    ...
+    ValueError: Invalid link: '-5Mbps' (bandwidth '-5mbps' must be > 0)
     """
+    if not isinstance(text, str):
+        raise TypeError(f"Invalid link: {text!r} (expected a string like '500Mbps,1ms')")
     s = text.strip().lower().replace(" ", "")
-    if s in ("", "unlimited", "inf", "none"):
+    if not s:
+        raise ValueError(f"Invalid link: {text!r} (empty; give BANDWIDTH[,LATENCY] like 500Mbps,1ms, or 'unlimited')")
+    if s in ("unlimited", "inf", "none"):
         return LinkModel()
     parts = s.split(",")
-    if len(parts) > 2:
+    if len(parts) > 2 or not all(parts):
         raise ValueError(f"Invalid link: {text!r} (expected BANDWIDTH[,LATENCY], e.g. 500Mbps,1ms)")
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)([kmgt]?bps)", parts[0])
-    if m is None:
-        raise ValueError(f"Invalid link: {text!r} (bandwidth {parts[0]!r} needs a unit: bps, Kbps, Mbps, Gbps)")
-    bandwidth = float(m.group(1)) * _RATE_UNITS[m.group(2)]
+    if parts[0] in ("unlimited", "inf", "none"):
+        bandwidth = math.inf
+    else:
+        bandwidth = _quantity(text, parts[0], "bandwidth", _RATE_UNITS, "bps, Kbps, Mbps, Gbps, Tbps")
     latency = 0.0
     if len(parts) == 2:
-        m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)(s|ms|us|ns)", parts[1])
-        if m is None:
-            raise ValueError(f"Invalid link: {text!r} (latency {parts[1]!r} needs a unit: s, ms, us, ns)")
-        latency = float(m.group(1)) * _TIME_UNITS[m.group(2)]
+        latency = _quantity(text, parts[1], "latency", _TIME_UNITS, "s, ms, us, ns")
     try:
         return LinkModel(bandwidth, latency)
     except ValueError as exc:

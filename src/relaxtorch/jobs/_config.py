@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 
@@ -56,3 +57,41 @@ class ConfigChecker:
             self.fail(where, "must not be an empty list")
         return [self.scalar(f"{where}[{i}]" if isinstance(value, list) else where, v, typ)
                 for i, v in enumerate(values)]
+
+
+# ------------------------------------------------------------------ ranges shared by the jobs' checks
+SEED_LIMIT = 2 ** 63  # torch.Generator.manual_seed takes seeds in [0, 2**63)
+MAX_LR = 1e6  # a step size beyond this is a typo, not a setting (and overflows float32 updates)
+MAX_PENALTY = 1e6  # L2 strengths / weight decays
+
+
+def cpu_count() -> int:
+    """The CPUs this process may use (its affinity mask), the bound of every thread count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def seed_error(value) -> str | None:
+    """Why ``value`` is not a usable seed (None when it is)."""
+    if not 0 <= value < SEED_LIMIT:
+        return f"must be in 0..2**63-1 (what torch.Generator accepts), got {value}"
+    return None
+
+
+def threads_error(value) -> str | None:
+    """Why ``value`` is not a usable thread count on this machine (None when it is)."""
+    n = cpu_count()
+    if not 1 <= value <= n:
+        return f"must be in 1..{n} (the CPUs this machine lets the job use), got {value}"
+    return None
+
+
+def range_error(value, lo, hi, *, lo_open: bool = False, hi_open: bool = False, unit: str = "") -> str | None:
+    """Why the number ``value`` is not finite and in the range (None when it is); the range is in the message."""
+    ok = math.isfinite(value) and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if ok:
+        return None
+    brackets = ("(" if lo_open else "[") + f"{lo:g}, {hi:g}" + (")" if hi_open else "]")
+    return f"must be a finite number in {brackets}{unit}, got {value!r}"

@@ -431,15 +431,19 @@ def _finish(problem, prepared, state, sig, epochs, lr, order, checkpoint) -> Run
             note = "final model not finite: kept the last finite snapshot"
     if state.t_go is not None and (not state.snaps or state.snaps[-1][1] != updates):
         state.snaps.append((seconds, updates, raw))
-    curve = []
-    for t, u, r in state.snaps:
-        curve.append((float(t), int(u), float(problem.objective(problem.model_dict(_decode(prepared, r))))))
-    initial = curve[0][2] if curve else float(problem.objective(problem.model_dict(model)))
-    final = float(problem.objective(problem.model_dict(model)))
     saved = None
-    if checkpoint:
+    if checkpoint:  # first: the loss evaluations below take long and a Ctrl-C there must not lose the model
         why = "interrupted" if state.interrupted else ("failed" if state.failure else "finished")
-        saved = state.save(checkpoint, model, raw, updates, why if note is None else f"{why}; {note}")
+        with _sigint_deferred():
+            saved = state.save(checkpoint, model, raw, updates, why if note is None else f"{why}; {note}")
+    curve, initial, final = [], math.nan, math.nan
+    try:
+        for t, u, r in state.snaps:
+            curve.append((float(t), int(u), float(problem.objective(problem.model_dict(_decode(prepared, r))))))
+        initial = curve[0][2] if curve else float(problem.objective(problem.model_dict(model)))
+        final = float(problem.objective(problem.model_dict(model)))
+    except KeyboardInterrupt:  # the model is saved; the run ends as interrupted, with the curve so far
+        state.interrupted = True
     saturated = None
     fixed = [(raw[k], f) for k, f in prepared.formats.items() if f is not None]
     if fixed:

@@ -111,8 +111,10 @@ def test_cli_turns_a_rank_failure_into_one_line_and_exit_1(tmp_path, capsys, mon
     monkeypatch.setattr(launch, "launch_local", fail)
     rc = main(["dist", "--nproc", "4", "--out", str(tmp_path), "--no-progress"])
     err = capsys.readouterr().err
-    tb = tmp_path / "rank3-error.txt"
-    assert rc == 1 and err == f"relaxtorch dist: rank 3 failed: ValueError: boom (traceback: {tb})\n"
+    tb = tmp_path / "partial" / "rank3-error.txt"  # the failed job's files are in OUT/partial
+    lines = err.splitlines()
+    assert rc == 1 and lines[-1] == f"relaxtorch dist: rank 3 failed: ValueError: boom (traceback: {tb})"
+    assert lines[0].startswith("relaxtorch dist: the unfinished run's files are in") and len(lines) == 2
     assert "ValueError: boom" in tb.read_text()
 
 
@@ -138,7 +140,7 @@ def test_ctrl_c_ends_every_rank_cleanly(tmp_path):
                          start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not (tmp_path / "checkpoints" / "allreduce.pt").exists():
+        while not list(tmp_path.glob(".relaxtorch-staging-*/checkpoints/allreduce.pt")):  # staged until the end
             assert p.poll() is None, p.communicate()
             assert time.monotonic() < deadline, "no checkpoint within 240 s"
             time.sleep(0.2)
@@ -150,6 +152,9 @@ def test_ctrl_c_ends_every_rank_cleanly(tmp_path):
             p.wait()
     assert p.returncode == 130, err
     assert err.strip().splitlines()[-1] == "relaxtorch dist: interrupted" and "Traceback" not in err, err
+    assert f"the unfinished run's files are in {tmp_path / 'partial'}" in err
+    assert (tmp_path / "partial" / "checkpoints" / "allreduce.pt").exists()  # what --resume continues from
+    assert not list(tmp_path.glob(".relaxtorch-staging-*"))
     time.sleep(0.5)
     assert _session_pids(p.pid) == []
 

@@ -42,7 +42,7 @@ def test_config_file(tmp_path, capsys):
     (["--workers", "two"], "invalid --workers 'two'"),
     (["--problem", "mnist"], "unknown problem 'mnist'"),
     (["--problem", "libsvm:/nonexistent/x.svm"], "no such file: /nonexistent/x.svm"),
-    (["--nnz", "0"], "Invalid nnz"),
+    (["--nnz", "0"], "--nnz: must be a finite number in (0, "),
 ])
 def test_user_errors_are_one_line_exit_2(tmp_path, capsys, argv, message):
     assert main(["hogwild", "--out", str(tmp_path), "--no-progress", *argv]) == 2
@@ -85,7 +85,7 @@ def test_ctrl_c_stops_cleanly_and_saves_model(tmp_path):
     assert proc.returncode == 130, seen
     assert b"interrupted; last consistent model saved to" in seen and b"relaxtorch hogwild: interrupted" in seen
     assert b"Traceback" not in seen
-    assert (tmp_path / "model-D32M32G32C32-w1.pt").exists()
+    assert (tmp_path / "partial" / "model-D32M32G32C32-w1.pt").exists()  # the interrupted job's files
     deadline = time.monotonic() + 10  # the fork server exits when it sees its parent gone
     while _alive_in_group(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)

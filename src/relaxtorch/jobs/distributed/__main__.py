@@ -14,6 +14,12 @@ it hands the ranks) to every interface, whatever endpoint is given (``--standalo
 and ``--master-addr 127.0.0.1`` too), and its c10d rendezvous keeps pickled state in
 that store; ``GLOO_SOCKET_IFNAME=lo`` keeps gloo's own sockets on loopback.  Without
 torchrun it does what ``relaxtorch dist`` does, which listens on 127.0.0.1 only.
+
+A user error (a bad option) is one line from rank 0 (``relaxtorch dist: error: ...``), printed
+first; the ranks exit with code 2 and record no error file, so torchrun shows no rank's
+traceback.  torchrun (torch 2.13) still ends every job whose ranks exit non-zero with its
+own ``ChildFailedError`` summary and a traceback of its launcher: that cannot be turned off
+from a rank, so read the first ``relaxtorch`` line for the cause.
 """
 import sys
 

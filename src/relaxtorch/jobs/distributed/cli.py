@@ -4,11 +4,18 @@
 (RANK and WORLD_SIZE set) it is one rank of a multi-node job and rank 0 prints the
 table and writes the report. Command-line options override the config's ``[dist]``
 table and every run.
+
+Files go through :class:`relaxtorch.jobs._output.Staging`, checkpoints included: a job
+writes into ``OUT/.relaxtorch-staging-*`` and its files replace the previous job's at the
+end; an interrupted or failed job leaves them in ``OUT/partial`` (its checkpoints in
+``OUT/partial/checkpoints``), and ``--resume`` continues from the newest checkpoints:
+``OUT/partial``, a killed job's staging folder, else ``OUT/checkpoints``.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from pathlib import Path
 
 from .._cli import CLIError, RunFailed
@@ -86,17 +93,47 @@ def build_config(args, world: int | None = None):
     return cfg
 
 
-def _prepare_out(out: str, resume: bool) -> Path:
-    path = Path(out)
+def _owns() -> tuple:
+    from .report import FILES
+    return (*FILES, "checkpoints", "rank*-error.txt")
+
+
+def _prepare_out(out: str, resume: bool, cfg=None, world: int | None = None):
+    """The job's :class:`Staging` in ``out`` (checked now: a one-line error before any rank starts).
+
+    Checkpoints are staged like every other file, so a new job never mixes its checkpoints
+    with an old report.  With ``resume`` the staging folder starts with the newest checkpoints
+    of ``out`` (hard links, else copies): those of an interrupted job (``out/partial``, or the
+    staging folder of one killed with SIGKILL), else the last complete job's; each is checked
+    here, so a damaged file is a one-line error before any rank starts."""
+    from .._output import Staging, dead_stagings
+    stage = Staging(out, "dist", owns=_owns())
+    if not resume:
+        return stage
     try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _error(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
-    if not os.access(path, os.W_OK):
-        raise _error(f"--out {out}: not writable")
-    if resume and not (path / "checkpoints").is_dir():
-        raise _error(f"--resume: no checkpoints in {out}/checkpoints (nothing to resume)")
-    return path
+        sources = [d / "checkpoints" for d in (stage.partial, *dead_stagings(stage.out), stage.out)]
+        sources = [d for d in sources if d.is_dir() and any(d.glob("*.pt"))]
+        if not sources:
+            raise _error(f"--resume: no checkpoints in {out}/checkpoints or {out}/partial/checkpoints "
+                         "(nothing to resume)")
+        source = max(sources, key=lambda d: max(p.stat().st_mtime for p in d.glob("*.pt")))
+        if cfg is not None:
+            from .checkpoint import check
+            for spec in cfg.runs:
+                why = check(source / f"{spec.name}.pt", world or cfg.nproc)
+                if why:
+                    raise _error(f"--resume: {why.replace('checkpoint read by rank 0: ', '')}")
+        target = stage.path / "checkpoints"
+        target.mkdir()
+        for p in source.glob("*.pt"):
+            try:
+                os.link(p, target / p.name)  # safe: checkpoints are replaced by rename, never rewritten
+            except OSError:
+                shutil.copy2(p, target / p.name)
+    except BaseException:
+        shutil.rmtree(stage.path, ignore_errors=True)
+        raise
+    return stage
 
 
 def print_report(report: dict, out: Path) -> None:
@@ -114,29 +151,54 @@ def run(args) -> None:
         return
     from .launch import RankFailure, launch_local
     cfg = build_config(args)
-    out = _prepare_out(args.out, args.resume)
-    try:
-        report = launch_local(cfg, out, resume=args.resume, progress=not args.no_progress)
-    except RankFailure as exc:
-        msg = str(exc)
-        if exc.traceback:
-            tb = out / f"rank{exc.rank}-error.txt"
-            try:
-                tb.write_text(exc.traceback, encoding="utf-8")
-                msg += f" (traceback: {tb})"
-            except OSError:
-                pass
-        raise RunFailed(msg) from None
-    print_report(report, out)
+    with _prepare_out(args.out, args.resume, cfg) as stage:
+        try:
+            report = launch_local(cfg, stage.path, resume=args.resume, progress=not args.no_progress)
+            stage.commit()
+        except RankFailure as exc:
+            raise RunFailed(_rank_failure(exc, stage)) from None
+        except OSError as exc:
+            error = stage.write_error(exc)
+            if error is None:
+                raise
+            raise error from None
+    print_report(report, stage.out)
+
+
+def _rank_failure(exc, stage) -> str:
+    """The one line of a rank's failure, with paths as they are once the files are in OUT/partial;
+    the traceback goes to a file there."""
+    msg = str(exc).replace(str(stage.path), str(stage.partial))
+    if exc.traceback:
+        tb = stage.path / f"rank{exc.rank}-error.txt"
+        try:
+            tb.write_text(exc.traceback, encoding="utf-8")
+            msg += f" (traceback: {stage.if_unfinished(tb)})"
+        except OSError:
+            pass
+    return msg
 
 
 def _run_torchrun_rank(args) -> None:
-    from torch.distributed.elastic.multiprocessing.errors import record
+    """One rank of a torchrun job.  Rank 0 stages and writes the files (the others write none).
 
+    No ``@record`` here: relaxtorch's own one line (rank 0) says what went wrong, and an error
+    file would make torchrun print this rank's traceback too.  torchrun itself still prints its
+    ``ChildFailedError`` summary after any rank exits non-zero (torch 2.13 always does)."""
     from .launch import run_torchrun
     rank = int(os.environ["RANK"])
-    cfg = build_config(args, world=int(os.environ["WORLD_SIZE"]))
-    out = _prepare_out(args.out, args.resume) if rank == 0 else Path(args.out)
-    report = record(run_torchrun)(cfg, out, resume=args.resume, progress=not args.no_progress)
-    if rank == 0:
-        print_report(report, out)
+    world = int(os.environ["WORLD_SIZE"])
+    cfg = build_config(args, world=world)
+    if rank != 0:
+        run_torchrun(cfg, Path(args.out), resume=args.resume, progress=False)
+        return
+    with _prepare_out(args.out, args.resume, cfg, world) as stage:
+        try:
+            report = run_torchrun(cfg, stage.path, resume=args.resume, progress=not args.no_progress)
+            stage.commit()
+        except OSError as exc:
+            error = stage.write_error(exc)
+            if error is None:
+                raise
+            raise error from None
+    print_report(report, stage.out)

@@ -26,7 +26,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .._config import ConfigChecker, kind
+from .._config import MAX_LR, MAX_PENALTY, ConfigChecker, cpu_count, kind, range_error, seed_error
 from ..._files import read_toml
 
 ALGORITHMS = ("allreduce", "cocktail", "sign-ef", "topk-ef", "qsgd", "dpsgd", "detag", "moniqua")
@@ -123,8 +123,13 @@ class _Checker(ConfigChecker):
 def _check_job(c: _Checker, where: str, key: str, v):
     if key == "nproc" and not 1 <= v <= 1024:
         c.fail(f"{where}{key}", f"must be in 1..1024, got {v}")
-    if key in ("seed", "checkpoint_every", "threads") and v < 0:
+    if key in ("checkpoint_every", "threads") and v < 0:
         c.fail(f"{where}{key}", f"must be >= 0, got {v}")
+    if key == "seed" and seed_error(v):
+        c.fail(f"{where}{key}", seed_error(v))
+    if key == "threads" and v > cpu_count():
+        c.fail(f"{where}{key}", f"must be in 0..{cpu_count()} (0: cores / ranks; this machine lets the job use "
+                                f"{cpu_count()} CPUs), got {v}")
     if key == "eval_every" and v < 1:
         c.fail(f"{where}{key}", f"must be >= 1, got {v}")
     if key == "timeout" and not 0 < v < 1e6:
@@ -141,12 +146,12 @@ def _check_run(c: _Checker, where: str, key: str, v):
         c.fail(f"{where}{key}", f"unknown {key} {v!r} (choose from {', '.join(choices)})")
     if key in ("steps", "batch_size") and v < 1:
         c.fail(f"{where}{key}", f"must be >= 1, got {v}")
-    if key == "lr" and not v > 0:
-        c.fail(f"{where}{key}", f"must be > 0, got {v}")
-    if key == "momentum" and not 0 <= v < 1:
-        c.fail(f"{where}{key}", f"must be in [0, 1), got {v}")
-    if key == "weight_decay" and not v >= 0:
-        c.fail(f"{where}{key}", f"must be >= 0, got {v}")
+    if key == "lr" and range_error(v, 0, MAX_LR, lo_open=True):  # finite: inf passes "> 0"
+        c.fail(f"{where}{key}", range_error(v, 0, MAX_LR, lo_open=True))
+    if key == "momentum" and range_error(v, 0, 1, hi_open=True):
+        c.fail(f"{where}{key}", range_error(v, 0, 1, hi_open=True))
+    if key == "weight_decay" and range_error(v, 0, MAX_PENALTY):
+        c.fail(f"{where}{key}", range_error(v, 0, MAX_PENALTY))
     if key == "label_skew" and not 0 <= v <= 1:
         c.fail(f"{where}{key}", f"must be in [0, 1], got {v}")
     if key == "link":

@@ -85,10 +85,24 @@ def _threads(cfg: DistConfig, local_world: int) -> int:
     return cfg.threads or max(1, (os.cpu_count() or 1) // max(1, local_world))
 
 
+def _echo(exc: BaseException, rank: int) -> bool:
+    """Whether ``exc`` repeats another rank's failure: a checkpoint rank 0 read and found wrong
+    is raised on every rank, and only rank 0 is to blame for it."""
+    from .checkpoint import CheckpointError
+    return isinstance(exc, CheckpointError) and rank != 0
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:  # a full disk: say so, with the file
+        return f"{exc.strerror}: {exc.filename}"
+    text = str(exc).strip()
+    return text.splitlines()[0][:400] if text else ""
+
+
 def _write_error(err_dir: str, rank: int, exc: BaseException | None, kind: str) -> None:
     info = {"rank": rank, "time": time.time(), "kind": kind,
             "type": type(exc).__name__ if exc is not None else None,
-            "message": str(exc).strip().splitlines()[0][:400] if exc is not None and str(exc).strip() else "",
+            "message": _message(exc) if exc is not None else "",
             "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if exc else ""}
     atomic_write(os.path.join(err_dir, f"rank{rank}.json"), json.dumps(info))
 
@@ -120,7 +134,7 @@ def _child(rank, world, port, cfg, out, resume, progress, factory, err_dir, beat
         _write_error(err_dir, rank, None, "interrupted")
         code = 130
     except BaseException as exc:  # noqa: BLE001 - every failure is reported to the launcher
-        _write_error(err_dir, rank, exc, "comm" if is_comm_error(exc) else "error")
+        _write_error(err_dir, rank, exc, "comm" if is_comm_error(exc) or _echo(exc, rank) else "error")
         code = 1
     if code:
         sys.stdout.flush()
@@ -233,7 +247,8 @@ def launch_local(cfg: DistConfig, out, *, resume: bool = False, progress: bool =
     """Run the job on ``cfg.nproc`` local ranks; returns the report rank 0 wrote to ``out``.
 
     Raises :class:`RankFailure` when a rank fails, KeyboardInterrupt on Ctrl-C
-    (the ranks are stopped either way; finished runs and checkpoints stay in ``out``).
+    (the ranks are stopped either way; finished runs and checkpoints stay in ``out``, which
+    ``relaxtorch dist`` makes a staging folder: see ``cli._prepare_out``).
     """
     import torch.multiprocessing as mp
     n = cfg.nproc

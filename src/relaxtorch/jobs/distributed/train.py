@@ -301,5 +301,6 @@ def run_job(cfg: DistConfig, out, rc: RankContext, *, resume: bool = False, prog
         if rc.rank == 0:
             records.append(rec)
             rep = report.build_report(cfg, records, seconds=time.perf_counter() - t0)
+            rep["partial"] = i < len(cfg.runs) - 1  # until the last run: an interrupted job's report says so
             report.write_report(rep, out, plots=i == len(cfg.runs) - 1)  # tables after each run, plots at the end
     return rep

@@ -71,14 +71,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--json", action="store_true", default=None, help="print the JSON report instead of the table")
 
 
-def _options(args) -> dict:
+def _options(args, where: dict | None = None) -> dict:
+    """The options: defaults, then the TOML file's, then the command line's.  ``where`` (if given)
+    gets key -> config entry name for the values the file set (for error messages)."""
     opts = dict(DEFAULTS)
     if args.config:
-        opts.update(_read_config(args.config))
+        names: dict = {}
+        opts.update(_read_config(args.config, names))
+        if where is not None:
+            where.update(names)
     for key in DEFAULTS:
         value = getattr(args, key, None)
         if value is not None:
             opts[key] = value
+            if where is not None:
+                where.pop(key, None)
     return opts
 
 
@@ -94,7 +101,7 @@ class _Checker(ConfigChecker):
     error = CLIError
 
 
-def _read_config(path) -> dict:
+def _read_config(path, names: dict | None = None) -> dict:
     """The options of a TOML file: a ``[hogwild]`` table (or the same keys at the top level)."""
     raw = read_toml(path, CLIError)
     c = _Checker(str(path))
@@ -111,6 +118,8 @@ def _read_config(path) -> dict:
         if k not in TYPES:
             c.fail(f"{where}.{key}" if where else key, f"unknown option (choose from {', '.join(TYPES)})")
         name = f"{where}.{key}" if where else key
+        if names is not None:
+            names[k] = f"{path}: {name}"
         if k in LISTS:
             out[k] = ",".join(str(v) for v in c.scalar_or_list(name, value, TYPES[k]))
         else:
@@ -192,9 +201,13 @@ def build_problem(opts):
 def run(args) -> None:
     """Handler of ``relaxtorch hogwild``."""
     from . import report
+    from .._output import Staging
     from ...parallel.runner import RunInterrupted, WorkerError, hogwild
     from ...parallel.signature import parse_signature
-    opts = _options(args)
+    from .options import check_memory, check_options
+    where: dict = {}
+    opts = _options(args, where)
+    check_options(opts, where)  # ranges (--lr inf, --seed -1) and sizes, before anything is allocated
     try:
         sigs = [str(parse_signature(s.strip())) for s in str(opts["signature"]).split(",") if s.strip()]
     except ValueError as exc:
@@ -207,21 +220,53 @@ def run(args) -> None:
     if "D32M32G32C32" not in sigs:
         sigs = ["D32M32G32C32"] + sigs
     reps = _replications(opts)
-    try:
-        problem = build_problem(opts)
-    except ValueError as exc:  # invalid generator or problem settings
-        raise _error(str(exc)) from None
-    if problem.kind == "torch" and "per-worker" in reps:
-        if opts["replication"] != DEFAULTS["replication"]:
-            raise _error(f"invalid --replication per-worker for {problem.name}: torch models train on the shared "
-                         "parameters (use a linear or matrix-completion problem)")
-        reps = ["shared"]
-    out = opts["out"]
+    check_memory(opts)
+    # --out is checked before the problem is built; the files are staged and swapped in at the end
+    with Staging(opts["out"], "hogwild", owns=report.FILES) as stage:
+        try:
+            problem = build_problem(opts)
+        except ValueError as exc:  # invalid generator or problem settings
+            raise _error(str(exc)) from None
+        if problem.kind == "torch" and "per-worker" in reps:
+            if opts["replication"] != DEFAULTS["replication"]:
+                raise _error(f"invalid --replication per-worker for {problem.name}: torch models train on the "
+                             "shared parameters (use a linear or matrix-completion problem)")
+            reps = ["shared"]
+        try:
+            results = _train(problem, sigs, counts, reps, opts, stage, hogwild, RunInterrupted, WorkerError)
+            problem.release()
+            report.write_json(os.path.join(stage.path, "hogwild.json"), results, {"problem": problem.name})
+            report.plot(os.path.join(stage.path, "hogwild.png"), results, f"{problem.name}: loss vs wall-clock")
+            stage.commit()
+        except OSError as exc:
+            error = stage.write_error(exc)
+            if error is None:
+                raise
+            raise error from None
+    out = stage.out
+    json_path, png = out / "hogwild.json", out / "hogwild.png"
+    if opts["json"]:
+        with open(json_path, encoding="utf-8") as f:
+            print(f.read())
+        return
+    m = report.machine()
+    print(f"{problem.name}: {problem.n_items} examples, {m['cpu_count']} cores ({m['cpu']}), torch {m['torch']}")
+    print(report.table(results))
+    print(f"\nloss / seq: final loss over the 1-worker float32 run's; s to seq loss: wall-clock seconds until the "
+          f"run first reaches that loss; per-worker/K: private replicas synced every K updates (stale: updates "
+          f"of other workers not yet seen at a sync; in sync: share of worker time spent syncing); writes: "
+          f"fraction of coordinate writes that changed the model.\nreport: {json_path}\nplot:   {png}\n"
+          f"models: {out}/model-*.pt")
+
+
+def _train(problem, sigs, counts, reps, opts, stage, hogwild, RunInterrupted, WorkerError) -> list:
+    """Every run of the job, its model saved in the staging folder."""
     results = []
     for sig in sigs:
         for n, rp in [(n, rp) for n in counts for rp in (reps if n > 1 else ["shared"])]:  # 1 worker: sequential
             what = f"{sig} with {n} worker(s)" + (f", {rp}" if rp != "shared" else "")
-            ckpt = os.path.join(out, f"model-{sig}-w{n}.pt" if rp == "shared" else f"model-{sig}-w{n}-{rp}.pt")
+            name = f"model-{sig}-w{n}.pt" if rp == "shared" else f"model-{sig}-w{n}-{rp}.pt"
+            ckpt = os.path.join(stage.path, name)
             try:
                 r = hogwild(problem, workers=n, signature=sig, epochs=opts["epochs"], lr=opts["lr"],
                             lr_decay=opts["lr_decay"], order=opts["order"], seed=opts["seed"],
@@ -235,21 +280,7 @@ def run(args) -> None:
             except RunInterrupted as exc:
                 if exc.result is not None and exc.result.checkpoint:
                     print(f"relaxtorch hogwild: {what} interrupted; last consistent model "
-                          f"saved to {exc.result.checkpoint}", file=sys.stderr)
+                          f"saved to {stage.if_unfinished(exc.result.checkpoint)}", file=sys.stderr)
                 raise
             results.append(r)
-    problem.release()
-    json_path = report.write_json(os.path.join(out, "hogwild.json"), results, {"problem": problem.name})
-    png = report.plot(os.path.join(out, "hogwild.png"), results, f"{problem.name}: loss vs wall-clock")
-    if opts["json"]:
-        with open(json_path, encoding="utf-8") as f:
-            print(f.read())
-        return
-    m = report.machine()
-    print(f"{problem.name}: {problem.n_items} examples, {m['cpu_count']} cores ({m['cpu']}), torch {m['torch']}")
-    print(report.table(results))
-    print(f"\nloss / seq: final loss over the 1-worker float32 run's; s to seq loss: wall-clock seconds until the "
-          f"run first reaches that loss; per-worker/K: private replicas synced every K updates (stale: updates "
-          f"of other workers not yet seen at a sync; in sync: share of worker time spent syncing); writes: "
-          f"fraction of coordinate writes that changed the model.\nreport: {json_path}\nplot:   {png}\n"
-          f"models: {out}/model-*.pt")
+    return results

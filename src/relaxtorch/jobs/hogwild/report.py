@@ -7,6 +7,7 @@ from .. import _report
 from .._report import format_table, machine
 
 FULL = "D32M32G32C32"
+FILES = ("hogwild.json", "hogwild.png", "model-*.pt")  # what a run writes into --out
 
 
 def _baselines(results: list[RunResult]):

@@ -20,21 +20,25 @@ def add_arguments(p) -> None:
 
 def parse_seeds(text: str) -> list[int]:
     """``--seeds 0,1,2`` as a list (CLIError naming the option on anything else)."""
+    from .._config import seed_error
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise CLIError(f"--seeds: expected comma-separated integers like 0,1,2, got {text!r}") from None
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+    if not seeds or len(set(seeds)) != len(seeds):
         raise CLIError(f"--seeds: expected distinct integers >= 0, got {text!r}")
+    for s in seeds:
+        if seed_error(s):
+            raise CLIError(f"--seeds: {seed_error(s)}")
     return seeds
 
 
 def run(args) -> None:
-    from pathlib import Path
-
+    from .._output import Staging
     from . import ConfigError, format_summary, load_config, run_sweep, write_report
     from .config import quick
     from .plan import load_data, plan
+    from .report import FILES
 
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None
     try:
@@ -43,18 +47,24 @@ def run(args) -> None:
             cfg = quick(cfg)
         if seeds is not None:
             cfg.sweep["seeds"] = seeds
+            cfg.explicit.add("seeds")
         plan(cfg, load_data(cfg))  # every configuration error before any file is made
     except ConfigError as exc:
         raise CLIError(str(exc)) from None
-    try:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CLIError(f"--out {args.out}: cannot create the folder ({exc.strerror or exc})") from None
-    report = run_sweep(cfg, progress=not args.no_progress)
-    try:
-        paths = write_report(report, args.out)
-    except OSError as exc:
-        raise CLIError(f"--out {args.out}: cannot write the report ({exc.strerror or exc})") from None
+    # --out is checked now, written in a staging folder (report.json marked partial after every
+    # finished run) and swapped in at the end; an interrupted sweep leaves its rows in OUT/partial
+    with Staging(args.out, "tradeoff", owns=FILES) as stage:
+        try:
+            report = run_sweep(cfg, progress=not args.no_progress,
+                               on_run=lambda rep: write_report(rep, stage.path, plots=False))
+            write_report(report, stage.path)
+            stage.commit()
+        except OSError as exc:
+            error = stage.write_error(exc)
+            if error is None:
+                raise
+            raise error from None
+    paths = [stage.out / name for name in FILES]
     print(format_summary(report))
     print(f"\n{len(report['runs'])} runs in {report['seconds']:.0f} s; wrote:")
     for p in paths:

@@ -21,7 +21,7 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._config import ConfigChecker, kind
+from .._config import ConfigChecker, kind, seed_error, threads_error
 from ..._files import read_toml, tomllib
 from ...data import DATASETS
 from .algorithms import ALGORITHMS
@@ -59,6 +59,7 @@ class Config:
     algorithms: dict = field(default_factory=dict)
     model_algorithms: dict = field(default_factory=dict)  # (model, algorithm) -> overrides
     source: str | None = None
+    explicit: set = field(default_factory=set)  # the [sweep] keys the file gave (the others are defaults)
 
     def hyper(self, model: str, algorithm: str) -> Hyper:
         values = {**Hyper().to_dict(), **self.train, **self.models.get(model, {}),
@@ -115,6 +116,7 @@ def parse(raw: dict, source: str | None = None) -> Config:
     cfg = Config(source=source)
     sweep = c.table("[sweep]", raw.get("sweep", {}))
     c.keys("[sweep]", sweep, tuple(SWEEP_DEFAULTS))
+    cfg.explicit = set(sweep) | ({"models", "datasets"} if "pairs" in sweep else set())
     for key, choices, what in (("models", MODELS, "model"), ("datasets", DATASETS, "dataset"),
                                ("algorithms", ALGORITHMS, "algorithm"), ("precisions", tuple(PRECISIONS), "precision")):
         if key in sweep:
@@ -128,12 +130,15 @@ def parse(raw: dict, source: str | None = None) -> Config:
         if not isinstance(seeds, list) or not seeds:
             c.fail("[sweep].seeds", f"must be a non-empty list of integers, got {kind(seeds)}")
         cfg.sweep["seeds"] = [c.scalar("[sweep].seeds", s, int) for s in seeds]
-        if any(s < 0 for s in cfg.sweep["seeds"]) or len(set(seeds)) != len(seeds):
+        for s in cfg.sweep["seeds"]:
+            if seed_error(s):
+                c.fail("[sweep].seeds", seed_error(s))
+        if len(set(seeds)) != len(seeds):
             c.fail("[sweep].seeds", "must be distinct integers >= 0")
     if "threads" in sweep:
         cfg.sweep["threads"] = c.scalar("[sweep].threads", sweep["threads"], int)
-        if cfg.sweep["threads"] < 1:
-            c.fail("[sweep].threads", "must be >= 1")
+        if threads_error(cfg.sweep["threads"]):
+            c.fail("[sweep].threads", threads_error(cfg.sweep["threads"]))
     data = c.table("[data]", raw.get("data", {}))
     c.keys("[data]", data, tuple(DATA_DEFAULTS))
     for key, typ in (("split_seed", int), ("test_fraction", float), ("max_train", int)):
@@ -141,8 +146,10 @@ def parse(raw: dict, source: str | None = None) -> Config:
             cfg.data[key] = c.scalar(f"[data].{key}", data[key], typ)
     if not 0 < cfg.data["test_fraction"] < 1:
         c.fail("[data].test_fraction", "must be in (0, 1)")
-    if cfg.data["max_train"] < 0 or cfg.data["split_seed"] < 0:
-        c.fail("[data].max_train" if cfg.data["max_train"] < 0 else "[data].split_seed", "must be >= 0")
+    if cfg.data["max_train"] < 0:
+        c.fail("[data].max_train", "must be >= 0")
+    if seed_error(cfg.data["split_seed"]):
+        c.fail("[data].split_seed", seed_error(cfg.data["split_seed"]))
     cfg.train.update(c.hyper("[train]", c.table("[train]", raw.get("train", {}))))
     for m, table in c.table("[models]", raw.get("models", {})).items():
         where = f"[models.{m}]"

@@ -46,19 +46,27 @@ HYPER_KEYS = {f.name: {"int": int, "str": str}.get(f.type, float) for f in field
 
 
 def check_hyper(values: dict) -> str | None:
-    """Why these resolved settings are invalid (None when fine); names the key."""
+    """Why these resolved settings are invalid (None when fine); names the key.
+
+    Every number must be finite (NaN passes ``<= 0``, so the checks are ranges, not
+    comparisons) and in a usable range: a step size above ``MAX_LR`` only overflows.
+    """
     from ...numbers import ROUNDINGS
+    from .._config import MAX_LR, MAX_PENALTY, range_error
     for key in ("epochs", "batch_size"):
         if values[key] < 1:
             return f"{key}: must be >= 1, got {values[key]}"
-    for key in ("lr", "swa_lr"):
-        if values[key] is not None and values[key] <= 0:
-            return f"{key}: must be > 0, got {values[key]}"
-    for key in ("momentum", "swa_start"):
-        if not 0 <= values[key] < 1:
-            return f"{key}: must be in [0, 1), got {values[key]}"
-    if values["weight_decay"] < 0 or values["lr_final"] < 0:
-        return f"{'weight_decay' if values['weight_decay'] < 0 else 'lr_final'}: must be >= 0"
+    checks = (("lr", 0, MAX_LR, True, False), ("swa_lr", 0, MAX_LR, True, False),
+              ("momentum", 0, 1, False, True), ("swa_start", 0, 1, False, True),
+              ("weight_decay", 0, MAX_PENALTY, False, False), ("lr_final", 0, MAX_LR, False, False))
+    for key, lo, hi, lo_open, hi_open in checks:
+        if values[key] is None:
+            continue
+        why = range_error(values[key], lo, hi, lo_open=lo_open, hi_open=hi_open)
+        if why:
+            return f"{key}: {why}"
+    if values["lr"] * values["lr_final"] > MAX_LR:
+        return f"lr_final: lr * lr_final must be <= {MAX_LR:g}, got {values['lr'] * values['lr_final']:g}"
     for key, choices in (("lr_schedule", SCHEDULES), ("swa_every", SWA_EVERY), ("rounding", ROUNDINGS)):
         if values[key] not in choices:
             return f"{key}: unknown value {values[key]!r} (choose from {', '.join(choices)})"

@@ -3,7 +3,9 @@
 A combination that cannot run (``svrg`` on an MLP, ``halp`` at fp32, ``cnn``
 on a data set without images) is skipped with a note when it comes out of a
 cross product; it is a :class:`ConfigError` when it was named explicitly (a
-``pairs`` entry) or when a name in ``[sweep]`` would run nowhere at all.
+``pairs`` entry) or when a name the file gave in ``[sweep]`` would run nowhere
+at all.  A default name that runs nowhere (the built-in algorithm list on the
+default MLP: svrg and halp need a convex model) is dropped with its reason.
 """
 from __future__ import annotations
 
@@ -82,11 +84,16 @@ def plan(cfg: Config, datasets: dict[str, Dataset]) -> tuple[list[RunSpec], list
              "models": [m for m, _ in cfg.pairs()], "datasets": [d for _, d in cfg.pairs()]}
     unused = [(key, name) for key, requested in names.items() for name in dict.fromkeys(requested)
               if name not in used[key]]
+    # a name the file did not give (a default, e.g. svrg beside the default mlp) is dropped, not an error:
+    # its combinations are in ``skipped`` with the reason, which the table prints
+    unused = [(key, name) for key, name in unused if key in cfg.explicit or (key, name) not in reasons]
     if unused:  # report a name with a specific reason first (the cause, not its consequences)
         key, name = next((u for u in unused if u in reasons), unused[0])
         k = "pairs" if explicit and key in ("models", "datasets") else key
         why = reasons.get((key, name), "no combination of the sweep runs it")
         raise ConfigError(f"{where}[sweep].{k}: {name!r} would run nowhere in this sweep ({why})")
+    if not runs:
+        raise ConfigError(f"{where}[sweep]: no combination of this sweep can run")
     return runs, skipped
 
 

@@ -27,16 +27,21 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write_report(report: dict, out_dir: str | Path) -> list[Path]:
-    """report.json, report.csv, pareto.png and loss_curves.png in ``out_dir``; returns the paths."""
-    from . import plots
+FILES = ("report.json", "report.csv", "pareto.png", "loss_curves.png")
 
+
+def write_report(report: dict, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
+    """report.json, report.csv, pareto.png and loss_curves.png in ``out_dir`` (the PNGs only
+    with ``plots``); returns the paths."""
     out = Path(out_dir)
-    paths = [out / "report.json", out / "report.csv", out / "pareto.png", out / "loss_curves.png"]
-    atomic_write(paths[0], json.dumps(finite(report), indent=1, allow_nan=False) + "\n")
+    paths = [out / name for name in FILES]
     atomic_write(paths[1], to_csv(report["runs"]))
-    atomic_write(paths[2], plots.pareto_png(report["summary"]))
-    atomic_write(paths[3], plots.loss_curves_png(report["runs"]))
+    atomic_write(paths[0], json.dumps(finite(report), indent=1, allow_nan=False) + "\n")  # last: it says what is done
+    if not plots:
+        return paths[:2]
+    from . import plots as png
+    atomic_write(paths[2], png.pareto_png(report["summary"]))
+    atomic_write(paths[3], png.loss_curves_png(report["runs"]))
     return paths
 
 

@@ -83,8 +83,12 @@ def run_one(spec: RunSpec, data, objective) -> dict:
                 history=result.history)
 
 
-def run_sweep(cfg: Config, *, progress: bool = True) -> dict:
-    """Plan, run (with a progress bar on stderr) and summarize a sweep."""
+def run_sweep(cfg: Config, *, progress: bool = True, on_run=None) -> dict:
+    """Plan, run (with a progress bar on stderr) and summarize a sweep.
+
+    ``on_run(report)``, when given, is called after every finished run with the report of
+    the runs so far (``"partial": True`` until the last), so a caller can keep it on disk.
+    """
     from tqdm.auto import tqdm
 
     datasets = load_data(cfg)
@@ -109,12 +113,19 @@ def run_sweep(cfg: Config, *, progress: bool = True) -> dict:
                 obj = objectives.get((spec.dataset, spec.hyper.weight_decay)) if spec.model in CONVEX_MODELS else None
                 rows.append(run_one(spec, datasets[spec.dataset], obj))
                 bar.update(1)
+                if on_run is not None and len(rows) < len(runs):
+                    on_run(_report(cfg, run_machine, datasets, optima, skipped, rows, started, len(runs)))
+    return _report(cfg, run_machine, datasets, optima, skipped, rows, started, len(runs))
+
+
+def _report(cfg, run_machine, datasets, optima, skipped, rows, started, planned) -> dict:
     return {"relaxtorch": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "partial": len(rows) < planned, "runs_planned": planned, "runs_finished": len(rows),
             "seconds": time.perf_counter() - started, "config": cfg.to_dict(),
             "machine": run_machine,
             "datasets": {n: dict(task=d.task, n_train=int(d.X_train.shape[0]), n_test=int(d.X_test.shape[0]),
                                  n_features=d.n_features, n_classes=d.n_classes) for n, d in datasets.items()},
-            "optima": optima, "skipped": skipped, "summary": summarize(rows), "runs": rows}
+            "optima": optima, "skipped": skipped, "summary": summarize(rows), "runs": list(rows)}
 
 
 def _mean_std(values) -> tuple[float | None, float | None]:
