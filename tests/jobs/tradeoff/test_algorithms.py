@@ -90,3 +90,21 @@ def test_halp_reaches_svrg_rate_where_lp_sgd_stalls():
     assert sub["sgd"][-1] > 1e-3 and min(sub["sgd"][5:]) > 100 * sub["halp"][-1]
     rate = math.log(sub["halp"][9] / sub["halp"][5]) / 4
     assert rate < -1.0  # at least a factor e per epoch
+
+
+def test_halp_below_its_minimum_bits_is_skipped_because_it_diverges():
+    from relaxtorch.jobs.tradeoff.algorithms import HALP_MIN_BITS
+    assert "diverges" in unsupported("halp", "logreg", PRECISIONS["mxfp4"])
+    assert "diverges" in unsupported("halp", "logreg", PRECISIONS["fixed4"])
+    assert unsupported("halp", "logreg", PRECISIONS["fixed8"]) is None
+    # the evidence behind the rule: 4-bit offsets end above the starting point, 8-bit ones converge
+    data, obj = _logistic()
+    hp = Hyper(epochs=12, batch_size=8, lr=0.5, momentum=0.0, weight_decay=0.05)
+
+    class Bits:  # a precision whose weights have ``weight_bits`` bits (all HALP reads)
+        def __init__(self, b):
+            self.weight_bits = b
+    sub = {b: RUNNERS["halp"](build_model("logreg", data, generator(0, "model")), data, Bits(b), hp, seed=0,
+                              objective=obj).history for b in (HALP_MIN_BITS - 2, 8)}
+    low, high = sub[HALP_MIN_BITS - 2], sub[8]
+    assert low[-1]["suboptimality"] > low[0]["suboptimality"] and high[-1]["suboptimality"] < 1e-5
