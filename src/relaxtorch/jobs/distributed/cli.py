@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from .._cli import CLIError, RunFailed
+from .schedule import SCHEDULES
 from .config import ALGORITHMS, DEFAULT_ALGORITHMS, MODELS, PARTITIONS, TOPOLOGIES, ConfigError, load_config, override
 
 
@@ -49,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--steps", type=int, help="training steps per run (default 300)")
     a("--batch-size", type=int, help="minibatch per rank (default 32)")
     a("--lr", type=float, help="step size (default 0.1)")
+    a("--lr-schedule", choices=SCHEDULES, help="step-size schedule: constant (default), step, cosine, inverse_sqrt")
     a("--eval-every", type=int, metavar="K", help="evaluate every K steps (default 25)")
     a("--checkpoint-every", type=int, metavar="K", help="checkpoint every K steps; 0: never (default 100)")
     a("--out", metavar="DIR", default="dist_out", help="output folder (default ./dist_out)")
@@ -75,7 +77,7 @@ def build_config(args, world: int | None = None):
         cfg = load_config(args.config)
         cfg = override(cfg, algorithms=algorithms, nproc=nproc, model=args.model, topology=args.topology,
                        link=args.link, partition=args.partition, label_skew=args.label_skew,
-                       reshuffle=args.reshuffle, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       reshuffle=args.reshuffle, steps=args.steps, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
                        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
                        timeout=args.timeout, device=args.device)
     except ConfigError as exc:

@@ -26,6 +26,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .schedule import SCHEDULES
 from .._config import MAX_LR, MAX_PENALTY, ConfigChecker, cpu_count, kind, range_error, seed_error
 from ..._files import read_toml
 
@@ -74,6 +75,10 @@ class RunSpec:
     steps: int = 300
     batch_size: int = 32
     lr: float = 0.1
+    lr_schedule: str = "constant"
+    lr_final: float = 0.0
+    lr_step: int = 0
+    lr_gamma: float = 0.1
     momentum: float = 0.0
     weight_decay: float = 0.0
     link: str = "500Mbps,1ms"
@@ -148,6 +153,14 @@ def _check_run(c: _Checker, where: str, key: str, v):
         c.fail(f"{where}{key}", f"must be >= 1, got {v}")
     if key == "lr" and range_error(v, 0, MAX_LR, lo_open=True):  # finite: inf passes "> 0"
         c.fail(f"{where}{key}", range_error(v, 0, MAX_LR, lo_open=True))
+    if key == "lr_schedule" and v not in SCHEDULES:
+        c.fail(f"{where}{key}", f"unknown schedule {v!r} (choose from {', '.join(SCHEDULES)})")
+    if key == "lr_final" and range_error(v, 0, MAX_LR):
+        c.fail(f"{where}{key}", range_error(v, 0, MAX_LR))
+    if key == "lr_step" and v < 0:
+        c.fail(f"{where}{key}", f"must be >= 0 (0: the schedule's default), got {v}")
+    if key == "lr_gamma" and range_error(v, 0, 1, lo_open=True):
+        c.fail(f"{where}{key}", range_error(v, 0, 1, lo_open=True))
     if key == "momentum" and range_error(v, 0, 1, hi_open=True):
         c.fail(f"{where}{key}", range_error(v, 0, 1, hi_open=True))
     if key == "weight_decay" and range_error(v, 0, MAX_PENALTY):

@@ -23,7 +23,7 @@ SUMMARY_FIELDS = ["name", "algorithm", "model", "params", "world", "partition", 
                   "messages_per_step", "compression_ratio", "vs_allreduce", "sim_step_s", "sim_unlimited_step_s",
                   "link_slowdown", "compute_step_s",
                   "compress_step_s", "sim_comm_step_s", "comm_step_s", "wall_step_s", "sim_total_s"]
-HISTORY_FIELDS = ["step", "epoch", "train_loss", "batch_loss", "test_loss", "test_acc", "consensus", "bytes_per_worker",
+HISTORY_FIELDS = ["step", "epoch", "lr", "train_loss", "batch_loss", "test_loss", "test_acc", "consensus", "bytes_per_worker",
                   "messages_per_worker", "sim_s", "wall_s"]
 FILES = ("report.json", "report.csv", "history.csv", "loss_vs_step.png", "accuracy_vs_time.png",
          "bytes_per_step.png")

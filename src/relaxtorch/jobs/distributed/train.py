@@ -40,6 +40,7 @@ from .algorithms import Context, build
 from .config import DistConfig, RunSpec
 from .data import BatchSchedule
 from .models import build_model, n_parameters
+from .schedule import lr_at
 
 # per-step measurements each rank keeps until the next collective flush
 _STEP_FIELDS = ("compute_s", "compress_s", "simulated_comm_s", "comm_s", "wall_s")
@@ -107,6 +108,7 @@ class _Run:
         before = [getattr(stats, f) for f in _STEP_FIELDS[:-1]]
         idx = self.schedule.indices(self.step)
         t0 = time.perf_counter()
+        self.set_lr()
         self.opt.zero_grad()
         with stats.timing("compute"):
             loss = F.cross_entropy(self.model(self.X[idx]), self.y[idx])
@@ -117,6 +119,17 @@ class _Run:
         self.window[0] += float(loss.detach())
         self.window[1] += 1
         self.step += 1
+
+    def lr(self) -> float:
+        """The step size of the current step (the run's schedule; a function of the step alone)."""
+        sp = self.spec
+        return lr_at(sp.lr_schedule, sp.lr, self.step, sp.steps, lr_final=sp.lr_final, lr_step=sp.lr_step,
+                     lr_gamma=sp.lr_gamma)
+
+    def set_lr(self) -> None:
+        lr = self.lr()
+        for group in self.opt.param_groups:  # the wrapped optimizer's groups, shared down the stack
+            group["lr"] = lr
 
     def synchronize(self) -> None:
         """Apply the exchange still in flight (overlapping algorithms) and count it: nothing
@@ -177,7 +190,8 @@ class _Run:
             train_loss = float(F.cross_entropy(model(self.X), self.y))
         n = self.rc.world
         self.history.append({
-            "step": self.step, "epoch": self.step / self.schedule.steps_per_epoch, "train_loss": train_loss,
+            "step": self.step, "epoch": self.step / self.schedule.steps_per_epoch, "lr": self.lr(),
+            "train_loss": train_loss,
             "batch_loss": sums[1] / sums[2] if sums[2] else None, "test_loss": test_loss, "test_acc": test_acc,
             "consensus": sums[0] / n, "bytes_per_worker": sums[3] / n, "messages_per_worker": sums[4] / n,
             "float32_bytes_per_worker": sums[5] / n, "sim_s": self.totals["sim_s"], "wall_s": self.totals["wall_s"]})
