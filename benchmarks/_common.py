@@ -75,7 +75,8 @@ def synchronizer(device) -> Callable[[], None]:
 
 def time_interleaved(fns: dict[str, Callable[[], object] | None], reps: int, warmup: int = 1,
                      sync: Callable[[], None] = lambda: None,
-                     clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+                     clock: Callable[[], float] = time.perf_counter,
+                     setup: dict[str, Callable[[], object]] | None = None) -> dict[str, list[float]]:
     """Seconds per call of each function: ``warmup`` untimed rounds, then ``reps`` timed rounds.
 
     A round calls every function once, in the dict's order, so the baseline and
@@ -84,7 +85,10 @@ def time_interleaved(fns: dict[str, Callable[[], object] | None], reps: int, war
     ``None`` entries are skipped and get an empty list.  The garbage collector
     is off while timing.  ``clock`` is wall-clock by default; ``time.process_time``
     counts the CPU seconds of this process instead (steady on a busy shared machine).
+    ``setup[name]``, when given, runs untimed before each call of ``fns[name]`` (an in-place
+    contender gets fresh input every time).
     """
+    setup = setup or {}
     live = {name: fn for name, fn in fns.items() if fn is not None}
     times: dict[str, list[float]] = {name: [] for name in fns}
     was_enabled = gc.isenabled()
@@ -93,6 +97,8 @@ def time_interleaved(fns: dict[str, Callable[[], object] | None], reps: int, war
     try:
         for r in range(warmup + reps):
             for name, fn in live.items():
+                if name in setup:
+                    setup[name]()
                 sync()
                 t0 = clock()
                 out = fn()

@@ -17,7 +17,9 @@ from numba.extending import intrinsic
 
 from .._numba import njit
 from ._modes import CEIL, DIRECTED, EVEN, F32_MAX_BITS, NEAREST, NEAREST_AWAY, STOCHASTIC
-from ._cpu_ir import random_bits_i32, round_directed, round_nearest, round_nearest_away, round_stochastic
+from ._cpu_ir import (prefer_wide_vectors, random_bits_i32, round_directed, round_directed_short, round_nearest,
+                      round_nearest_away, round_nearest_away_short, round_nearest_short, round_stochastic,
+                      round_stochastic_short)
 
 _ABS = np.uint32(0x7FFFFFFF)
 _INF = np.uint32(0x7F800000)
@@ -48,34 +50,67 @@ def _pow2_bits(k):
 
 
 # One compiled loop per rounding mode: a mode known at compile time lets LLVM
-# drop the other modes' work and vectorise the loop.
+# drop the other modes' work and vectorise the loop.  Each has two loops: the short
+# routine for grids whose normal range starts above float32's (emin > -126: every
+# format of float32's exponent width or less) and the full one for the rest.
+# ``prefer_wide_vectors`` lets AVX-512 CPUs use 16 lanes.
+_SHORT_EMIN = -126
+
 
 @njit(parallel=True, nogil=True, cache=True)
 def flat_nearest(src, dst, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
-    for i in prange(src.size):
-        dst[i] = round_nearest(src[i], np.uint32(0), False, False,
-                               man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+    if emin > _SHORT_EMIN:
+        for i in prange(src.size):
+            prefer_wide_vectors()
+            dst[i] = round_nearest_short(src[i], np.uint32(0), False, False,
+                                         man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+    else:
+        for i in prange(src.size):
+            prefer_wide_vectors()
+            dst[i] = round_nearest(src[i], np.uint32(0), False, False,
+                                   man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
 
 
 @njit(parallel=True, nogil=True, cache=True)
 def flat_nearest_away(src, dst, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
-    for i in prange(src.size):
-        dst[i] = round_nearest_away(src[i], np.uint32(0), False, False,
-                                    man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+    if emin > _SHORT_EMIN:
+        for i in prange(src.size):
+            prefer_wide_vectors()
+            dst[i] = round_nearest_away_short(src[i], np.uint32(0), False, False,
+                                              man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+    else:
+        for i in prange(src.size):
+            prefer_wide_vectors()
+            dst[i] = round_nearest_away(src[i], np.uint32(0), False, False,
+                                        man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
 
 
 @njit(parallel=True, nogil=True, cache=True)
 def flat_stochastic(src, dst, seed_lo, seed_hi, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
-    for i in prange(src.size):
-        dst[i] = round_stochastic(src[i], random_bits_i32(i, seed_lo, seed_hi), False, False,
-                                  man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+    if emin > _SHORT_EMIN:
+        for i in prange(src.size):
+            prefer_wide_vectors()
+            dst[i] = round_stochastic_short(src[i], random_bits_i32(i, seed_lo, seed_hi), False, False,
+                                            man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+    else:
+        for i in prange(src.size):
+            prefer_wide_vectors()
+            dst[i] = round_stochastic(src[i], random_bits_i32(i, seed_lo, seed_hi), False, False,
+                                      man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
 
 
 @njit(parallel=True, nogil=True, cache=True)
 def flat_directed(src, dst, away_pos, away_neg, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
-    for i in prange(src.size):
-        dst[i] = round_directed(src[i], np.uint32(0), away_pos, away_neg,
-                                man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+    if emin > _SHORT_EMIN:
+        for i in prange(src.size):
+            prefer_wide_vectors()
+            dst[i] = round_directed_short(src[i], np.uint32(0), away_pos, away_neg,
+                                          man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+    else:
+        for i in prange(src.size):
+            prefer_wide_vectors()
+            dst[i] = round_directed(src[i], np.uint32(0), away_pos, away_neg,
+                                    man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -155,6 +190,7 @@ def blocks_nearest(src, dst, block, scale_mode, elem_emax, even_man, scale_lo, s
                    man, emin, k_low, max_pos, max_neg, overflow):
     nb = (src.shape[1] + block - 1) // block
     for t in prange(src.shape[0] * nb):
+        prefer_wide_vectors()
         r, b = t // nb, t % nb
         _round_block(src, dst, r, b * block, min((b + 1) * block, src.shape[1]), NEAREST,
                      np.uint64(0), np.uint64(0), False, False, scale_mode, elem_emax, even_man,
@@ -166,6 +202,7 @@ def blocks_nearest_away(src, dst, block, scale_mode, elem_emax, even_man, scale_
                         man, emin, k_low, max_pos, max_neg, overflow):
     nb = (src.shape[1] + block - 1) // block
     for t in prange(src.shape[0] * nb):
+        prefer_wide_vectors()
         r, b = t // nb, t % nb
         _round_block(src, dst, r, b * block, min((b + 1) * block, src.shape[1]), NEAREST_AWAY,
                      np.uint64(0), np.uint64(0), False, False, scale_mode, elem_emax, even_man,
@@ -177,6 +214,7 @@ def blocks_stochastic(src, dst, seed_lo, seed_hi, block, scale_mode, elem_emax, 
                       scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow):
     nb = (src.shape[1] + block - 1) // block
     for t in prange(src.shape[0] * nb):
+        prefer_wide_vectors()
         r, b = t // nb, t % nb
         _round_block(src, dst, r, b * block, min((b + 1) * block, src.shape[1]), STOCHASTIC,
                      seed_lo, seed_hi, False, False, scale_mode, elem_emax, even_man,
@@ -188,6 +226,7 @@ def blocks_directed(src, dst, away_pos, away_neg, block, scale_mode, elem_emax, 
                     scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow):
     nb = (src.shape[1] + block - 1) // block
     for t in prange(src.shape[0] * nb):
+        prefer_wide_vectors()
         r, b = t // nb, t % nb
         _round_block(src, dst, r, b * block, min((b + 1) * block, src.shape[1]), DIRECTED,
                      np.uint64(0), np.uint64(0), away_pos, away_neg, scale_mode, elem_emax,

@@ -44,22 +44,42 @@ def _pow2_bits(b, k):
     return b.select(b.icmp_signed(">=", kc, _c(-126)), normal, sub)
 
 
-def _emit_round(b, mode, u, rnd, away_pos, away_neg, man, emin, k_low, max_pos, max_neg, overflow):
+def _tiny_threshold(b, mode, k_low):
+    """Bits ``t`` such that a magnitude below the grid's smallest step ``2**k_low`` rounds to that
+    step exactly when its bits are ``>= t`` (nearest: above half the step, nearest_away: at
+    least half; 0 never has a non-zero neighbour).  Loop invariant: LLVM hoists it."""
+    half = b.sub(k_low, _c(1))
+    half_bits = b.select(b.icmp_signed(">", half, _c(127)), _c(0x7F800000),
+                         b.select(b.icmp_signed("<", half, _c(-149)), _c(0), _pow2_bits(b, half)))
+    if mode == NEAREST:  # strictly above half: ties go to 0, the even neighbour
+        return b.add(half_bits, _c(1))
+    return _smax(b, half_bits, _c(1))
+
+
+def _emit_round(b, mode, u, rnd, away_pos, away_neg, man, emin, k_low, max_pos, max_neg, overflow, full=True):
+    """Round the float32 bits ``u``.  ``full=False`` is the shorter routine for grids with
+    ``emin > -126``: every float32 subnormal then lies below the grid's normal range, so its true
+    exponent is never needed.  Both agree with ``_reference.py`` bit for bit on their domains."""
     a = b.and_(u, _c(0x7FFFFFFF))
     neg = b.icmp_unsigned("!=", b.lshr(u, _c(31)), _c(0))
     be = b.lshr(a, _c(23))
     is_normal = b.icmp_unsigned(">", be, _c(0))
     e = b.sub(b.select(is_normal, be, _c(1)), _c(127))
     sig = b.or_(b.and_(a, _c(0x7FFFFF)), b.select(is_normal, _c(0x800000), _c(0)))
-    # the grid is chosen by the true exponent (float32 subnormals: that of their integer significand)
-    mant_exp = b.sub(b.lshr(b.bitcast(b.sitofp(b.and_(a, _c(0x7FFFFF)), ir.FloatType()), I32), _c(23)), _c(127 + 149))
-    e_true = b.select(is_normal, e, mant_exp)
-    k = b.select(b.icmp_signed(">=", e_true, emin), b.sub(e_true, man), k_low)
-    shift = b.add(b.sub(k, e), _c(23))
+    if full:  # the grid is chosen by the true exponent (float32 subnormals: that of their integer significand)
+        mant_exp = b.sub(b.lshr(b.bitcast(b.sitofp(b.and_(a, _c(0x7FFFFF)), ir.FloatType()), I32), _c(23)),
+                         _c(127 + 149))
+        e_true = b.select(is_normal, e, mant_exp)
+    else:
+        e_true = e
+    on_normal_grid = b.icmp_signed(">=", e_true, emin)
+    # shift = k - e + 23 with k = e_true - man on the normal grid, k_low below it
+    shift = b.select(on_normal_grid, b.add(b.sub(e_true, e), b.sub(_c(23), man)),
+                     b.sub(b.add(k_low, _c(23)), e))
     sh = _smin(b, _smax(b, shift, _c(0)), _c(31))
     away = b.icmp_unsigned("!=", b.select(neg, away_neg, away_pos), _c(0))
-    if mode == NEAREST:
-        half_m1 = b.sub(b.lshr(b.shl(_c(1), sh), _c(1)), _c(1))
+    if mode == NEAREST:  # half a step less one, plus the kept LSB: ties to even (0 when sh == 0)
+        half_m1 = b.lshr(b.lshr(_c(0x7FFFFFFF), b.sub(_c(31), sh)), _c(1))
         inc = b.add(half_m1, b.and_(b.lshr(sig, sh), _c(1)))
         inc = b.select(b.icmp_signed(">", sh, _c(0)), inc, _c(0))
     elif mode == NEAREST_AWAY:  # half a step: ties go away from zero
@@ -72,8 +92,14 @@ def _emit_round(b, mode, u, rnd, away_pos, away_neg, man, emin, k_low, max_pos, 
         inc = b.select(away, b.sub(b.shl(_c(1), sh), _c(1)), _c(0))
     in_binade = b.icmp_signed("<=", shift, _c(23))
     kept = b.shl(b.lshr(b.add(a, inc), sh), sh)
-    rs = b.lshr(b.add(sig, inc), sh)
-    tiny = b.select(b.icmp_unsigned("!=", rs, _c(0)), _pow2_bits(b, k), _c(0))
+    # below the binade (shift > 23) the grid step is 2**k_low: the result is 0 or that step
+    if mode == STOCHASTIC:
+        up = b.icmp_unsigned("!=", b.lshr(b.add(sig, inc), sh), _c(0))
+    elif mode == DIRECTED:
+        up = b.and_(away, b.icmp_unsigned("!=", a, _c(0)))
+    else:
+        up = b.icmp_unsigned(">=", a, _tiny_threshold(b, mode, k_low))
+    tiny = b.select(up, _pow2_bits(b, k_low), _c(0))
     rbits = b.select(in_binade, kept, tiny)
     mx = b.select(neg, max_neg, max_pos)
     saturate = b.icmp_unsigned("==", overflow, _c(0))
@@ -86,14 +112,14 @@ def _emit_round(b, mode, u, rnd, away_pos, away_neg, man, emin, k_low, max_pos, 
     return b.or_(rbits, b.and_(u, _c(0x80000000)))
 
 
-def _make(mode):
+def _make(mode, full=True):
     @intrinsic
     def round_i32(typingctx, u, rnd, away_pos, away_neg, man, emin, k_low, max_pos, max_neg, overflow):
         sig = types.uint32(u, rnd, away_pos, away_neg, man, emin, k_low, max_pos, max_neg, overflow)
 
         def codegen(context, builder, signature, args):
             vals = [_i32(builder, v) for v in args]
-            return _emit_round(builder, mode, *vals)
+            return _emit_round(builder, mode, *vals, full=full)
         return sig, codegen
     return round_i32
 
@@ -102,6 +128,26 @@ round_nearest = _make(NEAREST)
 round_stochastic = _make(STOCHASTIC)
 round_directed = _make(DIRECTED)
 round_nearest_away = _make(NEAREST_AWAY)
+# the shorter routines for grids with emin > -126 (``full=False``)
+round_nearest_short = _make(NEAREST, False)
+round_stochastic_short = _make(STOCHASTIC, False)
+round_directed_short = _make(DIRECTED, False)
+round_nearest_away_short = _make(NEAREST_AWAY, False)
+
+
+@intrinsic
+def prefer_wide_vectors(typingctx):
+    """Mark the enclosing LLVM function ``"prefer-vector-width"="512"``.
+
+    LLVM's tuning for most AVX-512 CPUs (skylake-avx512 through sapphirerapids; numba names
+    some of them ``rocketlake``) prefers 256-bit vectors, which halves the lanes of these
+    integer loops; on CPUs without AVX-512 the attribute changes nothing (256 bits is the
+    widest legal vector).  Called inside a ``prange`` body it marks the parallel loop's function.
+    """
+    def codegen(context, builder, signature, args):
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')  # a string attribute
+        return context.get_dummy_value()
+    return types.none(), codegen
 
 
 @intrinsic

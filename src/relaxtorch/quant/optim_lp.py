@@ -24,6 +24,13 @@ the exponent range, so a narrow format flushes it to zero; pass a mapping such a
 ``momentum={"exp_avg": FP8_E4M3, "exp_avg_sq": BF16}`` to choose per state key
 (keys not listed stay unrounded).
 
+``OptimLP(torch.optim.SGD(...))`` with float or fixed-point formats (or none) on
+contiguous float32 CPU parameters runs all of this as one compiled pass per
+parameter (``_fused_sgd``), bit-identical to the steps above; ``fused=False``
+forces the unfused path, as do other optimizers, block formats, hooks on the
+wrapped optimizer and options the kernel does not cover (maximize, torch's own
+fused SGD, a tensor learning rate).
+
 Roles left ``None`` are not rounded: with every role ``None`` and
 ``grad_scaling=1`` OptimLP is exactly the wrapped optimizer.  Only parameters
 with a gradient are touched, as torch optimizers skip the others.  ``step``
@@ -41,6 +48,7 @@ import torch
 
 from .._wrapped import WrappedOptimizer
 from ..numbers import quantize, quantize_
+from . import _fused
 from ._checks import check_format, make_generator, resolve_roundings, tensor_bits
 
 DEFAULT_ROUNDING = {"weight": "stochastic", "grad": "stochastic", "momentum": "stochastic", "acc": "nearest"}
@@ -76,8 +84,9 @@ class OptimLP(WrappedOptimizer):
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, weight=None, grad=None, momentum=None, acc=None,
                  weight_rounding=None, grad_rounding=None, momentum_rounding=None, acc_rounding=None,
-                 rounding=None, generator=None, grad_scaling: float = 1.0):
+                 rounding=None, generator=None, grad_scaling: float = 1.0, fused: bool = True):
         super().__init__(optimizer)
+        self.fused = bool(fused)
         if _needs_closure(optimizer):
             raise ValueError(f"Invalid optimizer: {type(optimizer).__name__} (its step re-evaluates the closure, "
                              "and OptimLP rounds once around a whole step; use a first-order optimizer such "
@@ -131,6 +140,8 @@ class OptimLP(WrappedOptimizer):
         loss = self._evaluate(closure)
         f = self.formats
         params = [p for p in self._params() if p.grad is not None]
+        if self.fused and _fused.sgd_step(self, params):
+            return loss
         for p in params:  # rounded in place, tensor by tensor: no temporaries on the hot path
             if self.grad_scaling != 1.0:
                 p.grad.mul_(self.grad_scaling)
