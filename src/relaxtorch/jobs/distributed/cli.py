@@ -19,8 +19,8 @@ import shutil
 from pathlib import Path
 
 from .._cli import CLIError, RunFailed
-from .schedule import SCHEDULES
 from .config import ALGORITHMS, DEFAULT_ALGORITHMS, MODELS, PARTITIONS, TOPOLOGIES, ConfigError, load_config, override
+from .schedule import SCHEDULES
 
 
 _error = CLIError

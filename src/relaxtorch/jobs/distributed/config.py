@@ -26,9 +26,9 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .schedule import SCHEDULES
 from .._config import MAX_LR, MAX_PENALTY, ConfigChecker, cpu_count, kind, range_error, seed_error
 from ..._files import read_toml
+from .schedule import SCHEDULES
 
 ALGORITHMS = ("allreduce", "cocktail", "sign-ef", "topk-ef", "qsgd", "dpsgd", "detag", "moniqua")
 DECENTRALIZED = ("dpsgd", "detag", "moniqua")
