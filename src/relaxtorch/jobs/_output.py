@@ -204,6 +204,17 @@ class Staging:
             return None
         return CLIError(f"{self.option} {self.out}: cannot write {rel} ({_why(exc)})")
 
+    @contextlib.contextmanager
+    def writing(self):
+        """Inside: a failed write of one of this job's files becomes its user error (``write_error``)."""
+        try:
+            yield self
+        except OSError as exc:
+            error = self.write_error(exc)
+            if error is None:
+                raise
+            raise error from None
+
     def keep_partial(self) -> Path:
         """The staged files become ``OUT/partial`` (replacing an older one); returns that path."""
         with _sigint_deferred():

@@ -153,17 +153,12 @@ def run(args) -> None:
         return
     from .launch import RankFailure, launch_local
     cfg = build_config(args)
-    with _prepare_out(args.out, args.resume, cfg) as stage:
+    with _prepare_out(args.out, args.resume, cfg) as stage, stage.writing():
         try:
             report = launch_local(cfg, stage.path, resume=args.resume, progress=not args.no_progress)
             stage.commit()
         except RankFailure as exc:
             raise RunFailed(_rank_failure(exc, stage)) from None
-        except OSError as exc:
-            error = stage.write_error(exc)
-            if error is None:
-                raise
-            raise error from None
     print_report(report, stage.out)
 
 
@@ -195,12 +190,7 @@ def _run_torchrun_rank(args) -> None:
         run_torchrun(cfg, Path(args.out), resume=args.resume, progress=False)
         return
     with _prepare_out(args.out, args.resume, cfg, world) as stage:
-        try:
+        with stage.writing():
             report = run_torchrun(cfg, stage.path, resume=args.resume, progress=not args.no_progress)
             stage.commit()
-        except OSError as exc:
-            error = stage.write_error(exc)
-            if error is None:
-                raise
-            raise error from None
     print_report(report, stage.out)

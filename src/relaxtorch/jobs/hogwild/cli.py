@@ -232,17 +232,12 @@ def run(args) -> None:
                 raise _error(f"invalid --replication per-worker for {problem.name}: torch models train on the "
                              "shared parameters (use a linear or matrix-completion problem)")
             reps = ["shared"]
-        try:
+        with stage.writing():
             results = _train(problem, sigs, counts, reps, opts, stage, hogwild, RunInterrupted, WorkerError)
             problem.release()
             report.write_json(os.path.join(stage.path, "hogwild.json"), results, {"problem": problem.name})
             report.plot(os.path.join(stage.path, "hogwild.png"), results, f"{problem.name}: loss vs wall-clock")
             stage.commit()
-        except OSError as exc:
-            error = stage.write_error(exc)
-            if error is None:
-                raise
-            raise error from None
     out = stage.out
     json_path, png = out / "hogwild.json", out / "hogwild.png"
     if opts["json"]:

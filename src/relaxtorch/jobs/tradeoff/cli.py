@@ -54,16 +54,11 @@ def run(args) -> None:
     # --out is checked now, written in a staging folder (report.json marked partial after every
     # finished run) and swapped in at the end; an interrupted sweep leaves its rows in OUT/partial
     with Staging(args.out, "tradeoff", owns=FILES) as stage:
-        try:
+        with stage.writing():
             report = run_sweep(cfg, progress=not args.no_progress,
                                on_run=lambda rep: write_report(rep, stage.path, plots=False))
             write_report(report, stage.path)
             stage.commit()
-        except OSError as exc:
-            error = stage.write_error(exc)
-            if error is None:
-                raise
-            raise error from None
     paths = [stage.out / name for name in FILES]
     print(format_summary(report))
     print(f"\n{len(report['runs'])} runs in {report['seconds']:.0f} s; wrote:")
