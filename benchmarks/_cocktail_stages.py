@@ -10,7 +10,8 @@ exchange replaced by copies of this rank's own payloads (same sizes, same work):
   worker EF what this rank's payloads decode to, scattered over the subset (its residual)
   server    decode the chunk's world payloads, average, add the server residual, re-compress
   updates   decode the world updates
-  apply     add the update to the anchor and (minus what was sent) to the parameters
+  apply     add the update to the anchor and (minus what was sent) to the parameters (CocktailSGD
+            does it in the next step's gather pass, ``_kernels.apply_and_gather``; apart here)
 
 Each stage is timed per step in CPU seconds of the thread (steady on a shared machine; the
 stages never wait).  The current code ("compiled": ``relaxtorch.comm._kernels``) and the

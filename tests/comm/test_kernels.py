@@ -181,6 +181,8 @@ def test_gather_and_update_kernels():
     _kernels.gather_delta(param.numpy(), 30, anchor.numpy(), pos.numpy(), out.numpy())
     assert torch.equal(out, param[pos - 30] - anchor[pos])
     update, sent = torch.randn(40, generator=g), torch.randn(40, generator=g)
+    update[::3] = 0.0  # skipped terms: no update here, or update == sent
+    sent[1::4] = update[1::4]
     p2, a2 = param.clone(), anchor.clone()
     a2.index_add_(0, pos, update)
     p2.index_add_(0, pos - 30, update - sent)
@@ -197,3 +199,19 @@ def test_mask_scatter_matches_nonzero():
     want = torch.zeros(1003)
     want[m] = values
     assert torch.equal(out, want)
+
+
+def test_apply_and_gather_is_apply_then_gather():
+    g = torch.Generator().manual_seed(4)
+    param, anchor = torch.randn(200, generator=g), torch.randn(250, generator=g)
+    apos = torch.randperm(200, generator=g)[:60].sort().values + 50
+    gpos = torch.randperm(200, generator=g)[:70].sort().values + 50  # overlaps apos
+    update, sent = torch.randn(60, generator=g), torch.randn(60, generator=g)
+    update[::5] = 0.0
+    p2, a2 = param.clone(), anchor.clone()
+    _kernels.apply_update(p2.numpy(), 50, a2.numpy(), apos.numpy(), update.numpy(), sent.numpy())
+    want = p2[gpos - 50] - a2[gpos]
+    out = torch.empty(70)
+    _kernels.apply_and_gather(param.numpy(), 50, anchor.numpy(), apos.numpy(), update.numpy(), sent.numpy(),
+                              gpos.numpy(), out.numpy())
+    assert torch.equal(param, p2) and torch.equal(anchor, a2) and torch.equal(out, want)

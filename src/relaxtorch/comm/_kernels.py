@@ -275,11 +275,40 @@ def gather_delta(param, offset, anchor, pos, out):
 
 @_jit
 def apply_update(param, offset, anchor, pos, update, sent):
-    """``anchor[pos] += update`` and ``param[pos - offset] += update - sent`` (positions distinct)."""
+    """``anchor[pos] += update`` and ``param[pos - offset] += update - sent`` (positions distinct).
+
+    Zero terms are skipped (most are: each side keeps only its top-K of the subset), so the
+    cache lines of the model holding none are not touched; the sums are the same, save that
+    an entry -0.0 stays -0.0 where adding +0.0 would have made it +0.0 (equal values)."""
     for i in range(pos.shape[0]):
-        p = pos[i]
-        anchor[p] += update[i]
-        param[p - offset] += update[i] - sent[i]
+        u = update[i]
+        d = u - sent[i]
+        if u != 0:
+            anchor[pos[i]] += u
+        if d != 0:
+            param[pos[i] - offset] += d
+
+
+@_jit
+def apply_and_gather(param, offset, anchor, apos, update, sent, gpos, out):
+    """:func:`apply_update` at ``apos`` then :func:`gather_delta` at ``gpos``, merged in position
+    order (both sorted), so each cache line of the model is read once for both; at a position
+    in both lists the update comes first, as when the two run one after the other."""
+    na, ng = apos.shape[0], gpos.shape[0]
+    i = j = 0
+    while i < na or j < ng:
+        if j >= ng or (i < na and apos[i] <= gpos[j]):
+            u = update[i]
+            d = u - sent[i]
+            if u != 0:
+                anchor[apos[i]] += u
+            if d != 0:
+                param[apos[i] - offset] += d
+            i += 1
+        else:
+            g = gpos[j]
+            out[j] = param[g - offset] - anchor[g]
+            j += 1
 
 
 _WARM = False
@@ -295,6 +324,7 @@ def warm() -> None:
     pos = np.arange(2, dtype=np.int64)
     gather_delta(np.ones(3, f), 1, np.ones(3, f), pos + 1, np.empty(2, f))
     apply_update(np.ones(3, f), 1, np.ones(3, f), pos + 1, np.ones(2, f), np.ones(2, f))
+    apply_and_gather(np.ones(3, f), 1, np.ones(3, f), pos + 1, np.ones(2, f), np.ones(2, f), pos + 1, np.empty(2, f))
     out = np.empty((2, 2), np.int32)
     sorted_windows(np.arange(5, dtype=np.int32), 2, 2, out)
     x = np.arange(5, dtype=f)

@@ -174,8 +174,7 @@ class CocktailSGD(WrappedOptimizer):
         """Local optimizer step, then synchronise the model delta (applied now, or next step if overlapping)."""
         loss = self._evaluate(closure)
         self.optimizer.step()
-        self._finish_pending()
-        job = self._launch()
+        job = self._launch(self._finish_pending(defer=True))
         if self.overlap:
             job["thread"] = threading.Thread(target=self._run_exchange, args=(job,), daemon=True,
                                              name=f"cocktail-exchange-{self._step}")
@@ -193,17 +192,27 @@ class CocktailSGD(WrappedOptimizer):
         """Whether the gather and the update take the compiled kernels (CPU float32, contiguous)."""
         return _kernels.cpu_f32(self._anchor) and all(p.is_contiguous() for p in self._params())
 
-    def _delta_at(self, pos: torch.Tensor, cuts: list[int]) -> torch.Tensor:
+    def _delta_at(self, pos: torch.Tensor, cuts: list[int], applying: dict | None = None) -> torch.Tensor:
         """Parameters minus anchor at the sorted flat positions ``pos`` (``cuts``: where each
-        parameter's positions start), without flattening the model."""
+        parameter's positions start), without flattening the model; ``applying``: a finished
+        exchange whose update is applied first, in the same pass (compiled path only)."""
         if self._compiled():
             out = torch.empty(pos.numel(), dtype=self._anchor.dtype)
             o, a, pn = out.numpy(), self._anchor.numpy(), pos.numpy()
+            if applying is not None:
+                apos, u, sent = applying["pos"].numpy(), applying["update"].numpy(), applying["sent"].numpy()
+                acuts = applying.get("cuts") or torch.searchsorted(applying["pos"], self._offsets).tolist()
             for i, p in enumerate(self._params()):
                 lo, hi = cuts[i], cuts[i + 1]
-                if lo < hi:
-                    _kernels.gather_delta(p.detach().view(-1).numpy(), self._offsets_list[i], a, pn[lo:hi], o[lo:hi])
+                param = p.detach().view(-1).numpy()
+                if applying is not None:
+                    alo, ahi = acuts[i], acuts[i + 1]
+                    _kernels.apply_and_gather(param, self._offsets_list[i], a, apos[alo:ahi], u[alo:ahi],
+                                              sent[alo:ahi], pn[lo:hi], o[lo:hi])
+                elif lo < hi:
+                    _kernels.gather_delta(param, self._offsets_list[i], a, pn[lo:hi], o[lo:hi])
             return out
+        assert applying is None
         parts = []
         for i, p in enumerate(self._params()):
             a, b = cuts[i], cuts[i + 1]
@@ -211,14 +220,18 @@ class CocktailSGD(WrappedOptimizer):
                 parts.append(p.detach().reshape(-1)[pos[a:b] - self._offsets_list[i]])
         return (torch.cat(parts) if len(parts) != 1 else parts[0]).sub_(self._anchor[pos])
 
-    def _launch(self) -> dict:
-        """Compress this rank's delta for every chunk's server (main thread).
+    def _launch(self, applying: dict | None = None) -> dict:
+        """Apply ``applying`` (a finished exchange whose update ``_finish_pending`` deferred), then
+        compress this rank's delta for every chunk's server (main thread).
 
         Only the random subset's coordinates are touched: ``pos`` (sorted flat positions,
         None when the whole model is synchronised), ``cuts`` (where each parameter's positions
         start in ``pos``) and ``sent`` (what this rank's payloads decode to, aligned with ``pos``)."""
         t0 = time.perf_counter()
         subsets = [self._subset(j, self._step) for j in range(self._world)]
+        if applying is not None and subsets[0] is None:
+            self._apply(applying)
+            applying = None
         if subsets[0] is None:
             pos = cuts = None
             delta = self._flat().sub_(self._anchor)
@@ -226,7 +239,7 @@ class CocktailSGD(WrappedOptimizer):
         else:
             pos = torch.cat([idx + lo for idx, (lo, _) in zip(subsets, self._bounds)])
             cuts = torch.searchsorted(pos, self._offsets).tolist()
-            delta = self._delta_at(pos, cuts)
+            delta = self._delta_at(pos, cuts, applying)  # the update in the same pass (cache lines read once)
             sizes = [idx.numel() for idx in subsets]
         payloads, sent = [], []
         for values in delta.split(sizes):
@@ -296,11 +309,12 @@ class CocktailSGD(WrappedOptimizer):
         job["bytes"] = (sent_bytes, 2 * (world - 1), f32)
 
     @torch.no_grad()
-    def _finish_pending(self) -> None:
-        """Wait for the exchange in flight (if any) and apply its update."""
+    def _finish_pending(self, defer: bool = False) -> dict | None:
+        """Wait for the exchange in flight (if any) and apply its update; with ``defer`` (and the
+        compiled path), return the job instead for ``_launch`` to apply while it gathers."""
         job, self._pending = self._pending, None
         if job is None:
-            return
+            return None
         if job.get("thread") is not None:
             t0 = time.perf_counter()
             job["thread"].join()
@@ -310,6 +324,14 @@ class CocktailSGD(WrappedOptimizer):
                                f"{dist.get_rank()}: {job['error']!r}") from job["error"]
         nbytes, messages, f32 = job["bytes"]
         self.stats.record_send(nbytes, self.link, messages=messages, float32_bytes=f32)
+        if defer and job["pos"] is not None and self._compiled():
+            return job
+        self._apply(job)
+        return None
+
+    @torch.no_grad()
+    def _apply(self, job: dict) -> None:
+        """Add the update to the anchor and, minus what this rank sent, to the parameters."""
         t0 = time.perf_counter()
         pos, update = job["pos"], job["update"]
         if pos is not None and self._compiled():
