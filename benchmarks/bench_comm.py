@@ -5,8 +5,9 @@
 Claim (CocktailSGD, Wang et al., ICML 2023): on a 500 Mbps / 1 ms link, training the
 1.13M-parameter MLP on 4 ranks with CocktailSGD's compression (10% random, top 20%,
 4-bit buckets of 128, communication overlapped with the next step) is at most 1.3x
-slower than the same training on an unlimited link, while float32 all-reduce is
-dominated by the link.
+slower than float32 all-reduce on an unlimited link (the paper's comparison: the
+"slowdown" column), while float32 all-reduce on the slow link is dominated by the link.
+The compression must therefore cost less than the network it saves.
 
 One ``relaxtorch dist`` job on ``--nproc`` local gloo ranks trains all-reduce and
 CocktailSGD ``--reps`` times each, interleaved (allreduce, cocktail, allreduce, ...),
@@ -19,9 +20,15 @@ link is the same steps' compute + compression: the two links are compared on the
 same measurements.  Medians over repetitions; the machine is named.  On a machine with
 fewer cores than ranks the ranks share cores, which inflates the measured compute of
 both algorithms alike.
+
+Then, in this process, the stage breakdown of one rank's CocktailSGD step on the same
+model (``_cocktail_stages``: subsets, gather, top-K, quantize, error feedback, server,
+updates, apply; CPU ms per step of the compiled kernels and of the previous torch code,
+interleaved, one thread), so a run shows where the compression time goes.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 import tempfile
@@ -35,7 +42,7 @@ C.use_repo_src()
 
 from relaxtorch.jobs._report import format_table  # noqa: E402
 
-TARGET = 1.3  # CocktailSGD at 500 Mbps / on an unlimited link
+TARGET = 1.3  # CocktailSGD at 500 Mbps / float32 all-reduce on an unlimited link
 
 
 def parse_args(argv=None):
@@ -47,6 +54,8 @@ def parse_args(argv=None):
     p.add_argument("--link", default="500Mbps,1ms", help="simulated link (default 500Mbps,1ms)")
     p.add_argument("--batch-size", type=C.positive_int, default=32, help="minibatch per rank (default 32)")
     p.add_argument("--timeout", type=float, default=120.0, help="collective timeout in seconds (default 120)")
+    p.add_argument("--stage-reps", type=int, default=5,
+                   help="cycles of the stage breakdown per implementation (default 5; 0 skips it)")
     p.add_argument("--json", default=str(C.RESULTS / "bench_comm.json"),
                    help="where to write the results (default benchmarks/results/bench_comm.json)")
     return p.parse_args(argv)
@@ -70,8 +79,12 @@ def main(argv=None) -> int:
     cfg = job(args)
     info = C.machine()
     print(C.describe(info))
+    from relaxtorch.jobs.distributed.launch import _threads
+    rank_threads = _threads(cfg, args.nproc)
     print(f"job: {args.nproc} gloo ranks, {args.model}, {args.steps} steps x {args.reps} reps per algorithm, "
           f"batch {args.batch_size} per rank, link {args.link}")
+    print(f"ranks: torch {rank_threads} intra-op thread(s) each (cores // ranks); CocktailSGD's compression "
+          "kernels are serial numba (no thread pool), its exchange runs in one background thread per rank")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_comm-") as out:
         try:
@@ -87,39 +100,71 @@ def main(argv=None) -> int:
         return statistics.median(s[key] for s in per[algo])
 
     keys = ("bytes_per_step", "compression_ratio", "sim_step_s", "sim_unlimited_step_s", "link_slowdown",
-            "compute_step_s", "compress_step_s", "sim_comm_step_s", "comm_step_s")
+            "slowdown", "compute_step_s", "compress_step_s", "sim_comm_step_s", "comm_step_s")
     medians = {a: {k: med(a, k) for k in keys} for a in per}
     a, c = medians["allreduce"], medians["cocktail"]
+    # the paper's comparison, per repetition (each cocktail run against the all-reduce run next to it)
+    paired = [cs["sim_step_s"] / as_["sim_unlimited_step_s"] for as_, cs in zip(per["allreduce"], per["cocktail"])]
     rows = []
     for name, m in (("float32 all-reduce", a), ("CocktailSGD", c)):
         rows.append([name, f"{m['bytes_per_step']:,.0f}", f"{m['compression_ratio']:.1f}",
                      f"{1e3 * m['sim_step_s']:.2f}", f"{1e3 * m['sim_unlimited_step_s']:.2f}",
-                     f"{m['link_slowdown']:.2f}x", f"{1e3 * m['compute_step_s']:.2f}",
-                     f"{1e3 * m['compress_step_s']:.2f}", f"{1e3 * m['sim_comm_step_s']:.2f}",
-                     f"{1e3 * m['comm_step_s']:.2f}"])
+                     f"{m['link_slowdown']:.2f}x", f"{m['sim_step_s'] / a['sim_unlimited_step_s']:.2f}x",
+                     f"{1e3 * m['compute_step_s']:.2f}", f"{1e3 * m['compress_step_s']:.2f}",
+                     f"{1e3 * m['sim_comm_step_s']:.2f}", f"{1e3 * m['comm_step_s']:.2f}"])
     print()
     print(format_table(["algorithm", "bytes/step/worker", "compression", f"sim ms/step ({args.link})",
-                        "sim ms/step (unlimited)", "slowdown", "compute ms", "compress ms", "comm sim ms",
-                        "comm real ms"], rows, "lrrrrrrrrr"))
+                        "sim ms/step (unlimited)", "vs own unlimited", "slowdown", "compute ms", "compress ms",
+                        "comm sim ms", "comm real ms"], rows, "lrrrrrrrrrr"))
+    print("slowdown: sim ms/step over float32 all-reduce's sim ms/step on an unlimited link (medians); "
+          "vs own unlimited: the same algorithm's steps on an unlimited link.")
     fewer = a["bytes_per_step"] / c["bytes_per_step"]
-    slowdown = c["link_slowdown"]
     vs_fp32_fast = c["sim_step_s"] / a["sim_unlimited_step_s"]
     speedup = a["sim_step_s"] / c["sim_step_s"]
-    ok = slowdown <= TARGET
+    ok = vs_fp32_fast <= TARGET
     print(f"\nCocktailSGD sends {fewer:.1f}x fewer bytes than float32 all-reduce.")
-    print(f"CocktailSGD at {args.link} vs an unlimited link: {slowdown:.2f}x (target <= {TARGET}x: "
-          f"{'met' if ok else 'NOT met'}); float32 all-reduce: {a['link_slowdown']:.2f}x.")
+    print(f"slowdown: CocktailSGD at {args.link} takes {vs_fp32_fast:.2f}x the time of float32 all-reduce on an "
+          f"unlimited link (target <= {TARGET}x: {'met' if ok else 'NOT met'}; per repetition "
+          f"{', '.join(f'{r:.2f}x' for r in paired)}); float32 all-reduce at {args.link}: "
+          f"{a['link_slowdown']:.2f}x.")
     print(f"At {args.link}, a CocktailSGD step takes {1 / speedup:.2f}x the time of a float32 all-reduce step "
-          f"there, and {vs_fp32_fast:.2f}x the time of a float32 all-reduce step on an unlimited link.")
+          f"there; against its own steps on an unlimited link {c['link_slowdown']:.2f}x.")
     print(f"(medians over {args.reps} runs of {args.steps} steps; {seconds:.0f} s in all)")
+    stages = None
+    if args.stage_reps > 0:
+        stages = stage_breakdown(cfg, args)
     payload = {"benchmark": "bench_comm", "timestamp": C.timestamp(), "machine": info, "args": vars(args),
-               "medians": medians, "bytes_fewer": fewer, "cocktail_link_slowdown": slowdown,
-               "allreduce_link_slowdown": a["link_slowdown"], "cocktail_vs_allreduce_unlimited": vs_fp32_fast,
-               "cocktail_speedup_on_link": speedup, "target": TARGET, "target_met": ok,
+               "rank_threads": rank_threads, "medians": medians, "bytes_fewer": fewer,
+               "slowdown": vs_fp32_fast, "slowdown_per_rep": paired,
+               "cocktail_link_slowdown": c["link_slowdown"], "allreduce_link_slowdown": a["link_slowdown"],
+               "cocktail_vs_allreduce_unlimited": vs_fp32_fast, "cocktail_speedup_on_link": speedup,
+               "target": TARGET, "target_met": ok, "stages_cpu_s_per_step": stages,
                "runs": [{"name": r["name"], **r["summary"]} for r in report["runs"]], "seconds": seconds}
     path = C.write_json(args.json, payload)
     print(f"wrote {path}")
     return 0
+
+
+def stage_breakdown(cfg, args) -> dict:
+    """Print and return the per-stage CPU ms of one rank's CocktailSGD step (see _cocktail_stages)."""
+    import _cocktail_stages as S
+    from relaxtorch.data import load_dataset
+    from relaxtorch.jobs.distributed.models import build_model
+    spec = next(r for r in cfg.runs if r.algorithm == "cocktail")
+    ds = load_dataset(spec.data, seed=cfg.seed)
+    shapes = [tuple(p.shape) for p in build_model(args.model, ds.n_features, ds.n_classes).parameters()]
+    o = spec.options
+    res = S.run(shapes, world=args.nproc, random_ratio=o.get("random_ratio", 0.1), topk_ratio=o.get("topk_ratio", 0.2),
+                bits=o.get("bits", 4), bucket=o.get("bucket", 128), reps=args.stage_reps)
+    rows = []
+    for name in S.STAGES + ("total",):
+        old, new = res["previous"][name], res["compiled"][name]
+        rows.append([name, S.WHERE.get(name, ""), f"{1e3 * old:.3f}", f"{1e3 * new:.3f}",
+                     f"{old / new:.1f}x" if new else "n/a"])
+    print(f"\nCocktailSGD stage breakdown, one rank of {args.nproc} ({sum(map(math.prod, shapes)):,} parameters): "
+          f"CPU ms per step, medians over {args.stage_reps} cycles each, previous and compiled interleaved, 1 thread")
+    print(format_table(["stage", "thread", "previous ms", "compiled ms", "speed-up"], rows, "llrrr"))
+    return res
 
 
 if __name__ == "__main__":

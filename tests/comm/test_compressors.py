@@ -299,18 +299,13 @@ def test_cast_bit_patterns_match_reference(fmt):
 @pytest.mark.parametrize("fmt", [formats.FP8_E4M3, formats.FP8_E5M2, formats.FP4_E2M1, formats.INT8,
                                  formats.BF16])
 def test_cast_equals_quantize(fmt):
-    """Cast's bit patterns decode to exactly what rt.quantize gives, signed zeros and specials
-    included (NaN becomes 0 in formats without a NaN pattern)."""
-    x = torch.cat([_x(500, seed=8) * 30, torch.tensor([0.0, -0.0, 1e-9, -1e-9, -1e30, 1e30, float("nan"),
-                                                       float("inf"), float("-inf")])])
+    """Cast's bit patterns decode to exactly what rt.quantize gives on finite values, signed zeros
+    and saturation included; non-finite values stay non-finite (see test_non_finite_*)."""
+    x = torch.cat([_x(500, seed=8) * 30, torch.tensor([0.0, -0.0, 1e-9, -1e-9, -1e30, 1e30])])
     want = quantize(x, fmt, "nearest")
-    if fmt in (formats.FP4_E2M1, formats.INT8):
-        want = torch.nan_to_num(want, nan=0.0)
     got = Cast(fmt).roundtrip(x)
-    assert torch.equal(torch.isnan(got), torch.isnan(want))
-    ok = ~torch.isnan(want)
-    assert torch.equal(got[ok], want[ok])
-    assert torch.equal(torch.signbit(got[ok]), torch.signbit(want[ok])) or fmt is formats.INT8
+    assert torch.equal(got, want)
+    assert torch.equal(torch.signbit(got), torch.signbit(want)) or fmt is formats.INT8
     p = Cast(fmt).compress(x)
     assert p.nbytes == math.ceil(x.numel() * fmt.bits / 8)
 
@@ -432,3 +427,63 @@ def test_quantize_survives_subnormal_bucket_scales():
         step = 3e-39 / q.levels
         assert torch.isfinite(y).all() and y[1] == 0
         assert torch.all((y - x).abs() <= step * 1.0001), (x, y)
+
+
+# ------------------------------------------------------------------------------------------ input checks
+_CARRIES_NON_FINITE = {name: c for name, c in TABLE.items()
+                       if not (isinstance(c, Cast) and not isinstance(c.fmt, torch.dtype)
+                               and getattr(c.fmt, "specials", None) not in ("ieee", "fn"))}
+
+
+@pytest.mark.parametrize("name", TABLE)
+def test_integer_tensors_are_refused(name):
+    c = TABLE[name]
+    for dtype in (torch.int64, torch.int32, torch.uint8, torch.bool):
+        with pytest.raises(ValueError, match="floating-point"):
+            c.compress(torch.arange(32).to(dtype), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", _CARRIES_NON_FINITE)
+def test_non_finite_never_decodes_as_finite(name):
+    """An inf or NaN in the input never comes back as a finite number (nor +inf as -inf): sent as
+    is, or its bucket decodes as NaN; finite elements elsewhere keep their usual values."""
+    c = TABLE[name]
+    for bad in (float("inf"), -float("inf"), float("nan")):
+        x = _x(300, seed=11)
+        x[[0, 131, 299]] = bad
+        g = torch.Generator().manual_seed(0)
+        y = c.roundtrip(x, generator=g, step=2)
+        kept = y != 0  # sparsifiers may drop an element (sending nothing is not a value)
+        bad_in = ~torch.isfinite(x)
+        assert not torch.isfinite(y[bad_in & kept]).any(), (name, bad, y[bad_in])
+        inf_back = torch.isinf(y) & bad_in
+        assert torch.equal(torch.sign(y[inf_back]), torch.sign(x[inf_back]))  # +inf stays +inf
+        if isinstance(c, (Identity, TopK, RandomK)) or (isinstance(c, Cast) and c.bits >= 16):
+            assert torch.equal(y[bad_in & kept].isnan(), x[bad_in & kept].isnan())
+
+
+def test_qsgd_probe_inf_is_nan_not_minus_inf():
+    """The probe's case: QSGD(bits=4) on [1, 2, inf, 3] gave [nan, nan, -inf, nan]."""
+    y = QSGD(bits=4).roundtrip(torch.tensor([1.0, 2.0, float("inf"), 3.0]), generator=torch.Generator())
+    assert torch.isnan(y).all()
+    y = QSGD(4, 2).roundtrip(torch.tensor([1.0, 2.0, float("inf"), 3.0]), generator=torch.Generator())
+    assert torch.isfinite(y[:2]).all() and torch.isnan(y[2:]).all()  # only the bucket holding it
+
+
+def test_sign_non_finite_bucket_is_nan():
+    y = Sign(2).roundtrip(torch.tensor([1.0, -2.0, float("inf"), 3.0, float("nan"), 1.0]))
+    assert y[:2].tolist() == [1.5, -1.5] and torch.isnan(y[2:]).all()
+
+
+def test_cast_non_finite():
+    x = torch.tensor([1.0, float("inf"), -float("inf"), float("nan")])
+    for fmt in (torch.float16, torch.bfloat16, formats.FP8_E5M2, formats.BF16):
+        y = Cast(fmt).roundtrip(x)
+        assert y[:3].tolist() == [1.0, float("inf"), -float("inf")] and torch.isnan(y[3]), fmt
+    for fmt in (torch.float8_e4m3fn, formats.FP8_E4M3):  # no inf there: NaN, not +-448
+        y = Cast(fmt).roundtrip(x)
+        assert y[0] == 1 and torch.isnan(y[1:]).all(), fmt
+    for fmt in (formats.INT8, formats.FP4_E2M1):  # no inf or NaN to send
+        with pytest.raises(ValueError, match="non-finite"):
+            Cast(fmt).compress(x)
+        assert torch.equal(Cast(fmt).roundtrip(x[:1]), x[:1])

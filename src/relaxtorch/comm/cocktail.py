@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 
 from .._wrapped import WrappedOptimizer
+from . import _kernels
 from .allreduce import ring_allreduce_bytes
 from .compressors import QSGD, _invalid
 from .data_parallel import broadcast_parameters
@@ -104,6 +105,8 @@ class CocktailSGD(WrappedOptimizer):
         with torch.no_grad():
             self._anchor = self._flat()
         self._offsets = torch.tensor([0] + [p.numel() for p in params], device=self._anchor.device).cumsum(0)
+        self._offsets_list = self._offsets.tolist()
+        _kernels.warm()  # compile (or load) the compressors' kernels now, not in the first step
         self._server_error = self._anchor.new_zeros(sizes[self._rank])
         self._gen_worker = generator(seed, "worker rounding", self._rank)
         self._gen_server = generator(seed, "server rounding", self._rank)
@@ -137,20 +140,22 @@ class CocktailSGD(WrappedOptimizer):
         return torch.cat([p.detach().reshape(-1) for p in self._params()])
 
     @torch.no_grad()
-    def _add_to_params(self, values: torch.Tensor, pos: torch.Tensor | None) -> None:
-        """Add ``values`` at the sorted flat positions ``pos`` (None: every position) to the parameters."""
+    def _add_to_params(self, values: torch.Tensor, pos: torch.Tensor | None, cuts: list[int] | None = None) -> None:
+        """Add ``values`` at the sorted flat positions ``pos`` (None: every position) to the parameters
+        (``cuts``: where each parameter's positions start in ``pos``, found if None)."""
         if pos is None:
             off = 0
             for p in self._params():
                 p.add_(values[off:off + p.numel()].view_as(p))
                 off += p.numel()
             return
-        cuts = torch.searchsorted(pos, self._offsets).tolist()
+        if cuts is None:
+            cuts = torch.searchsorted(pos, self._offsets).tolist()
         for i, p in enumerate(self._params()):
             a, b = cuts[i], cuts[i + 1]
             if a == b:
                 continue
-            local = pos[a:b] - int(self._offsets[i])
+            local = pos[a:b] - self._offsets_list[i]
             if p.is_contiguous():
                 p.view(-1).index_add_(0, local, values[a:b])
             else:
@@ -169,8 +174,7 @@ class CocktailSGD(WrappedOptimizer):
         """Local optimizer step, then synchronise the model delta (applied now, or next step if overlapping)."""
         loss = self._evaluate(closure)
         self.optimizer.step()
-        self._finish_pending()
-        job = self._launch()
+        job = self._launch(self._finish_pending(defer=True))
         if self.overlap:
             job["thread"] = threading.Thread(target=self._run_exchange, args=(job,), daemon=True,
                                              name=f"cocktail-exchange-{self._step}")
@@ -184,30 +188,74 @@ class CocktailSGD(WrappedOptimizer):
         self.stats.steps += 1
         return loss
 
-    def _launch(self) -> dict:
-        """Compress this rank's delta for every chunk's server (main thread).
+    def _compiled(self) -> bool:
+        """Whether the gather and the update take the compiled kernels (CPU float32, contiguous)."""
+        return _kernels.cpu_f32(self._anchor) and all(p.is_contiguous() for p in self._params())
+
+    def _delta_at(self, pos: torch.Tensor, cuts: list[int], applying: dict | None = None) -> torch.Tensor:
+        """Parameters minus anchor at the sorted flat positions ``pos`` (``cuts``: where each
+        parameter's positions start), without flattening the model; ``applying``: a finished
+        exchange whose update is applied first, in the same pass (compiled path only)."""
+        if self._compiled():
+            out = torch.empty(pos.numel(), dtype=self._anchor.dtype)
+            o, a, pn = out.numpy(), self._anchor.numpy(), pos.numpy()
+            if applying is not None:
+                apos, u, sent = applying["pos"].numpy(), applying["update"].numpy(), applying["sent"].numpy()
+                acuts = applying.get("cuts") or torch.searchsorted(applying["pos"], self._offsets).tolist()
+            for i, p in enumerate(self._params()):
+                lo, hi = cuts[i], cuts[i + 1]
+                param = p.detach().view(-1).numpy()
+                if applying is not None:
+                    alo, ahi = acuts[i], acuts[i + 1]
+                    _kernels.apply_and_gather(param, self._offsets_list[i], a, apos[alo:ahi], u[alo:ahi],
+                                              sent[alo:ahi], pn[lo:hi], o[lo:hi])
+                elif lo < hi:
+                    _kernels.gather_delta(param, self._offsets_list[i], a, pn[lo:hi], o[lo:hi])
+            return out
+        assert applying is None
+        parts = []
+        for i, p in enumerate(self._params()):
+            a, b = cuts[i], cuts[i + 1]
+            if a < b:
+                parts.append(p.detach().reshape(-1)[pos[a:b] - self._offsets_list[i]])
+        return (torch.cat(parts) if len(parts) != 1 else parts[0]).sub_(self._anchor[pos])
+
+    def _launch(self, applying: dict | None = None) -> dict:
+        """Apply ``applying`` (a finished exchange whose update ``_finish_pending`` deferred), then
+        compress this rank's delta for every chunk's server (main thread).
 
         Only the random subset's coordinates are touched: ``pos`` (sorted flat positions,
-        None when the whole model is synchronised) and ``sent`` (what this rank's payloads
-        decode to, aligned with ``pos``)."""
+        None when the whole model is synchronised), ``cuts`` (where each parameter's positions
+        start in ``pos``) and ``sent`` (what this rank's payloads decode to, aligned with ``pos``)."""
         t0 = time.perf_counter()
-        x = self._flat()
-        subsets, payloads, sent, positions = [], [], [], []
-        for j, (lo, hi) in enumerate(self._bounds):
-            idx = self._subset(j, self._step)
-            if idx is None:
-                values = x[lo:hi] - self._anchor[lo:hi]
-            else:
-                positions.append(idx + lo)
-                values = x[positions[-1]] - self._anchor[positions[-1]]
-            p = self._inner.compress(values, generator=self._gen_worker, step=self._step)
-            sent.append(self._inner.decompress(p))
-            subsets.append(idx)
+        subsets = [self._subset(j, self._step) for j in range(self._world)]
+        if applying is not None and subsets[0] is None:
+            self._apply(applying)
+            applying = None
+        if subsets[0] is None:
+            pos = cuts = None
+            delta = self._flat().sub_(self._anchor)
+            sizes = [hi - lo for lo, hi in self._bounds]
+        else:
+            pos = torch.cat([idx + lo for idx, (lo, _) in zip(subsets, self._bounds)])
+            cuts = torch.searchsorted(pos, self._offsets).tolist()
+            delta = self._delta_at(pos, cuts, applying)  # the update in the same pass (cache lines read once)
+            sizes = [idx.numel() for idx in subsets]
+        payloads, sent = [], []
+        for values in delta.split(sizes):
+            p, decoded = self._inner.compress_and_decode(values, generator=self._gen_worker, step=self._step)
             payloads.append(p)
+            sent.append(decoded)
         self.stats.compress_s += time.perf_counter() - t0
-        return {"subsets": subsets, "payloads": payloads, "sent": torch.cat(sent),
-                "pos": torch.cat(positions) if positions else None, "update": None, "error": None,
-                "step": self._step}
+        return {"subsets": subsets, "payloads": payloads, "sent": torch.cat(sent), "pos": pos, "cuts": cuts,
+                "update": None, "error": None, "step": self._step}
+
+    def _segment(self, job: dict, j: int) -> slice:
+        """Where chunk j's values lie in ``job["sent"]`` and ``job["update"]``."""
+        sizes = [hi - lo for lo, hi in self._bounds] if job["subsets"][0] is None else \
+            [idx.numel() for idx in job["subsets"]]
+        a = sum(sizes[:j])
+        return slice(a, a + sizes[j])
 
     def _p2p(self, sends: dict[int, torch.Tensor], recvs: dict[int, torch.Tensor]) -> None:
         ops = [dist.P2POp(dist.isend, buf, self._peers[r], group=self._comm_group) for r, buf in sends.items()]
@@ -232,16 +280,15 @@ class CocktailSGD(WrappedOptimizer):
                 for r in range(world) if r != me}
         self._p2p({r: payloads[r].to_bytes() for r in range(world) if r != me}, recv)
         t1 = clock()
-        got = [mine if r == me else mine.from_bytes(recv[r]) for r in range(world)]
-        agg = self._inner.decompress(got[0]).clone()
-        for p in got[1:]:
-            agg += self._inner.decompress(p)
+        agg = None
+        for r in range(world):  # in rank order (the same sum on every run); this rank's own, already decoded
+            d = job["sent"][self._segment(job, me)] if r == me else self._inner.decompress(mine.from_bytes(recv[r]))
+            agg = d.clone() if agg is None else agg.add_(d)
         agg /= world
         idx = job["subsets"][me]
-        err = self._server_error if idx is None else self._server_error[idx]
-        agg += err
-        q = self._inner.compress(agg, generator=self._gen_server, step=job["step"])
-        residual = agg - self._inner.decompress(q)
+        agg += self._server_error if idx is None else self._server_error[idx]
+        q, decoded = self._inner.compress_and_decode(agg, generator=self._gen_server, step=job["step"])
+        residual = agg.sub_(decoded)
         if idx is None:
             self._server_error.copy_(residual)
         else:
@@ -252,7 +299,7 @@ class CocktailSGD(WrappedOptimizer):
         qbuf = q.to_bytes()
         self._p2p({r: qbuf for r in range(world) if r != me}, recv)
         t3 = clock()
-        job["update"] = torch.cat([self._inner.decompress(q if j == me else payloads[j].from_bytes(recv[j]))
+        job["update"] = torch.cat([decoded if j == me else self._inner.decompress(payloads[j].from_bytes(recv[j]))
                                    for j in range(world)])  # aligned with job["pos"]
         if timed:
             self.stats.comm_s += (t1 - t0) + (t3 - t2)
@@ -262,11 +309,12 @@ class CocktailSGD(WrappedOptimizer):
         job["bytes"] = (sent_bytes, 2 * (world - 1), f32)
 
     @torch.no_grad()
-    def _finish_pending(self) -> None:
-        """Wait for the exchange in flight (if any) and apply its update."""
+    def _finish_pending(self, defer: bool = False) -> dict | None:
+        """Wait for the exchange in flight (if any) and apply its update; with ``defer`` (and the
+        compiled path), return the job instead for ``_launch`` to apply while it gathers."""
         job, self._pending = self._pending, None
         if job is None:
-            return
+            return None
         if job.get("thread") is not None:
             t0 = time.perf_counter()
             job["thread"].join()
@@ -276,12 +324,31 @@ class CocktailSGD(WrappedOptimizer):
                                f"{dist.get_rank()}: {job['error']!r}") from job["error"]
         nbytes, messages, f32 = job["bytes"]
         self.stats.record_send(nbytes, self.link, messages=messages, float32_bytes=f32)
+        if defer and job["pos"] is not None and self._compiled():
+            return job
+        self._apply(job)
+        return None
+
+    @torch.no_grad()
+    def _apply(self, job: dict) -> None:
+        """Add the update to the anchor and, minus what this rank sent, to the parameters."""
+        t0 = time.perf_counter()
         pos, update = job["pos"], job["update"]
-        if pos is None:
-            self._anchor += update
+        if pos is not None and self._compiled():
+            cuts = job.get("cuts") or torch.searchsorted(pos, self._offsets).tolist()
+            a, pn, u, sent = self._anchor.numpy(), pos.numpy(), update.numpy(), job["sent"].numpy()
+            for i, p in enumerate(self._params()):
+                lo, hi = cuts[i], cuts[i + 1]
+                if lo < hi:
+                    _kernels.apply_update(p.detach().view(-1).numpy(), self._offsets_list[i], a, pn[lo:hi],
+                                          u[lo:hi], sent[lo:hi])
         else:
-            self._anchor.index_add_(0, pos, update)
-        self._add_to_params(update - job["sent"], pos)
+            if pos is None:
+                self._anchor += update
+            else:
+                self._anchor.index_add_(0, pos, update)
+            self._add_to_params(update.sub_(job["sent"]), pos, job.get("cuts"))
+        self.stats.compress_s += time.perf_counter() - t0  # applying the update is the decoding side
 
     def synchronize(self) -> None:
         """Apply the exchange still in flight (call before evaluating or saving the model)."""

@@ -7,24 +7,43 @@ the data, so ranks can exchange payloads with fixed-size collectives).  This mod
 the value compressors (Identity, Cast, QSGD, Sign) and the ``StatefulCompressor``
 marker; sparsifiers (RandomK, TopK,
 Compose) live in :mod:`.sparsify`, error feedback in :mod:`.feedback`.
+
+Inputs are floating-point tensors (an integer tensor raises ``ValueError``: there is no
+gradient to compress).  Non-finite values are never decoded as finite ones, so an overflow
+(an fp16/AMP gradient, a diverging model) still shows downstream, where ``GradScaler``
+or the user's check skips the step: sparsifiers, ``Identity`` and casts to torch dtypes send
+them as they are (a dtype without inf, as float8_e4m3fn, gives NaN); ``QSGD`` and ``Sign``
+decode every element of a bucket holding one as NaN (its scale travels as NaN); ``Cast`` to a
+relaxtorch format sends the format's inf or NaN, and raises ``ValueError`` for a format that
+has neither (FixedPoint, FP4_E2M1), since it cannot carry the value.
 """
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
-from . import _bits
+from . import _bits, _kernels
 
 _F32 = torch.float32
 _TORCH_CASTS = tuple(d for d in (torch.float16, torch.bfloat16, torch.float32, torch.float64,
                                  getattr(torch, "float8_e4m3fn", None), getattr(torch, "float8_e5m2", None))
                      if d is not None)
+_FINITE_ONLY = tuple(d for d in (getattr(torch, "float8_e4m3fn", None),) if d is not None)  # NaN, no inf
 
 
 def _invalid(name: str, value, why: str) -> ValueError:
     return ValueError(f"Invalid {name}: {value!r} ({why})")
+
+
+def _check_floating(x: torch.Tensor) -> None:
+    """Compressors take floating-point tensors (a dtype check, no pass over the data)."""
+    if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
+        what = f"a tensor of {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"Invalid x: {what} (compressors take floating-point tensors; "
+                         "convert with x.float() if the values are meant as numbers)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,6 +108,19 @@ class Compressor:
         """``decompress(compress(x))``: what the receivers see."""
         return self.decompress(self.compress(x, generator=generator, step=step))
 
+    def compress_and_decode(self, x: torch.Tensor, *, generator=None, step: int = 0) -> tuple[Payload, torch.Tensor]:
+        """``(p, decompress(p))`` for ``p = compress(x)``, the same bits, where a compressor knows
+        what it sent without decoding it (error feedback needs both).
+
+        >>> import torch
+        >>> from relaxtorch.comm import QSGD
+        >>> p, sent = QSGD(4, 4).compress_and_decode(torch.tensor([0.7, -1.4, 0.0, 0.7]), generator=torch.Generator())
+        >>> torch.equal(sent, QSGD(4, 4).decompress(p)), sent[1].item()
+        (True, -1.399999976158142)
+        """
+        p = self.compress(x, generator=generator, step=step)
+        return p, self.decompress(p)
+
 
 class StatefulCompressor(Compressor):
     """A compressor whose messages depend on what it sent before (error feedback's residuals).
@@ -122,6 +154,7 @@ class Identity(Compressor):
     unbiased = True
 
     def compress(self, x, *, generator=None, step=0):
+        _check_floating(x)
         return payload({"values": x.detach().reshape(-1).clone()}, x.shape, x.dtype)
 
     def decompress(self, p):
@@ -175,15 +208,34 @@ class Cast(Compressor):
         return self.fmt.bits
 
     def compress(self, x, *, generator=None, step=0):
+        _check_floating(x)
         flat = x.detach().reshape(-1)
         if isinstance(self.fmt, torch.dtype):
-            return payload({"values": flat.to(self.fmt, copy=True)}, x.shape, x.dtype)
+            src = flat
+            if self.fmt in _FINITE_ONLY:  # torch's cast saturates inf to the largest finite value there
+                src = torch.where(torch.isfinite(flat), flat, torch.full_like(flat, float("nan")))
+            values = src.to(self.fmt, copy=True)
+            return payload({"values": values}, x.shape, x.dtype)
         from ..numbers import quantize
 
         src = flat if flat.dtype in (torch.float32, torch.float16, torch.bfloat16) else flat.float()
         q = quantize(src, self.fmt, self.rounding, generator=generator).float()
+        q = self._keep_non_finite(src, q)
         codes = _encode(q, self.fmt)
         return payload({"codes": _bits.pack(codes, self.fmt.bits)}, x.shape, x.dtype)
+
+    def _keep_non_finite(self, src: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """``q`` with the input's non-finite values put back (rounding saturates inf in "fn"
+        formats): inf where the format has it, else NaN; a format with neither raises."""
+        bad = ~torch.isfinite(src)
+        if not bool(bad.any()):
+            return q
+        specials = getattr(self.fmt, "specials", None)
+        if specials not in ("ieee", "fn"):
+            raise ValueError(f"Invalid x: {int(bad.sum())} non-finite value(s) ({self.fmt!r} has no inf or NaN "
+                             "to send them as; use a format with specials, or check the tensor first)")
+        keep = src.float() if specials == "ieee" else torch.full_like(q, float("nan"))
+        return torch.where(bad, keep, q)
 
     def decompress(self, p):
         n = p.shape.numel()
@@ -262,7 +314,12 @@ class QSGD(Compressor):
     of the 2**bits codes stays unused), so ``x ~ q * s / L``.  "stochastic" rounding of
     ``x * L / s`` rounds up with probability equal to the fraction, making the compressor
     unbiased; "nearest" rounds ties to even.  Wire: ``ceil(numel*bits/8)`` bytes of packed
-    codes plus ``4 * ceil(numel/bucket)`` bytes of scales.
+    codes plus ``4 * ceil(numel/bucket)`` bytes of scales.  A bucket holding a non-finite
+    value sends the scale NaN (and zero codes): all its elements decode as NaN.
+
+    On CPU float32 tensors one compiled pass per bucket (scale, rounding, packing) replaces
+    the torch ops; both draw the rounding noise as ``torch.rand(numel, generator=generator)``
+    and give the same bits.
     """
 
     bits: int = 4
@@ -287,21 +344,64 @@ class QSGD(Compressor):
         return 2 ** (self.bits - 1) - 1
 
     def compress(self, x, *, generator=None, step=0):
+        _check_floating(x)
         flat = x.detach().reshape(-1).float()
+        noise = _rand(flat.numel(), generator, flat.device) if self.rounding == "stochastic" else None
+        if _kernels.cpu_f32(flat):
+            codes, scale = self._encode_cpu(flat, noise)
+        else:
+            codes, scale = self._encode_torch(flat, noise)
+        return payload({"codes": codes, "scales": scale}, x.shape, x.dtype)
+
+    def compress_and_decode(self, x, *, generator=None, step=0):
+        flat = x.detach().reshape(-1)
+        if not (_kernels.cpu_f32(flat) and x.dtype == torch.float32):
+            return super().compress_and_decode(x, generator=generator, step=step)
+        noise = _rand(flat.numel(), generator, flat.device) if self.rounding == "stochastic" else None
+        decoded = torch.empty(flat.numel(), dtype=torch.float32)
+        codes, scale = self._encode_cpu(flat, noise, decoded)
+        return payload({"codes": codes, "scales": scale}, x.shape, x.dtype), decoded.reshape(x.shape)
+
+    def _encode_cpu(self, flat, noise, decoded: torch.Tensor | None = None):
+        """Packed codes and scales in one compiled pass; ``decoded`` (if given) receives the
+        values the receivers will decode."""
+        n = flat.numel()
+        codes = torch.empty(_bits.packed_bytes(n, self.bits), dtype=torch.uint8)
+        scale = torch.empty(_nbuckets(n, self.bucket), dtype=torch.float32)
+        empty = np.empty(0, np.float32)
+        _kernels.qsgd_encode(_kernels.np_(flat), empty if noise is None else _kernels.np_(noise), self.bucket,
+                             self.bits, noise is not None, codes.numpy(), scale.numpy(),
+                             empty if decoded is None else decoded.numpy())
+        return codes, scale
+
+    def _encode_torch(self, flat, noise):
+        """The reference (and the path off the CPU): the same float32 operations as torch ops."""
         n, L = flat.numel(), self.levels
         rows = _rows(flat, self.bucket)
         scale = rows.abs().amax(1)
+        bad = ~torch.isfinite(scale)  # a bucket holding inf or NaN
+        scale = torch.where(bad, torch.full_like(scale, float("nan")), scale)
         unit = scale / L
         # divide (not multiply by 1/unit): 1/unit overflows for subnormal scales
-        y = (rows / torch.where(unit > 0, unit, torch.ones_like(unit)).unsqueeze(1)).reshape(-1)[:n]
-        if self.rounding == "stochastic":
-            y = y.add_(_rand(n, generator, y.device)).floor_()
+        y = rows / torch.where(unit > 0, unit, torch.ones_like(unit)).unsqueeze(1)
+        y = torch.where(bad.unsqueeze(1), torch.zeros_like(y), y).reshape(-1)[:n]
+        if noise is not None:
+            y = y.add_(noise).floor_()
         else:
             y = y.round_()
         codes = y.clamp_(-L, L).add_(L).to(torch.uint8 if self.bits <= 8 else torch.int64)
-        return payload({"codes": _bits.pack(codes, self.bits), "scales": scale}, x.shape, x.dtype)
+        return _bits.pack(codes, self.bits), scale
 
     def decompress(self, p):
+        n, L = p.shape.numel(), self.levels
+        codes, scales = p.tensors["codes"], p.tensors["scales"]
+        if _kernels.cpu_f32(scales):
+            out = torch.empty(n, dtype=torch.float32)
+            _kernels.qsgd_decode(_kernels.np_(codes), _kernels.np_(scales), self.bucket, self.bits, out.numpy())
+            return out.to(p.dtype).reshape(p.shape)
+        return self._decode_torch(p)
+
+    def _decode_torch(self, p):
         n, L = p.shape.numel(), self.levels
         q = _bits.unpack(p.tensors["codes"], self.bits, n, dtype=torch.float32).sub_(L)
         unit = p.tensors["scales"] / L
@@ -330,7 +430,8 @@ class Sign(Compressor):
 
     Each element sends one bit (1 for ``x >= 0``), each bucket (``bucket=None``: the whole
     tensor) one float32 scale ``mean |x|``; ``x ~ sign * scale``.  Biased: wrap it in
-    ``ErrorFeedback``.  Wire: ``ceil(numel/8) + 4 * buckets`` bytes.
+    ``ErrorFeedback``.  Wire: ``ceil(numel/8) + 4 * buckets`` bytes.  A bucket holding a
+    non-finite value sends the scale NaN: all its elements decode as NaN.
     """
 
     bucket: int | None = None
@@ -344,13 +445,17 @@ class Sign(Compressor):
         return max(n, 1) if self.bucket is None else self.bucket
 
     def compress(self, x, *, generator=None, step=0):
+        _check_floating(x)
         flat = x.detach().reshape(-1).float()
         n, b = flat.numel(), self._bucket(flat.numel())
         sums = _rows(flat.abs(), b).sum(1)
         counts = torch.full_like(sums, float(b))
         if n % b:
             counts[-1] = n % b
-        return payload({"signs": _bits.pack(flat >= 0, 1), "scales": sums / counts}, x.shape, x.dtype)
+        scales = sums / counts
+        bad = ~torch.isfinite(_rows(flat, b)).all(1)  # a bucket holding inf or NaN
+        scales = torch.where(bad, torch.full_like(scales, float("nan")), scales)
+        return payload({"signs": _bits.pack(flat >= 0, 1), "scales": scales}, x.shape, x.dtype)
 
     def decompress(self, p):
         n = p.shape.numel()

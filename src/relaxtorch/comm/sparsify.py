@@ -14,18 +14,39 @@ from dataclasses import dataclass
 import torch
 
 from .._seeding import derive
-from . import _bits
-from .compressors import _F32, Compressor, Identity, Payload, StatefulCompressor, _invalid, _itemsize, payload
+from . import _bits, _kernels
+from .compressors import (_F32, Compressor, Identity, Payload, StatefulCompressor, _check_floating, _invalid,
+                          _itemsize, payload)
 
 
-def _permutation(seed: int, numel: int) -> torch.Tensor:
+def _permutation(seed: int, numel: int, k: int | None = None) -> torch.Tensor:
+    """A seeded uniformly random permutation of ``0..numel-1`` (its first ``k`` entries are
+    drawn, the rest left in place: ``k=None`` draws all of it).  relaxtorch's own Fisher-Yates
+    (``_kernels.permutation``: splitmix64, Lemire's unbiased bounds), so the same seed gives
+    the same positions on every machine and torch version; int32 below 2**31 elements."""
     dtype = torch.int32 if numel < 2**31 else torch.int64
-    return torch.randperm(numel, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    out = torch.empty(numel, dtype=dtype)
+    if numel >= 2**32:  # beyond the kernel's 32-bit bounds (a chunk of over 4e9 elements)
+        return torch.randperm(numel, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    _kernels.permutation(seed, numel, numel if k is None else k, out.numpy())
+    return out
 
 
 @functools.lru_cache(maxsize=16)  # one per (chunk, cycle) in use
 def _cycle_windows(seed: int, numel: int, k: int) -> torch.Tensor:
-    """A seeded permutation cut into ``numel // k`` windows of ``k`` positions, each sorted."""
+    """A seeded permutation cut into ``numel // k`` windows of ``k`` positions, each sorted
+    (int32 or int64; one counting pass over the permutation instead of sorting the windows)."""
+    return _sorted_windows(_permutation(seed, numel), numel // k, k)
+
+
+def _sorted_windows(perm: torch.Tensor, nwin: int, k: int) -> torch.Tensor:
+    out = torch.empty((nwin, k), dtype=perm.dtype)
+    _kernels.sorted_windows(perm.numpy(), nwin, k, out.numpy())
+    return out
+
+
+def _cycle_windows_reference(seed: int, numel: int, k: int) -> torch.Tensor:
+    """:func:`_cycle_windows` by sorting each window (the reference the tests compare with)."""
     perm = _permutation(seed, numel)
     return perm[: (numel // k) * k].reshape(-1, k).sort(dim=1).values
 
@@ -55,6 +76,15 @@ class Sparsifier(Compressor):
     def wire_bytes(self, numel, dtype=_F32):
         return self.index_bytes(numel) + self.kept(numel) * _itemsize(dtype)
 
+    def compress_and_decode(self, x, *, generator=None, step=0):
+        p = self.compress(x, generator=generator, step=step)
+        return p, self.decode_values(p, p.tensors["values"])
+
+    def decode_values(self, p: Payload, values: torch.Tensor) -> torch.Tensor:
+        """What ``p`` decodes to with its kept values replaced by ``values`` (how ``Compose``
+        decodes: the next stage's output takes the place of this stage's values)."""
+        return self.decompress(Payload({**p.tensors, "values": values}, p.shape, p.dtype, 0, p.shared))
+
     def _scatter(self, values: torch.Tensor, index: torch.Tensor, p: Payload) -> torch.Tensor:
         out = torch.zeros(p.shape.numel(), dtype=p.dtype, device=values.device)
         out[index] = values.to(p.dtype)
@@ -76,8 +106,12 @@ class RandomK(Sparsifier):
     code's ``random_wo_replacement``: one seeded permutation serves ``numel // k``
     consecutive steps, each taking the next ``k`` positions, so no position is sent twice
     in a cycle (the ``numel % k`` left over wait for a later cycle's permutation); each
-    step's subset is still uniformly random, and the permutation (cached) costs one draw
-    per cycle instead of one per step.
+    step's subset is still uniformly random, and the permutation (cached, its windows put
+    in order by one counting pass) costs one draw per cycle instead of one per step.
+
+    The permutations are relaxtorch's own seeded Fisher-Yates shuffles (splitmix64 with
+    unbiased bounds, compiled), not ``torch.randperm``: the same seed picks the same positions
+    on every machine and torch version, and a step without ``cycle`` draws only ``k`` swaps.
     """
 
     ratio: float = 0.1
@@ -100,8 +134,8 @@ class RandomK(Sparsifier):
     def indices(self, numel: int, step: int) -> torch.Tensor:
         """The sorted positions kept at ``step`` (int64, CPU)."""
         k = self.kept(numel)
-        if not self.cycle:
-            return _permutation(derive(self.seed, step), numel)[:k].sort().values.long()
+        if not self.cycle:  # the first k entries of a permutation: k draws, one pass to sort them
+            return _sorted_windows(_permutation(derive(self.seed, step), numel, k), 1, k)[0].long()
         if k == 0:
             return torch.zeros(0, dtype=torch.int64)
         epoch, window = divmod(step, numel // k)
@@ -111,6 +145,7 @@ class RandomK(Sparsifier):
         return 0
 
     def compress(self, x, *, generator=None, step=0):
+        _check_floating(x)
         flat = x.detach().reshape(-1)
         n = flat.numel()
         idx = self.indices(n, step).to(flat.device)
@@ -133,7 +168,9 @@ class TopK(Sparsifier):
     for the sizes (never for the data): ``k`` indices of ``ceil(log2(numel))`` bits each
     (20 bits for a million elements, not 64), or a bitmask of ``numel`` bits when
     ``k * ceil(log2(numel)) >= numel`` (the reference CocktailSGD code sends masks).  Ties
-    are broken by ``torch.topk``.  Biased: wrap it in ``ErrorFeedback``.
+    at the threshold go to the lowest positions and NaN counts as the largest magnitude, so
+    the kept set is defined bit for bit (on CPU float32 tensors a compiled selection, one
+    pass after a partition; elsewhere a stable sort).  Biased: wrap it in ``ErrorFeedback``.
     """
 
     ratio: float = 0.01
@@ -151,10 +188,25 @@ class TopK(Sparsifier):
         return _bits.packed_bytes(self.kept(numel), _bits.width_for(numel))
 
     def compress(self, x, *, generator=None, step=0):
+        _check_floating(x)
         flat = x.detach().reshape(-1)
         n = flat.numel()
         k = self.kept(n)
-        idx = torch.topk(flat.abs(), k, sorted=False).indices.sort().values if k < n else \
+        if k and _kernels.cpu_f32(flat):
+            return self._compress_cpu(flat, n, k, x)
+        return self._compress_torch(flat, n, k, x)
+
+    def _compress_cpu(self, flat, n, k, x):
+        mask = torch.empty(_bits.packed_bytes(n, 1) if self.uses_mask(n) else 0, dtype=torch.uint8)
+        idx, values = torch.empty(k, dtype=torch.int64), torch.empty(k, dtype=torch.float32)
+        _kernels.topk_select(_kernels.np_(flat), k, mask.numpy(), idx.numpy(), values.numpy())
+        where = {"mask": mask} if self.uses_mask(n) else {"indices": _bits.pack(idx, _bits.width_for(n))}
+        return payload({"values": values, **where}, x.shape, x.dtype)
+
+    def _compress_torch(self, flat, n, k, x):
+        """The reference (and the path off the CPU or for other dtypes): a stable descending sort
+        of ``|x|`` (NaN first, ties in position order), the same positions as the compiled path."""
+        idx = torch.sort(flat.abs(), descending=True, stable=True).indices[:k].sort().values if k < n else \
             torch.arange(n, device=flat.device)
         if self.uses_mask(n):
             mask = torch.zeros(n, dtype=torch.uint8, device=flat.device)
@@ -166,6 +218,10 @@ class TopK(Sparsifier):
 
     def decompress(self, p):
         n = p.shape.numel()
+        if "mask" in p.tensors and _kernels.cpu_f32(p.tensors["values"]) and p.dtype == torch.float32:
+            out = torch.empty(n, dtype=torch.float32)
+            _kernels.mask_scatter(_kernels.np_(p.tensors["mask"]), _kernels.np_(p.tensors["values"]), out.numpy())
+            return out.reshape(p.shape)
         if "mask" in p.tensors:
             idx = torch.nonzero(_bits.unpack(p.tensors["mask"], 1, n)).reshape(-1)
         else:
@@ -212,6 +268,7 @@ class Compose(Compressor):
         return sizes
 
     def compress(self, x, *, generator=None, step=0):
+        _check_floating(x)
         last = len(self.stages) - 1
         tensors, shared, cur = {}, {}, x
         for i, stage in enumerate(self.stages):
@@ -222,6 +279,25 @@ class Compose(Compressor):
             shared.update({f"{i}.{k}": v for k, v in p.shared.items()})
             cur = p.tensors.get("values")
         return payload(tensors, x.shape, x.dtype, shared)
+
+    def compress_and_decode(self, x, *, generator=None, step=0):
+        _check_floating(x)
+        last = len(self.stages) - 1
+        tensors, shared, cur, parts = {}, {}, x, []
+        for i, stage in enumerate(self.stages):
+            if i == last:
+                p, values = stage.compress_and_decode(cur, generator=generator, step=step)
+            else:
+                p = stage.compress(cur, generator=generator, step=step)
+            parts.append(p)
+            for name, t in p.tensors.items():
+                if i == last or name != "values":
+                    tensors[f"{i}.{name}"] = t
+            shared.update({f"{i}.{k}": v for k, v in p.shared.items()})
+            cur = p.tensors.get("values")
+        for i in reversed(range(last)):
+            values = self.stages[i].decode_values(parts[i], values)
+        return payload(tensors, x.shape, x.dtype, shared), values.to(x.dtype).reshape(x.shape)
 
     def decompress(self, p):
         sizes = self._sizes(p.shape.numel())

@@ -125,6 +125,7 @@ def test_allreduce_matches_single_process_sgd_on_the_averaged_gradient(world, tm
     # every rank sends the same, so the link adds exactly its time to the unlimited-link step
     assert math.isclose(s["sim_step_s"] - s["sim_unlimited_step_s"], s["sim_comm_step_s"], rel_tol=1e-9)
     assert s["link_slowdown"] == s["sim_step_s"] / s["sim_unlimited_step_s"] > 1
+    assert s["slowdown"] == s["link_slowdown"]  # its own float32 all-reduce run is the baseline
     assert s["consensus"] == 0.0
 
 
@@ -156,6 +157,8 @@ def test_report_holds_every_run_with_its_files(world, tmp_path):
         assert cum[0] == 0 and cum[-1] == pytest.approx(8 * s["bytes_per_step"])
         assert [h["sim_s"] for h in r["history"]] == sorted(h["sim_s"] for h in r["history"])
     assert by["cocktail"]["overlap"] and by["cocktail"]["summary"]["vs_allreduce"] > 10
+    base = by["allreduce"]["summary"]["sim_unlimited_step_s"]
+    assert by["cocktail"]["summary"]["slowdown"] == by["cocktail"]["summary"]["sim_step_s"] / base
     assert by["sign-ef"]["summary"]["compression_ratio"] > 10
     assert by["sign-ef"]["summary"]["consensus"] == 0.0  # data-parallel ranks hold one model
     d = by["dpsgd-label"]

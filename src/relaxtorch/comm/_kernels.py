@@ -1,0 +1,338 @@
+"""Compiled CPU kernels for the compressors' hot paths (numba: nopython, nogil, serial).
+
+Each kernel does in one pass what its torch reference (in the module that calls it) does in
+several, and gives the same bits: ``tests/comm/test_kernels.py`` compares the two.  They are
+serial on purpose: the ranks of a job already share the cores (no numba thread pool is
+started), and ``nogil`` lets CocktailSGD's exchange thread run one while the main thread
+computes.  They are compiled in each process, not loaded from numba's disk cache (whose index
+numba unpickles; no rank unpickles anything): ``warm()`` compiles them all once (a few
+seconds), so CocktailSGD's constructor, not its first step, pays for it.
+
+Bit streams follow :mod:`._bits`: code ``i`` of ``width`` bits occupies stream bits
+``i*width .. i*width+width-1``, bit 0 of a byte first.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from numba import njit
+
+_jit = njit(nogil=True)  # no cache=True: numba unpickles its cache index, and ranks unpickle nothing
+
+
+_enabled = True
+
+
+@contextlib.contextmanager
+def disabled():
+    """Run the torch references instead of the kernels (benchmarks and tests compare the two)."""
+    global _enabled
+    saved, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = saved
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+def cpu_f32(x: torch.Tensor) -> bool:
+    """Whether ``x`` takes the compiled path (a CPU float32 tensor, kernels not disabled)."""
+    return _enabled and x.device.type == "cpu" and x.dtype == torch.float32
+
+
+def np_(t: torch.Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_LOW32 = np.uint64(0xFFFFFFFF)
+
+
+@_jit
+def _splitmix(state):
+    """splitmix64: the next state and its 64-bit output."""
+    state = state + _GOLDEN
+    z = state
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return state, z ^ (z >> np.uint64(31))
+
+
+@_jit
+def permutation(seed, n, k, out):
+    """The first ``k`` entries of a uniformly random permutation of ``0..n-1`` (n < 2**32) into
+    ``out[:k]`` (``out`` has n entries; ``k = n`` for all of it): Fisher-Yates (Durstenfeld's
+    forward form: position i swaps with a uniform j in ``i..n-1``), driven by splitmix64 from
+    ``seed`` and bounded without bias by Lemire's multiply-and-reject on 32-bit draws.  The
+    first k entries do not depend on how many more are drawn."""
+    for i in range(n):
+        out[i] = i
+    state = np.uint64(seed)
+    for i in range(min(k, n - 1)):
+        bound = np.uint64(n - i)
+        state, z = _splitmix(state)
+        m = (z >> np.uint64(32)) * bound
+        low = m & _LOW32
+        if low < bound:
+            floor = (np.uint64(1 << 32) - bound) % bound
+            while low < floor:
+                state, z = _splitmix(state)
+                m = (z >> np.uint64(32)) * bound
+                low = m & _LOW32
+        j = i + np.int64(m >> np.uint64(32))
+        tmp = out[i]
+        out[i] = out[j]
+        out[j] = tmp
+
+
+def sorted_windows(perm: np.ndarray, nwin: int, k: int, out: np.ndarray) -> None:
+    """``out[j]`` = positions ``perm[j*k:(j+1)*k]`` in ascending order: each position marked
+    with its window, then one pass in position order deals them out (no sort)."""
+    window = np.empty(perm.shape[0], np.uint8 if nwin < 255 else np.uint32)  # unsigned: no wraparound checks
+    _deal_windows(perm, nwin, k, window, out)
+
+
+@_jit
+def _deal_windows(perm, nwin, k, window, out):
+    window[:] = nwin
+    for j in range(nwin):
+        for i in range(j * k, (j + 1) * k):
+            window[perm[i]] = j
+    fill = np.zeros(nwin, np.int64)
+    for pos in range(perm.shape[0]):
+        j = window[pos]
+        if j < nwin:
+            out[j, fill[j]] = pos
+            fill[j] += 1
+
+
+@_jit
+def magnitude_keys(x, keys):
+    """``keys[i]``: the bits of ``|x[i]|`` as uint32, which order as ``|x|`` does, every NaN one
+    key above +inf (``torch.sort`` ties NaNs and puts them above inf)."""
+    bits = x.view(np.uint32)
+    for i in range(x.shape[0]):
+        key = bits[i] & np.uint32(0x7FFFFFFF)
+        keys[i] = np.uint32(0x7FC00000) if key > np.uint32(0x7F800000) else key
+
+
+def topk_select(x: np.ndarray, k: int, mask: np.ndarray, idx: np.ndarray, values: np.ndarray) -> None:
+    """The ``k`` (>= 1) largest ``|x|`` (NaN largest; ties: lowest positions first), in position
+    order: positions into ``idx``, values into ``values``, and (if ``mask`` is not empty) the
+    packed bitmask of the positions into ``mask``.  The threshold is NumPy's ``partition``
+    (introselect, vectorised), then one compiled pass takes the elements."""
+    n = x.shape[0]
+    keys = np.empty(n, np.uint32)
+    magnitude_keys(x, keys)
+    t = np.partition(keys, n - k)[n - k] if k < n else np.uint32(0)  # the k-th largest key
+    slots_i, slots_v = np.empty(k + 1, np.int64), np.empty(k + 1, x.dtype)
+    _take(x, keys, t, k, mask, slots_i, slots_v)
+    idx[:] = slots_i[:k]
+    values[:] = slots_v[:k]
+
+
+@_jit
+def _take(x, keys, t, k, mask, idx, values):
+    """Branch-free: every element is written at slot ``j`` (idx and values have k + 1 slots),
+    and ``j`` moves on when it is taken."""
+    n = x.shape[0]
+    above = 0
+    for i in range(n):
+        above += np.int64(keys[i] > t)
+    ties = k - above  # keys equal to t that fit, lowest positions first
+    if mask.shape[0]:
+        mask[:] = 0
+    j = 0
+    for i in range(n):
+        key = keys[i]
+        tie = np.int64(key == t) & np.int64(ties > 0)
+        take = np.int64(key > t) | tie
+        ties -= tie
+        idx[j] = i
+        values[j] = x[i]
+        j += take
+        if mask.shape[0]:
+            mask[i >> 3] |= np.uint8(take << (i & 7))
+
+
+@_jit
+def mask_scatter(mask, values, out):
+    """``out[i] = values[j]`` for the ``j``-th set bit ``i`` of the packed bitmask, else 0
+    (branch-free: a bitmask of random positions defeats branch prediction)."""
+    n, k = out.shape[0], values.shape[0]
+    if k == 0:
+        out[:] = 0
+        return
+    j = 0
+    zero = np.float32(0.0)
+    for i in range(n):
+        bit = (np.uint32(mask[i >> 3]) >> np.uint32(i & 7)) & np.uint32(1)
+        v = values[min(j, k - 1)]
+        out[i] = v if bit else zero
+        j += np.int64(bit)
+
+
+@_jit
+def _put(stream, i, width, code):
+    pos = i * width
+    b, sh = pos >> 3, pos & 7
+    v = np.int64(code) << sh
+    nbytes = stream.shape[0]
+    while v and b < nbytes:
+        stream[b] |= np.uint8(v & 0xFF)
+        v >>= 8
+        b += 1
+
+
+@_jit
+def _get(stream, i, width):
+    pos = i * width
+    b, sh = pos >> 3, pos & 7
+    v = np.int64(0)
+    got = 0
+    nbytes = stream.shape[0]
+    while got < sh + width and b < nbytes:
+        v |= np.int64(stream[b]) << got
+        got += 8
+        b += 1
+    return (v >> sh) & ((np.int64(1) << width) - 1)
+
+
+@_jit
+def qsgd_encode(x, noise, bucket, bits, stochastic, stream, scales, decoded):
+    """QSGD in one pass per bucket: scale ``max|x|`` (NaN for a bucket holding a non-finite
+    value: its codes are zero), ``x / (scale/L)`` rounded (stochastically with ``noise``, else
+    half to even), clamped to ``[-L, L]``, shifted by ``L`` and packed into ``stream``; the
+    values the receivers decode go to ``decoded`` (if not empty).  float32 throughout, the
+    same operations as the torch reference."""
+    n = x.shape[0]
+    L = (1 << (bits - 1)) - 1
+    fl = np.float32(L)
+    stream[:] = 0
+    one = np.float32(1.0)
+    for b in range(scales.shape[0]):
+        lo = b * bucket
+        hi = min(n, lo + bucket)
+        s = np.float32(0.0)
+        finite = True
+        for i in range(lo, hi):
+            a = abs(x[i])
+            if not np.isfinite(a):
+                finite = False
+            elif a > s:
+                s = a
+        if not finite:
+            scales[b] = np.float32(np.nan)
+            for i in range(lo, hi):
+                _put(stream, i, bits, L)
+                if decoded.shape[0]:
+                    decoded[i] = np.float32(np.nan)
+            continue
+        scales[b] = s
+        unit = s / fl
+        div = unit if unit > 0 else one
+        for i in range(lo, hi):
+            y = x[i] / div
+            if stochastic:
+                y = np.floor(y + noise[i])
+            else:
+                y = np.rint(y)
+            if y > fl:
+                y = fl
+            elif y < -fl:
+                y = -fl
+            _put(stream, i, bits, np.int64(y) + L)
+            if decoded.shape[0]:
+                decoded[i] = y * unit
+
+
+@_jit
+def qsgd_decode(stream, scales, bucket, bits, out):
+    """``out[i] = (code_i - L) * (scale/L)`` for the codes packed in ``stream``."""
+    n = out.shape[0]
+    L = (1 << (bits - 1)) - 1
+    fl = np.float32(L)
+    for b in range(scales.shape[0]):
+        unit = scales[b] / fl
+        for i in range(b * bucket, min(n, (b + 1) * bucket)):
+            out[i] = np.float32(_get(stream, i, bits) - L) * unit
+
+
+@_jit
+def gather_delta(param, offset, anchor, pos, out):
+    """``out[i] = param[pos[i] - offset] - anchor[pos[i]]`` (the model delta at flat positions)."""
+    for i in range(pos.shape[0]):
+        p = pos[i]
+        out[i] = param[p - offset] - anchor[p]
+
+
+@_jit
+def apply_update(param, offset, anchor, pos, update, sent):
+    """``anchor[pos] += update`` and ``param[pos - offset] += update - sent`` (positions distinct).
+
+    Zero terms are skipped (most are: each side keeps only its top-K of the subset), so the
+    cache lines of the model holding none are not touched; the sums are the same, save that
+    an entry -0.0 stays -0.0 where adding +0.0 would have made it +0.0 (equal values)."""
+    for i in range(pos.shape[0]):
+        u = update[i]
+        d = u - sent[i]
+        if u != 0:
+            anchor[pos[i]] += u
+        if d != 0:
+            param[pos[i] - offset] += d
+
+
+@_jit
+def apply_and_gather(param, offset, anchor, apos, update, sent, gpos, out):
+    """:func:`apply_update` at ``apos`` then :func:`gather_delta` at ``gpos``, merged in position
+    order (both sorted), so each cache line of the model is read once for both; at a position
+    in both lists the update comes first, as when the two run one after the other."""
+    na, ng = apos.shape[0], gpos.shape[0]
+    i = j = 0
+    while i < na or j < ng:
+        if j >= ng or (i < na and apos[i] <= gpos[j]):
+            u = update[i]
+            d = u - sent[i]
+            if u != 0:
+                anchor[apos[i]] += u
+            if d != 0:
+                param[apos[i] - offset] += d
+            i += 1
+        else:
+            g = gpos[j]
+            out[j] = param[g - offset] - anchor[g]
+            j += 1
+
+
+_WARM = False
+
+
+def warm() -> None:
+    """Compile every kernel for the types the compressors use (once per process, a few seconds)."""
+    global _WARM
+    if _WARM:
+        return
+    f, u8, i64 = np.float32, np.uint8, np.int64
+    permutation(1, 5, 5, np.empty(5, np.int32))  # int64 (over 2**31 elements) compiles when needed
+    pos = np.arange(2, dtype=np.int64)
+    gather_delta(np.ones(3, f), 1, np.ones(3, f), pos + 1, np.empty(2, f))
+    apply_update(np.ones(3, f), 1, np.ones(3, f), pos + 1, np.ones(2, f), np.ones(2, f))
+    apply_and_gather(np.ones(3, f), 1, np.ones(3, f), pos + 1, np.ones(2, f), np.ones(2, f), pos + 1, np.empty(2, f))
+    out = np.empty((2, 2), np.int32)
+    sorted_windows(np.arange(5, dtype=np.int32), 2, 2, out)
+    x = np.arange(5, dtype=f)
+    topk_select(x, 2, np.empty(1, u8), np.empty(2, i64), np.empty(2, f))
+    topk_select(x, 2, np.empty(0, u8), np.empty(2, i64), np.empty(2, f))
+    mask_scatter(np.ones(1, u8), x, np.empty(5, f))
+    for stochastic in (True, False):
+        qsgd_encode(x, x, 2, 4, stochastic, np.empty(3, u8), np.empty(3, f), np.empty(5, f))
+        qsgd_encode(x, x, 2, 4, stochastic, np.empty(3, u8), np.empty(3, f), np.empty(0, f))
+    qsgd_decode(np.zeros(3, u8), np.ones(3, f), 2, 4, np.empty(5, f))
+    _WARM = True
