@@ -136,10 +136,12 @@ def _child(rank, world, port, cfg, out, resume, progress, factory, err_dir, beat
     except BaseException as exc:  # noqa: BLE001 - every failure is reported to the launcher
         _write_error(err_dir, rank, exc, "comm" if is_comm_error(exc) or _echo(exc, rank) else "error")
         code = 1
-    if code:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)  # a broken process group can hang the interpreter's shutdown
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Every outcome leaves through os._exit: a broken process group can hang the interpreter's
+    # shutdown, and even a clean one can abort in C++ destructors at exit ("terminate called
+    # without an active exception", SIGABRT), which would fail a finished job.
+    os._exit(code)
 
 
 def _startup_barrier(store, world: int) -> None:
