@@ -58,3 +58,13 @@ def test_subpackages_are_attributes_of_the_package():
     import sys
     code = "import relaxtorch as rt; rt.comm.DataParallel; rt.parallel.hogwild; rt.data.load_dataset; rt.optim.SWALP"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)  # a fresh interpreter: no prior imports
+
+
+def test_cached_kernels_use_the_read_only_safe_njit():
+    """``@njit(cache=True)`` from numba itself fails to import on a read-only install (probe F23):
+    every module that caches kernels takes relaxtorch._numba.njit."""
+    import re
+    cached = re.compile(r"^\s*@njit\([^)]*cache=True", re.M)
+    bad = [str(p.relative_to(ROOT)) for p in PKG.rglob("*.py")
+           if cached.search(p.read_text(encoding="utf-8")) and "relaxtorch._numba.njit" not in _imports(p)]
+    assert not bad, f"these modules cache kernels with numba's own njit: {bad}"

@@ -40,8 +40,8 @@ import time
 
 import numpy as np
 import torch
-from numba import njit
 
+from .._numba import njit
 from ..numbers._cpu_ir import random_bits_i32
 from ..numbers.formats import FixedPoint
 from . import _kernels as K
