@@ -193,7 +193,8 @@ class AMAGOLD(_Shell):
     adds weight_decay's prior.  Return it in float64 for large N.  The model's parameters are
     the trajectory in flight (where the next gradient must be taken); :meth:`sample` gives the
     chain's current sample θ₀ and ``acceptance_rate`` the accepted fraction of rounds.  A
-    round holds the lr its first step found (read at the step that closes the previous round).
+    round holds the lr its first step found (read at the step that closes the previous round);
+    that lr must be > 0.
 
     >>> w = torch.nn.Parameter(torch.zeros(1))
     >>> opt = AMAGOLD([w], lr=0.01, friction=0.5, correction_every=2, data_size=1,
@@ -251,7 +252,7 @@ class AMAGOLD(_Shell):
         if self._u0 is None:
             self._u0 = self._energy()
             for group, ps in groups:
-                group["held_eta"] = self._lr(group) / self.data_size
+                group["held_eta"] = check_positive("lr", self._lr(group)) / self.data_size
                 for p in ps:
                     self.state[p].update(momentum=torch.zeros_like(p), start=p.detach().clone(),
                                          start_momentum=torch.zeros_like(p))
