@@ -30,13 +30,14 @@ class Gaussian:
         self.mean = self.cov @ (self.s_inv @ self.y.sum(0))
         self.precision = precision
 
+    # elementwise products and sums only (no BLAS), so that reruns are defined bit for bit
     def grad(self, theta, idx):
-        yb = self.y[idx]
-        return -theta / self.tau2 + (self.n / len(idx)) * ((yb - theta) @ self.s_inv).sum(0)
+        r = (self.y[idx] - theta).sum(0)
+        return -theta / self.tau2 + (self.n / len(idx)) * (self.s_inv * r).sum(-1)
 
     def energy(self, theta):
         r = self.y - theta
-        return 0.5 * (theta @ theta) / self.tau2 + 0.5 * torch.einsum("ni,ij,nj->", r, self.s_inv, r)
+        return 0.5 * (theta * theta).sum() / self.tau2 + 0.5 * (r[:, :, None] * self.s_inv * r[:, None, :]).sum()
 
 
 def batches(n, size, steps, seed):
