@@ -185,3 +185,41 @@ def run(shapes, *, world: int = 4, random_ratio: float = 0.1, topk_ratio: float 
         out[mode]["total"] = sum(out[mode][s] for s in STAGES)
     return out
 
+
+
+# ------------------------------------------------------------------------------ timeline of the job's ranks
+TIMELINE_ENV = "RELAXTORCH_BENCH_TIMELINE"  # folder the ranks write their per-step rows to
+
+
+def timeline_factory(spec, model, ctx):
+    """A ``relaxtorch dist`` factory (``build``) that also makes every rank write its per-step
+    measurements (``train._STEP_FIELDS``, in the job's clock) to ``$RELAXTORCH_BENCH_TIMELINE``
+    as ``{run}-rank{r}.json`` when the job flushes them: a timeline of each rank."""
+    import json
+    import os
+
+    from relaxtorch.jobs.distributed import train
+    from relaxtorch.jobs.distributed.algorithms import build
+
+    if not getattr(train._Run.flush, "_timeline", False):
+        original = train._Run.flush
+
+        def flush(self):
+            rows = [list(r) for r in self.pending]
+            path = os.path.join(os.environ[TIMELINE_ENV], f"{self.spec.name}-rank{self.rc.rank}.json")
+            old = json.load(open(path)) if os.path.exists(path) else []
+            with open(path, "w") as f:
+                json.dump(old + rows, f)
+            original(self)
+
+        flush._timeline = True
+        train._Run.flush = flush
+    return build(spec, model, ctx)
+
+
+def read_timeline(folder, name: str, world: int):
+    """``t[rank, step, field]`` of run ``name`` (as ``train.simulated_seconds`` takes it)."""
+    import json
+    import os
+    rows = [json.load(open(os.path.join(folder, f"{name}-rank{r}.json"))) for r in range(world)]
+    return torch.tensor(rows, dtype=torch.float64)

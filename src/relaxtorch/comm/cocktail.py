@@ -76,9 +76,11 @@ class CocktailSGD(WrappedOptimizer):
     default group must construct it, as torch requires); call ``synchronize()`` before
     evaluating, checkpointing the model or shutting the process group down.
     ``exchange_thread`` (with ``overlap``): run the exchange in a background thread (True) or
-    inline before the next step compresses (False, its server work then counts as
-    ``compress_s``); None picks the thread only where each rank has a spare core
-    (:func:`spare_core`).  It changes where the work runs, never the values.
+    inline before the next step compresses (False); None picks the thread only where each
+    rank has a spare core (:func:`spare_core`).  It changes where the work runs, never the
+    values.  The exchange's server and decoding work counts as ``compress_s`` when it runs
+    inline, or when ``stats.clock`` measures CPU seconds (then a thread's too, in its own
+    CPU seconds); a thread's wall-clock overlaps the main thread's and is not added.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, random_ratio: float = 0.1, topk_ratio: float = 0.2,
@@ -324,9 +326,10 @@ class CocktailSGD(WrappedOptimizer):
         t3, c3 = wall(), clock()
         job["update"] = torch.cat([decoded if j == me else self._inner.decompress(payloads[j].from_bytes(recv[j]))
                                    for j in range(world)])  # aligned with job["pos"]
+        job["work_s"] = (c2 - c1) + (clock() - c3)  # server and decoding work, in the clock of this thread
         if timed:
             self.stats.comm_s += (t1 - t0) + (t3 - t2)
-            self.stats.compress_s += (c2 - c1) + (clock() - c3)
+            self.stats.compress_s += job["work_s"]
         sent_bytes = sum(payloads[r].nbytes for r in range(world) if r != me) + (world - 1) * q.nbytes
         f32, _ = ring_allreduce_bytes(self._anchor.numel(), 4, world, me)
         job["bytes"] = (sent_bytes, 2 * (world - 1), f32)
@@ -342,6 +345,8 @@ class CocktailSGD(WrappedOptimizer):
             t0 = time.perf_counter()
             job["thread"].join()
             self.stats.comm_s += time.perf_counter() - t0
+            if self.stats.clock is not time.perf_counter and "work_s" in job:
+                self.stats.compress_s += job["work_s"]  # CPU seconds count wherever they were spent
         elif job["update"] is None and job["error"] is None:  # overlapped without a thread: exchange it now
             self._run_exchange(job, timed=True)
         if job["error"] is not None:
