@@ -121,7 +121,9 @@ def test_default_stack_bytes_and_ratio(world):
         assert stats["bytes_sent"] == 2 * (2 * (WORLD - 1) * payload)
         assert stats["float32_bytes"] == 2 * ring_allreduce_bytes(n, 4, WORLD, r)[0]
         assert stats["compression_ratio"] > 100
-        want_s = 2 * (2 * (WORLD - 1) * 1e-3 + 8 * 2 * (WORLD - 1) * payload / 500e6)
+        # per step two rounds of concurrent messages (to the N-1 servers, then from this one): 2 latencies
+        want_s = 2 * (2 * 1e-3 + 8 * 2 * (WORLD - 1) * payload / 500e6)
+        assert stats["messages_sent"] == 2 * 2 * (WORLD - 1)
         assert stats["simulated_comm_s"] == pytest.approx(want_s)
 
 

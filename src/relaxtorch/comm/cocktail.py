@@ -19,7 +19,8 @@ into N chunks; rank j is the "server" of chunk j.  Per step and chunk:
 3. every rank adds the decompressed update ``u`` to the anchor, and to its local model
    after removing what it sent itself: ``x_local += u - sent``.
 
-Both phases are point-to-point (isend/irecv), as in the reference code.  With
+Both phases are point-to-point (isend/irecv), as in the reference code; each phase's
+messages go to different peers at once, so the link model counts one latency per phase.  With
 ``overlap=True`` the update of step t is applied in step t+1 (one step stale), so the
 exchange of step t overlaps step t+1's compute: in a background thread, on a process group
 of its own, where the rank has a spare core (``exchange_thread=True``), or on the main
@@ -353,7 +354,8 @@ class CocktailSGD(WrappedOptimizer):
             raise RuntimeError(f"CocktailSGD: the exchange of step {job['step']} failed on rank "
                                f"{dist.get_rank()}: {job['error']!r}") from job["error"]
         nbytes, messages, f32 = job["bytes"]
-        self.stats.record_send(nbytes, self.link, messages=messages, float32_bytes=f32)
+        # two rounds (to the servers, then from them), each of concurrent messages to different peers
+        self.stats.record_send(nbytes, self.link, messages=messages, float32_bytes=f32, rounds=2 if messages else 0)
         if defer and job["pos"] is not None and self._compiled():
             return job
         self._apply(job)

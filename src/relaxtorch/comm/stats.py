@@ -37,13 +37,14 @@ class CommStats:
     simulated_comm_s: float = 0.0
 
     def record_send(self, nbytes: int, link: LinkModel | None = None, *, messages: int = 1,
-                    float32_bytes: int = 0) -> None:
-        """Account for ``messages`` messages of ``nbytes`` bytes in total sent by this rank."""
+                    float32_bytes: int = 0, rounds: int | None = None) -> None:
+        """Account for ``messages`` messages of ``nbytes`` bytes in total sent by this rank (in
+        ``rounds`` rounds of concurrent messages to different peers; None: one after another)."""
         self.bytes_sent += int(nbytes)
         self.messages_sent += int(messages)
         self.float32_bytes += int(float32_bytes)
         if link is not None:
-            self.simulated_comm_s += link.seconds(nbytes, messages)
+            self.simulated_comm_s += link.seconds(nbytes, messages, rounds)
 
     @contextmanager
     def timing(self, what: str):
