@@ -312,11 +312,17 @@ class CocktailSGD(WrappedOptimizer):
             agg = d.clone() if agg is None else agg.add_(d)
         agg /= world
         idx = job["subsets"][me]
-        agg += self._server_error if idx is None else self._server_error[idx]
+        fast = idx is not None and _kernels.cpu_f32(agg)
+        if fast:  # the same float32 adds and copies as the indexing below, without its overhead
+            _kernels.add_gathered(agg.numpy(), self._server_error.numpy(), idx.numpy())
+        else:
+            agg += self._server_error if idx is None else self._server_error[idx]
         q, decoded = self._inner.compress_and_decode(agg, generator=self._gen_server, step=job["step"])
         residual = agg.sub_(decoded)
         if idx is None:
             self._server_error.copy_(residual)
+        elif fast:
+            _kernels.scatter(self._server_error.numpy(), idx.numpy(), residual.numpy())
         else:
             self._server_error[idx] = residual
         t2, c2 = wall(), clock()
