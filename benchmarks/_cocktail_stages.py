@@ -29,7 +29,8 @@ import time
 import torch
 
 STAGES = ("subsets", "gather", "top-K", "quantize", "worker EF", "server", "updates", "apply")
-# where each stage runs in CocktailSGD(overlap=True): the main thread's stages are its compress_s
+# where each stage runs in CocktailSGD(overlap=True) with an exchange thread (a spare core per rank);
+# without one (ranks sharing the cores) every stage runs on the main thread; all count as compress_s
 WHERE = {"subsets": "main", "gather": "main", "top-K": "main", "quantize": "main", "worker EF": "main",
          "server": "exchange", "updates": "exchange", "apply": "main"}
 
