@@ -8,7 +8,8 @@ exchange replaced by copies of this rank's own payloads (same sizes, same work):
   top-K     top-K within each chunk's subset (values, bitmask)
   quantize  QSGD of the survivors: noise, scale, rounding, packing, decoded values
   worker EF what this rank's payloads decode to, scattered over the subset (its residual)
-  server    decode the chunk's world payloads, average, add the server residual, re-compress
+  server    decode the chunk's other world - 1 payloads, average with its own, add the server
+            residual, re-compress
   updates   decode the world updates
   apply     add the update to the anchor and (minus what was sent) to the parameters (CocktailSGD
             does it in the next step's gather pass, ``_kernels.apply_and_gather``; apart here)
@@ -123,14 +124,21 @@ def _step(st: dict, step: int, t: dict, compiled: bool) -> None:
     payloads = [{"0.mask": tp.tensors["mask"], "1.codes": qp.tensors["codes"], "1.scales": qp.tensors["scales"]}
                 for tp, (qp, _) in zip(tops, quants)]
     mine = payload(payloads[0], chunks[0].shape, torch.float32)
+    own = sent[: chunks[0].numel()]
     agg = None
-    for r in range(world):
-        d = inner.decompress(mine)
+    for r in range(world):  # as CocktailSGD: its own chunk already decoded (``sent``), the others' decompressed
+        d = own if r == 0 else inner.decompress(mine)
         agg = d.clone() if agg is None else agg.add_(d)
     agg /= world
-    agg += st["server_error"][subsets[0]]
+    if compiled:
+        _kernels.add_gathered(agg.numpy(), st["server_error"].numpy(), subsets[0].numpy())
+    else:
+        agg += st["server_error"][subsets[0]]
     q, decoded = inner.compress_and_decode(agg, generator=st["gen"])
-    st["server_error"][subsets[0]] = agg.sub_(decoded)
+    if compiled:
+        _kernels.scatter(st["server_error"].numpy(), subsets[0].numpy(), agg.sub_(decoded).numpy())
+    else:
+        st["server_error"][subsets[0]] = agg.sub_(decoded)
     t6 = clock()
     update = torch.cat([decoded] + [inner.decompress(payload(p, c.shape, torch.float32))
                                     for p, c in zip(payloads[1:], chunks[1:])])

@@ -58,7 +58,11 @@ def _ratio(name: str, value) -> float:
 
 def spare_core(world: int) -> bool:
     """Whether each local rank has a core for its compute and one for an exchange thread:
-    usable cores >= 2 x local ranks (``LOCAL_WORLD_SIZE``, as torchrun sets it; else ``world``)."""
+    usable cores >= 2 x local ranks (``LOCAL_WORLD_SIZE``, as torchrun sets it; else ``world``).
+
+    >>> spare_core(10**6)  # a million local ranks never have a spare core each
+    False
+    """
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return cores >= 2 * local
