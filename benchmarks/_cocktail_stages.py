@@ -8,7 +8,8 @@ exchange replaced by copies of this rank's own payloads (same sizes, same work):
   top-K     top-K within each chunk's subset (values, bitmask)
   quantize  QSGD of the survivors: noise, scale, rounding, packing, decoded values
   worker EF what this rank's payloads decode to, scattered over the subset (its residual)
-  server    decode the chunk's world payloads, average, add the server residual, re-compress
+  server    decode the chunk's other world - 1 payloads, average with its own, add the server
+            residual, re-compress
   updates   decode the world updates
   apply     add the update to the anchor and (minus what was sent) to the parameters (CocktailSGD
             does it in the next step's gather pass, ``_kernels.apply_and_gather``; apart here)
@@ -29,7 +30,8 @@ import time
 import torch
 
 STAGES = ("subsets", "gather", "top-K", "quantize", "worker EF", "server", "updates", "apply")
-# where each stage runs in CocktailSGD(overlap=True): the main thread's stages are its compress_s
+# where each stage runs in CocktailSGD(overlap=True) with an exchange thread (a spare core per rank);
+# without one (ranks sharing the cores) every stage runs on the main thread; all count as compress_s
 WHERE = {"subsets": "main", "gather": "main", "top-K": "main", "quantize": "main", "worker EF": "main",
          "server": "exchange", "updates": "exchange", "apply": "main"}
 
@@ -122,14 +124,21 @@ def _step(st: dict, step: int, t: dict, compiled: bool) -> None:
     payloads = [{"0.mask": tp.tensors["mask"], "1.codes": qp.tensors["codes"], "1.scales": qp.tensors["scales"]}
                 for tp, (qp, _) in zip(tops, quants)]
     mine = payload(payloads[0], chunks[0].shape, torch.float32)
+    own = sent[: chunks[0].numel()]
     agg = None
-    for r in range(world):
-        d = inner.decompress(mine)
+    for r in range(world):  # as CocktailSGD: its own chunk already decoded (``sent``), the others' decompressed
+        d = own if r == 0 else inner.decompress(mine)
         agg = d.clone() if agg is None else agg.add_(d)
     agg /= world
-    agg += st["server_error"][subsets[0]]
+    if compiled:
+        _kernels.add_gathered(agg.numpy(), st["server_error"].numpy(), subsets[0].numpy())
+    else:
+        agg += st["server_error"][subsets[0]]
     q, decoded = inner.compress_and_decode(agg, generator=st["gen"])
-    st["server_error"][subsets[0]] = agg.sub_(decoded)
+    if compiled:
+        _kernels.scatter(st["server_error"].numpy(), subsets[0].numpy(), agg.sub_(decoded).numpy())
+    else:
+        st["server_error"][subsets[0]] = agg.sub_(decoded)
     t6 = clock()
     update = torch.cat([decoded] + [inner.decompress(payload(p, c.shape, torch.float32))
                                     for p, c in zip(payloads[1:], chunks[1:])])
@@ -185,3 +194,41 @@ def run(shapes, *, world: int = 4, random_ratio: float = 0.1, topk_ratio: float 
         out[mode]["total"] = sum(out[mode][s] for s in STAGES)
     return out
 
+
+
+# ------------------------------------------------------------------------------ timeline of the job's ranks
+TIMELINE_ENV = "RELAXTORCH_BENCH_TIMELINE"  # folder the ranks write their per-step rows to
+
+
+def timeline_factory(spec, model, ctx):
+    """A ``relaxtorch dist`` factory (``build``) that also makes every rank write its per-step
+    measurements (``train._STEP_FIELDS``, in the job's clock) to ``$RELAXTORCH_BENCH_TIMELINE``
+    as ``{run}-rank{r}.json`` when the job flushes them: a timeline of each rank."""
+    import json
+    import os
+
+    from relaxtorch.jobs.distributed import train
+    from relaxtorch.jobs.distributed.algorithms import build
+
+    if not getattr(train._Run.flush, "_timeline", False):
+        original = train._Run.flush
+
+        def flush(self):
+            rows = [list(r) for r in self.pending]
+            path = os.path.join(os.environ[TIMELINE_ENV], f"{self.spec.name}-rank{self.rc.rank}.json")
+            old = json.load(open(path)) if os.path.exists(path) else []
+            with open(path, "w") as f:
+                json.dump(old + rows, f)
+            original(self)
+
+        flush._timeline = True
+        train._Run.flush = flush
+    return build(spec, model, ctx)
+
+
+def read_timeline(folder, name: str, world: int):
+    """``t[rank, step, field]`` of run ``name`` (as ``train.simulated_seconds`` takes it)."""
+    import json
+    import os
+    rows = [json.load(open(os.path.join(folder, f"{name}-rank{r}.json"))) for r in range(world)]
+    return torch.tensor(rows, dtype=torch.float64)

@@ -11,15 +11,27 @@ The compression must therefore cost less than the network it saves.
 
 One ``relaxtorch dist`` job on ``--nproc`` local gloo ranks trains all-reduce and
 CocktailSGD ``--reps`` times each, interleaved (allreduce, cocktail, allreduce, ...),
-from the same initial model on the same minibatches.  Every step's compute and
-compression are measured and its communication is timed by the link model from the
-exact bytes and messages sent; a step takes the slowest rank's compute + compression +
-communication, or max(compute + compression, communication) when overlapped.  The
-link model only accounts for time (it never sleeps), so a run's time on an unlimited
-link is the same steps' compute + compression: the two links are compared on the very
-same measurements.  Medians over repetitions; the machine is named.  On a machine with
-fewer cores than ranks the ranks share cores, which inflates the measured compute of
-both algorithms alike.
+from the same initial model on the same minibatches.  The same rules for both:
+
+- each rank runs torch on cores // ranks intra-op threads (1 when ranks >= cores);
+- every step's compute (forward, backward) and compression (everything CocktailSGD does
+  to the numbers: subsets, top-K, quantization, error feedback, the server's work, decoding
+  and applying the update; nothing for float32 all-reduce) are measured on each rank, in CPU
+  seconds of the rank's thread when the ranks' threads outnumber the cores (a rank waiting
+  for a core another rank holds is not charged), else in wall-clock seconds;
+- communication is timed by the link model from the exact bytes and messages sent (one
+  latency per round of messages that go out together: 2(N-1) rounds for the ring
+  all-reduce, 2 for CocktailSGD's two phases); it only accounts for time, never sleeps;
+- a run's simulated time follows every rank's clock (``train.simulated_seconds``): float32
+  all-reduce waits each step for the slowest rank's compute + communication; CocktailSGD
+  (update one step stale) computes step t+1 while step t's exchange is on the link and
+  waits for it before compressing step t+1.  The time of the whole run divided by its
+  steps, for both;
+- on an unlimited link the same measurements are replayed without the link time.
+
+CocktailSGD's exchange runs in a background thread only where each rank has a spare core;
+otherwise inline, just before the next step compresses (the same values, and its work is
+counted either way).  Medians over repetitions; the machine is named.
 
 Then, in this process, the stage breakdown of one rank's CocktailSGD step on the same
 model (``_cocktail_stages``: subsets, gather, top-K, quantize, error feedback, server,
@@ -29,6 +41,7 @@ interleaved, one thread), so a run shows where the compression time goes.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -56,6 +69,9 @@ def parse_args(argv=None):
     p.add_argument("--timeout", type=float, default=120.0, help="collective timeout in seconds (default 120)")
     p.add_argument("--stage-reps", type=int, default=5,
                    help="cycles of the stage breakdown per implementation (default 5; 0 skips it)")
+    p.add_argument("--timeline", action="store_true",
+                   help="also print each rank's per-step compute, compression and link time of the first "
+                        "CocktailSGD run, and rank 0's clock step by step")
     p.add_argument("--json", default=str(C.RESULTS / "bench_comm.json"),
                    help="where to write the results (default benchmarks/results/bench_comm.json)")
     return p.parse_args(argv)
@@ -83,14 +99,26 @@ def main(argv=None) -> int:
     rank_threads = _threads(cfg, args.nproc)
     print(f"job: {args.nproc} gloo ranks, {args.model}, {args.steps} steps x {args.reps} reps per algorithm, "
           f"batch {args.batch_size} per rank, link {args.link}")
-    print(f"ranks: torch {rank_threads} intra-op thread(s) each (cores // ranks); CocktailSGD's compression "
-          "kernels are serial numba (no thread pool), its exchange runs in one background thread per rank")
+    from relaxtorch.comm.cocktail import spare_core
+    cores = C.machine()["cpus_usable"]
+    cpu_clock = args.nproc * rank_threads > cores
+    print(f"ranks: torch {rank_threads} intra-op thread(s) each (cores // ranks); compute and compression timed in "
+          f"{'CPU seconds of each rank thread (ranks outnumber the ' + str(cores) + ' cores)' if cpu_clock else 'wall-clock seconds'}; "
+          "CocktailSGD's compression kernels are serial numba, its exchange runs "
+          + ("in a background thread per rank (a spare core each)" if spare_core(args.nproc) else
+             "inline (no spare core for an exchange thread)"))
+    import _cocktail_stages as S
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="bench_comm-") as out:
+    timeline = None
+    with tempfile.TemporaryDirectory(prefix="bench_comm-") as out, \
+            tempfile.TemporaryDirectory(prefix="bench_comm-timeline-") as tl:
+        os.environ[S.TIMELINE_ENV] = tl  # the ranks inherit it
         try:
-            report = launch_local(cfg, out, progress=False)
+            report = launch_local(cfg, out, progress=False, factory=S.timeline_factory if args.timeline else None)
         except RankFailure as exc:
             C.fail(str(exc))
+        if args.timeline:
+            timeline = {r["name"]: S.read_timeline(tl, r["name"], args.nproc) for r in report["runs"]}
     seconds = time.perf_counter() - t0
     per = {"allreduce": [], "cocktail": []}
     for r in report["runs"]:
@@ -130,6 +158,8 @@ def main(argv=None) -> int:
     print(f"At {args.link}, a CocktailSGD step takes {1 / speedup:.2f}x the time of a float32 all-reduce step "
           f"there; against its own steps on an unlimited link {c['link_slowdown']:.2f}x.")
     print(f"(medians over {args.reps} runs of {args.steps} steps; {seconds:.0f} s in all)")
+    if timeline is not None:
+        print_timeline(timeline, report)
     stages = None
     if args.stage_reps > 0:
         stages = stage_breakdown(cfg, args)
@@ -145,6 +175,24 @@ def main(argv=None) -> int:
     return 0
 
 
+def print_timeline(timeline: dict, report: dict) -> None:
+    """Per rank: medians and means of each step's measurements; then rank 0's clock, step by step."""
+    from relaxtorch.jobs.distributed.train import simulated_seconds
+    for run in report["runs"]:
+        t = timeline[run["name"]]
+        print(f"\ntimeline of {run['name']} ({run['clock']} clock; ms per step, median / mean over its steps):")
+        rows = [[f"rank {i}"] + [f"{1e3 * float(t[i, :, f].median()):.2f} / {1e3 * float(t[i, :, f].mean()):.2f}"
+                                 for f in range(5)] for i in range(t.shape[0])]
+        rows.append(["slowest per step"] + [f"{1e3 * float(t[..., f].max(0).values.median()):.2f} / "
+                                            f"{1e3 * float(t[..., f].max(0).values.mean()):.2f}" for f in range(5)])
+        print(format_table(["rank", "compute", "compress", "link (sim)", "comm (real)", "wall (real)"], rows, "lrrrrr"))
+        clocks = [simulated_seconds(t[:, :k], run["overlap"]) for k in range(1, min(t.shape[1], 12) + 1)]
+        print("  the run's clock after each of the first steps, ms: "
+              + ", ".join(f"{1e3 * c:.1f}" for c in clocks))
+        if run["algorithm"] == "cocktail":
+            break
+
+
 def stage_breakdown(cfg, args) -> dict:
     """Print and return the per-stage CPU ms of one rank's CocktailSGD step (see _cocktail_stages)."""
     import _cocktail_stages as S
@@ -156,10 +204,13 @@ def stage_breakdown(cfg, args) -> dict:
     o = spec.options
     res = S.run(shapes, world=args.nproc, random_ratio=o.get("random_ratio", 0.1), topk_ratio=o.get("topk_ratio", 0.2),
                 bits=o.get("bits", 4), bucket=o.get("bucket", 128), reps=args.stage_reps)
+    from relaxtorch.comm.cocktail import spare_core
+    threaded = spare_core(args.nproc)
     rows = []
     for name in S.STAGES + ("total",):
         old, new = res["previous"][name], res["compiled"][name]
-        rows.append([name, S.WHERE.get(name, ""), f"{1e3 * old:.3f}", f"{1e3 * new:.3f}",
+        where = S.WHERE.get(name, "") if threaded or name == "total" else "main"
+        rows.append([name, where, f"{1e3 * old:.3f}", f"{1e3 * new:.3f}",
                      f"{old / new:.1f}x" if new else "n/a"])
     print(f"\nCocktailSGD stage breakdown, one rank of {args.nproc} ({sum(map(math.prod, shapes)):,} parameters): "
           f"CPU ms per step, medians over {args.stage_reps} cycles each, previous and compiled interleaved, 1 thread")

@@ -1,5 +1,6 @@
 """CocktailSGD on a 4-rank gloo world: exact model averaging with every stage off, byte
-counts, convergence, and bit-identical resume from a state dict (update in flight included)."""
+counts, convergence, bit-identical resume from a state dict (update in flight included), and
+the same bits whether the overlapped exchange runs in a thread or inline."""
 from __future__ import annotations
 
 import copy
@@ -120,7 +121,9 @@ def test_default_stack_bytes_and_ratio(world):
         assert stats["bytes_sent"] == 2 * (2 * (WORLD - 1) * payload)
         assert stats["float32_bytes"] == 2 * ring_allreduce_bytes(n, 4, WORLD, r)[0]
         assert stats["compression_ratio"] > 100
-        want_s = 2 * (2 * (WORLD - 1) * 1e-3 + 8 * 2 * (WORLD - 1) * payload / 500e6)
+        # per step two rounds of concurrent messages (to the N-1 servers, then from this one): 2 latencies
+        want_s = 2 * (2 * 1e-3 + 8 * 2 * (WORLD - 1) * payload / 500e6)
+        assert stats["messages_sent"] == 2 * 2 * (WORLD - 1)
         assert stats["simulated_comm_s"] == pytest.approx(want_s)
 
 
@@ -178,12 +181,61 @@ def _resume_ranks(rank, size, cfg, first, then):
     return torch.equal(_flat(model2), final), torch.equal(opt2.anchor, anchor), in_flight
 
 
-@pytest.mark.parametrize("overlap", [True, False])
-def test_state_dict_resume_is_bit_identical(world, overlap):
-    results = world.run(_resume_ranks, dict(SMALL, overlap=overlap), 3, 3)
+@pytest.mark.parametrize("overlap,thread", [(True, True), (True, False), (False, None)],
+                         ids=["overlap-thread", "overlap-inline", "no-overlap"])
+def test_state_dict_resume_is_bit_identical(world, overlap, thread):
+    """Inline, the state dict is taken before the pending exchange ran: state_dict runs it."""
+    results = world.run(_resume_ranks, dict(SMALL, overlap=overlap, exchange_thread=thread), 3, 3)
     for same_params, same_anchor, in_flight in results:
         assert same_params and same_anchor
         assert in_flight == overlap
+
+
+# ------------------------------------------------------------------------------------------ exchange thread
+def _thread_ranks(rank, size, cfg, steps):
+    A, b = _lsq(size)
+    Ai, bi = _shard(rank, size, A, b)
+    model = _model(A.shape[1], seed=rank)
+    opt = CocktailSGD(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.5), seed=3, **cfg)
+    for _ in range(steps):
+        _step(model, opt, Ai, bi)
+    before = _flat(model), opt.anchor.clone()  # the last exchange still pending
+    opt.synchronize()
+    return before, (_flat(model), opt.anchor.clone()), opt.exchange_thread, opt.stats.bytes_sent
+
+
+@pytest.mark.parametrize("cfg", [SMALL, {}], ids=["small", "paper"])
+def test_inline_exchange_gives_the_threads_bits(world, cfg):
+    """Where the overlapped exchange runs changes no value: the same ops on the same snapshots,
+    in the same order (kernels and elementwise torch ops: defined bit for bit).  It moves
+    the model (the exchange does something) and stays one step stale (the update arrives
+    with the next step or synchronize)."""
+    steps = 7
+    threaded = world.run(_thread_ranks, dict(cfg, exchange_thread=True), steps)
+    inline = world.run(_thread_ranks, dict(cfg, exchange_thread=False), steps)
+    exact = world.run(_thread_ranks, dict(cfg, overlap=False), steps)
+    for t, i, e in zip(threaded, inline, exact):
+        assert t[2] is True and i[2] is False and e[2] is False
+        for a, b in zip(t[0] + t[1], i[0] + i[1]):
+            assert torch.equal(a, b)
+        assert t[3] == i[3] > 0
+        assert not torch.equal(t[0][1], t[1][1])  # synchronize applied the pending update to the anchor
+        assert not torch.equal(t[1][1], e[1][1])  # one step stale is not the same as no overlap
+    assert len({tuple(r[1][1].tolist()) for r in inline}) == 1  # one global model
+
+
+def test_spare_core_rule(monkeypatch):
+    import os
+
+    from relaxtorch.comm.cocktail import spare_core
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores // 2))
+    assert spare_core(1000) is (cores // 2 >= 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores // 2 + 1))
+    assert spare_core(1) is False
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert spare_core(cores) is False  # every rank local, one core each
+    assert spare_core(1) is (cores >= 2)
 
 
 # ------------------------------------------------------------------------------------------ layouts
@@ -227,7 +279,8 @@ def test_non_contiguous_parameters(world, cfg):
 
 # ------------------------------------------------------------------------------------------ arguments
 @pytest.mark.parametrize("kwargs", [dict(random_ratio=0), dict(topk_ratio=1.5), dict(bits=1), dict(bits=33),
-                                    dict(bucket=0), dict(bits=None, bucket=-1), dict(overlap="yes"), dict(seed=1.5), dict(link="500Mbps")])
+                                    dict(bucket=0), dict(bits=None, bucket=-1), dict(overlap="yes"), dict(seed=1.5), dict(link="500Mbps"),
+                                    dict(exchange_thread="yes"), dict(exchange_thread=1)])
 def test_bad_arguments(kwargs):
     model = torch.nn.Linear(2, 1)
     with pytest.raises(ValueError, match=r"^Invalid \w+"):

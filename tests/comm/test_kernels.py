@@ -190,15 +190,34 @@ def test_gather_and_update_kernels():
     assert torch.equal(param, p2) and torch.equal(anchor, a2)
 
 
-def test_mask_scatter_matches_nonzero():
-    m = torch.rand(1003, generator=torch.Generator().manual_seed(2)) < 0.3
+@pytest.mark.parametrize("n,density", [(1003, 0.3), (1024, 0.2), (7, 0.5), (64, 0.0), (64, 1.0), (200, 0.03)])
+def test_mask_scatter_matches_nonzero(n, density):
+    """Lengths with and without a partial last byte, empty and full masks, all-zero bytes."""
+    m = torch.rand(n, generator=torch.Generator().manual_seed(2)) < density
     mask = torch.from_numpy(np.packbits(m.numpy(), bitorder="little"))
-    values = torch.randn(int(m.sum()))
-    out = torch.empty(1003)
+    values = torch.randn(int(m.sum()), generator=torch.Generator().manual_seed(3))
+    out = torch.full((n,), float("nan"))
     _kernels.mask_scatter(mask.numpy(), values.numpy(), out.numpy())
-    want = torch.zeros(1003)
+    want = torch.zeros(n)
     want[m] = values
     assert torch.equal(out, want)
+
+
+def test_gather_scatter_kernels_match_indexing():
+    g = torch.Generator().manual_seed(5)
+    src = torch.randn(500, generator=g)
+    idx = torch.randperm(500, generator=g)[:123].sort().values
+    out = torch.empty(123)
+    _kernels.gather(src.numpy(), idx.numpy(), out.numpy())
+    assert torch.equal(out, src[idx])
+    x = torch.randn(123, generator=g)
+    want = x + src[idx]
+    _kernels.add_gathered(x.numpy(), src.numpy(), idx.numpy())
+    assert torch.equal(x, want)
+    dst, ref = src.clone(), src.clone()
+    ref[idx] = want
+    _kernels.scatter(dst.numpy(), idx.numpy(), want.numpy())
+    assert torch.equal(dst, ref)
 
 
 def test_apply_and_gather_is_apply_then_gather():

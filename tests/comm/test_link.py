@@ -38,3 +38,12 @@ def test_bad_links_say_what_is_wrong(text, reason):
 ])
 def test_good_links(text, bandwidth, latency):
     assert parse_link(text) == LinkModel(bandwidth, latency)
+
+
+def test_rounds_overlap_latency_not_bandwidth():
+    from relaxtorch.comm import LinkModel
+    link = LinkModel(1e6, 2e-3)
+    assert link.seconds(1000, 4) == 4 * 2e-3 + 8000 / 1e6  # one after another
+    assert link.seconds(1000, 4, rounds=2) == 2 * 2e-3 + 8000 / 1e6  # two rounds of two at once
+    assert link.seconds(1000, 4, rounds=4) == link.seconds(1000, 4)
+    assert link.seconds(0, 0, rounds=2) == 0.0

@@ -165,18 +165,54 @@ def _take(x, keys, t, k, mask, idx, values):
 @_jit
 def mask_scatter(mask, values, out):
     """``out[i] = values[j]`` for the ``j``-th set bit ``i`` of the packed bitmask, else 0
-    (branch-free: a bitmask of random positions defeats branch prediction)."""
+    (branch-free: a bitmask of random positions defeats branch prediction; a byte at a time,
+    its eight bits unrolled, and an all-zero byte as eight zeros)."""
     n, k = out.shape[0], values.shape[0]
     if k == 0:
         out[:] = 0
         return
     j = 0
     zero = np.float32(0.0)
-    for i in range(n):
-        bit = (np.uint32(mask[i >> 3]) >> np.uint32(i & 7)) & np.uint32(1)
-        v = values[min(j, k - 1)]
+    last = k - 1
+    full = n >> 3
+    for b in range(full):
+        m = np.int64(mask[b])
+        base = b << 3
+        if m == 0:
+            for t in range(8):
+                out[base + t] = zero
+            continue
+        for t in range(8):
+            bit = (m >> t) & 1
+            v = values[min(j, last)]
+            out[base + t] = v if bit else zero
+            j += bit
+    for i in range(full << 3, n):
+        bit = (np.int64(mask[i >> 3]) >> (i & 7)) & 1
+        v = values[min(j, last)]
         out[i] = v if bit else zero
-        j += np.int64(bit)
+        j += bit
+
+
+@_jit
+def gather(src, idx, out):
+    """``out[i] = src[idx[i]]``."""
+    for i in range(idx.shape[0]):
+        out[i] = src[idx[i]]
+
+
+@_jit
+def add_gathered(x, src, idx):
+    """``x[i] += src[idx[i]]`` (``x += src[idx]``, without the gathered copy)."""
+    for i in range(idx.shape[0]):
+        x[i] += src[idx[i]]
+
+
+@_jit
+def scatter(dst, idx, values):
+    """``dst[idx[i]] = values[i]`` (positions distinct)."""
+    for i in range(idx.shape[0]):
+        dst[idx[i]] = values[i]
 
 
 @_jit
@@ -331,6 +367,9 @@ def warm() -> None:
     topk_select(x, 2, np.empty(1, u8), np.empty(2, i64), np.empty(2, f))
     topk_select(x, 2, np.empty(0, u8), np.empty(2, i64), np.empty(2, f))
     mask_scatter(np.ones(1, u8), x, np.empty(5, f))
+    gather(x, pos, np.empty(2, f))
+    add_gathered(np.ones(2, f), x, pos)
+    scatter(np.ones(5, f), pos, np.ones(2, f))
     for stochastic in (True, False):
         qsgd_encode(x, x, 2, 4, stochastic, np.empty(3, u8), np.empty(3, f), np.empty(5, f))
         qsgd_encode(x, x, 2, 4, stochastic, np.empty(3, u8), np.empty(3, f), np.empty(0, f))

@@ -19,15 +19,20 @@ into N chunks; rank j is the "server" of chunk j.  Per step and chunk:
 3. every rank adds the decompressed update ``u`` to the anchor, and to its local model
    after removing what it sent itself: ``x_local += u - sent``.
 
-Both phases are point-to-point (isend/irecv), as in the reference code.  With
-``overlap=True`` the exchange of step t runs in a background thread, on a process group of
-its own, while step t+1 computes, and its update is applied in step t+1 (one step stale);
-the values are the same on every run (the thread works on snapshots).  Each stage switches
+Both phases are point-to-point (isend/irecv), as in the reference code; each phase's
+messages go to different peers at once, so the link model counts one latency per phase.  With
+``overlap=True`` the update of step t is applied in step t+1 (one step stale), so the
+exchange of step t overlaps step t+1's compute: in a background thread, on a process group
+of its own, where the rank has a spare core (``exchange_thread=True``), or on the main
+thread, just before step t+1 compresses (``exchange_thread=False``: no thread competing for
+the cores when ranks share them; the link still carries the exchange while step t+1
+computes).  Both give the same values, on every run (the thread works on snapshots).  Each stage switches
 off: ``random_ratio=1.0``, ``topk_ratio=1.0``, ``bits=None`` (or 32); with all three off and
 ``overlap=False`` a step is exact model averaging after the local steps.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -51,6 +56,18 @@ def _ratio(name: str, value) -> float:
     return float(value)
 
 
+def spare_core(world: int) -> bool:
+    """Whether each local rank has a core for its compute and one for an exchange thread:
+    usable cores >= 2 x local ranks (``LOCAL_WORLD_SIZE``, as torchrun sets it; else ``world``).
+
+    >>> spare_core(10**6)  # a million local ranks never have a spare core each
+    False
+    """
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores >= 2 * local
+
+
 class CocktailSGD(WrappedOptimizer):
     """Local steps of ``optimizer``, then compressed synchronisation of the model delta (see module doc).
 
@@ -63,11 +80,17 @@ class CocktailSGD(WrappedOptimizer):
     With ``overlap=True`` the constructor calls ``dist.new_group`` (every rank of the
     default group must construct it, as torch requires); call ``synchronize()`` before
     evaluating, checkpointing the model or shutting the process group down.
+    ``exchange_thread`` (with ``overlap``): run the exchange in a background thread (True) or
+    inline before the next step compresses (False); None picks the thread only where each
+    rank has a spare core (:func:`spare_core`).  It changes where the work runs, never the
+    values.  The exchange's server and decoding work counts as ``compress_s`` when it runs
+    inline, or when ``stats.clock`` measures CPU seconds (then a thread's too, in its own
+    CPU seconds); a thread's wall-clock overlaps the main thread's and is not added.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, random_ratio: float = 0.1, topk_ratio: float = 0.2,
                  bits: int | None = 4, bucket: int = 128, overlap: bool = True, group=None,
-                 link: LinkModel | None = None, seed: int = 0):
+                 link: LinkModel | None = None, seed: int = 0, exchange_thread: bool | None = None):
         super().__init__(optimizer)
         self.random_ratio = _ratio("random_ratio", random_ratio)
         self.topk_ratio = _ratio("topk_ratio", topk_ratio)
@@ -77,6 +100,9 @@ class CocktailSGD(WrappedOptimizer):
         quantizer = quantizer if bits is not None else None
         if not isinstance(overlap, bool):
             raise _invalid("overlap", overlap, "a bool")
+        if exchange_thread is not None and not isinstance(exchange_thread, bool):
+            raise _invalid("exchange_thread", exchange_thread, "a bool, or None to use a thread where there is a "
+                                                               "spare core")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise _invalid("seed", seed, "an int, the same on every rank")
         if link is not None and not isinstance(link, LinkModel):
@@ -91,11 +117,12 @@ class CocktailSGD(WrappedOptimizer):
         self._inner = Compose(*([TopK(self.topk_ratio)] if self.topk_ratio < 1 else []),
                               *([quantizer] if quantizer is not None else []))
         self._world, self._rank = dist.get_world_size(group), dist.get_rank(group)
+        self.exchange_thread = overlap and (spare_core(self._world) if exchange_thread is None else exchange_thread)
         self._chunk_samplers = [RandomK(self.random_ratio, seed=derive(seed, "chunk", j), cycle=True)
                                 for j in range(self._world)] if self._sampler else []
         self._peers = [dist.get_global_rank(group, r) if group is not None else r for r in range(self._world)]
         self._comm_group = group
-        if overlap:  # the background thread gets a communicator of its own
+        if overlap:  # the exchange gets a communicator of its own (a thread may run it; ranks may differ there)
             self._comm_group = dist.new_group(ranks=self._peers, backend=dist.get_backend(group))
         broadcast_parameters(params, group=group)
         n = sum(p.numel() for p in params)
@@ -120,7 +147,8 @@ class CocktailSGD(WrappedOptimizer):
         return Compose(*([self._sampler] if self._sampler else []), *self._inner.stages)
 
     def __repr__(self) -> str:
-        return f"CocktailSGD({self.optimizer!r}, compressor={self.compressor!r}, overlap={self.overlap})"
+        return (f"CocktailSGD({self.optimizer!r}, compressor={self.compressor!r}, overlap={self.overlap}, "
+                f"exchange_thread={self.exchange_thread})")
 
     @property
     def anchor(self) -> torch.Tensor:
@@ -176,10 +204,11 @@ class CocktailSGD(WrappedOptimizer):
         self.optimizer.step()
         job = self._launch(self._finish_pending(defer=True))
         if self.overlap:
-            job["thread"] = threading.Thread(target=self._run_exchange, args=(job,), daemon=True,
-                                             name=f"cocktail-exchange-{self._step}")
-            job["thread"].start()
-            self._pending = job
+            if self.exchange_thread:
+                job["thread"] = threading.Thread(target=self._run_exchange, args=(job,), daemon=True,
+                                                 name=f"cocktail-exchange-{self._step}")
+                job["thread"].start()
+            self._pending = job  # inline: exchanged by the next _finish_pending
         else:
             self._run_exchange(job, timed=True)
             self._pending = job
@@ -227,7 +256,8 @@ class CocktailSGD(WrappedOptimizer):
         Only the random subset's coordinates are touched: ``pos`` (sorted flat positions,
         None when the whole model is synchronised), ``cuts`` (where each parameter's positions
         start in ``pos``) and ``sent`` (what this rank's payloads decode to, aligned with ``pos``)."""
-        t0 = time.perf_counter()
+        clock = self.stats.clock
+        t0 = clock()
         subsets = [self._subset(j, self._step) for j in range(self._world)]
         if applying is not None and subsets[0] is None:
             self._apply(applying)
@@ -246,7 +276,7 @@ class CocktailSGD(WrappedOptimizer):
             p, decoded = self._inner.compress_and_decode(values, generator=self._gen_worker, step=self._step)
             payloads.append(p)
             sent.append(decoded)
-        self.stats.compress_s += time.perf_counter() - t0
+        self.stats.compress_s += clock() - t0
         return {"subsets": subsets, "payloads": payloads, "sent": torch.cat(sent), "pos": pos, "cuts": cuts,
                 "update": None, "error": None, "step": self._step}
 
@@ -273,37 +303,44 @@ class CocktailSGD(WrappedOptimizer):
     def _exchange(self, job: dict, timed: bool) -> None:
         """Phase 1 (deltas to servers), server aggregation with error feedback, phase 2 (updates to all)."""
         me, world, payloads = self._rank, self._world, job["payloads"]
-        clock = time.perf_counter
-        t0 = clock()
+        wall, clock = time.perf_counter, self.stats.clock  # waiting for peers in wall seconds, work in clock's
+        t0, c0 = wall(), clock()
         mine = payloads[me]
         recv = {r: torch.empty(mine.nbytes, dtype=torch.uint8, device=self._anchor.device)
                 for r in range(world) if r != me}
         self._p2p({r: payloads[r].to_bytes() for r in range(world) if r != me}, recv)
-        t1 = clock()
+        t1, c1 = wall(), clock()
         agg = None
         for r in range(world):  # in rank order (the same sum on every run); this rank's own, already decoded
             d = job["sent"][self._segment(job, me)] if r == me else self._inner.decompress(mine.from_bytes(recv[r]))
             agg = d.clone() if agg is None else agg.add_(d)
         agg /= world
         idx = job["subsets"][me]
-        agg += self._server_error if idx is None else self._server_error[idx]
+        fast = idx is not None and _kernels.cpu_f32(agg)
+        if fast:  # the same float32 adds and copies as the indexing below, without its overhead
+            _kernels.add_gathered(agg.numpy(), self._server_error.numpy(), idx.numpy())
+        else:
+            agg += self._server_error if idx is None else self._server_error[idx]
         q, decoded = self._inner.compress_and_decode(agg, generator=self._gen_server, step=job["step"])
         residual = agg.sub_(decoded)
         if idx is None:
             self._server_error.copy_(residual)
+        elif fast:
+            _kernels.scatter(self._server_error.numpy(), idx.numpy(), residual.numpy())
         else:
             self._server_error[idx] = residual
-        t2 = clock()
+        t2, c2 = wall(), clock()
         recv = {r: torch.empty(payloads[r].nbytes, dtype=torch.uint8, device=self._anchor.device)
                 for r in range(world) if r != me}
         qbuf = q.to_bytes()
         self._p2p({r: qbuf for r in range(world) if r != me}, recv)
-        t3 = clock()
+        t3, c3 = wall(), clock()
         job["update"] = torch.cat([decoded if j == me else self._inner.decompress(payloads[j].from_bytes(recv[j]))
                                    for j in range(world)])  # aligned with job["pos"]
+        job["work_s"] = (c2 - c1) + (clock() - c3)  # server and decoding work, in the clock of this thread
         if timed:
             self.stats.comm_s += (t1 - t0) + (t3 - t2)
-            self.stats.compress_s += (t2 - t1) + (clock() - t3)
+            self.stats.compress_s += job["work_s"]
         sent_bytes = sum(payloads[r].nbytes for r in range(world) if r != me) + (world - 1) * q.nbytes
         f32, _ = ring_allreduce_bytes(self._anchor.numel(), 4, world, me)
         job["bytes"] = (sent_bytes, 2 * (world - 1), f32)
@@ -319,11 +356,16 @@ class CocktailSGD(WrappedOptimizer):
             t0 = time.perf_counter()
             job["thread"].join()
             self.stats.comm_s += time.perf_counter() - t0
+            if self.stats.clock is not time.perf_counter and "work_s" in job:
+                self.stats.compress_s += job["work_s"]  # CPU seconds count wherever they were spent
+        elif job["update"] is None and job["error"] is None:  # overlapped without a thread: exchange it now
+            self._run_exchange(job, timed=True)
         if job["error"] is not None:
             raise RuntimeError(f"CocktailSGD: the exchange of step {job['step']} failed on rank "
                                f"{dist.get_rank()}: {job['error']!r}") from job["error"]
         nbytes, messages, f32 = job["bytes"]
-        self.stats.record_send(nbytes, self.link, messages=messages, float32_bytes=f32)
+        # two rounds (to the servers, then from them), each of concurrent messages to different peers
+        self.stats.record_send(nbytes, self.link, messages=messages, float32_bytes=f32, rounds=2 if messages else 0)
         if defer and job["pos"] is not None and self._compiled():
             return job
         self._apply(job)
@@ -332,7 +374,8 @@ class CocktailSGD(WrappedOptimizer):
     @torch.no_grad()
     def _apply(self, job: dict) -> None:
         """Add the update to the anchor and, minus what this rank sent, to the parameters."""
-        t0 = time.perf_counter()
+        clock = self.stats.clock
+        t0 = clock()
         pos, update = job["pos"], job["update"]
         if pos is not None and self._compiled():
             cuts = job.get("cuts") or torch.searchsorted(pos, self._offsets).tolist()
@@ -348,7 +391,7 @@ class CocktailSGD(WrappedOptimizer):
             else:
                 self._anchor.index_add_(0, pos, update)
             self._add_to_params(update.sub_(job["sent"]), pos, job.get("cuts"))
-        self.stats.compress_s += time.perf_counter() - t0  # applying the update is the decoding side
+        self.stats.compress_s += clock() - t0  # applying the update is the decoding side
 
     def synchronize(self) -> None:
         """Apply the exchange still in flight (call before evaluating or saving the model)."""
@@ -364,6 +407,8 @@ class CocktailSGD(WrappedOptimizer):
         if job is not None and job.get("thread") is not None:
             job["thread"].join()
             job["thread"] = None
+        elif job is not None and job["update"] is None and job["error"] is None:  # inline: exchange it now
+            self._run_exchange(job, timed=True)
         if job is not None and job["error"] is not None:
             self._finish_pending()  # raises
         pending = None

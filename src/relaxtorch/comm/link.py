@@ -1,7 +1,9 @@
 """A link model: simulated bandwidth and latency, so slow networks can be studied on one machine.
 
 Each message costs ``latency + bytes / bandwidth`` seconds (the alpha-beta model of
-Hockney, 1994). The model only accounts for time; it never sleeps.
+Hockney, 1994); messages that go out together to different peers (one round) share the
+bandwidth and overlap their latencies. The model only accounts for time; it never sleeps
+(nor spins): no core is spent on a simulated transfer.
 """
 from __future__ import annotations
 
@@ -27,11 +29,17 @@ class LinkModel:
         if not (self.latency >= 0) or math.isinf(self.latency):
             raise ValueError(f"Invalid latency: {self.latency!r} (seconds, must be finite and >= 0)")
 
-    def seconds(self, nbytes: int, messages: int = 1) -> float:
-        """Time to send ``messages`` messages carrying ``nbytes`` bytes in total, one after another."""
+    def seconds(self, nbytes: int, messages: int = 1, rounds: int | None = None) -> float:
+        """Time to send ``messages`` messages carrying ``nbytes`` bytes in total, one after another;
+        or, given ``rounds``, in that many rounds of messages to different peers that go out
+        together: their latencies overlap (one per round) and their bytes share the link.
+
+        >>> LinkModel(8e6, 1e-3).seconds(3000, messages=3), LinkModel(8e6, 1e-3).seconds(3000, 3, rounds=1)
+        (0.006, 0.004)
+        """
         if messages == 0:
             return 0.0
-        return messages * self.latency + 8.0 * nbytes / self.bandwidth
+        return (messages if rounds is None else rounds) * self.latency + 8.0 * nbytes / self.bandwidth
 
     @property
     def unlimited(self) -> bool:

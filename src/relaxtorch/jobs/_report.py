@@ -55,6 +55,16 @@ def _git_commit() -> str | None:
         return None
 
 
+def _numba_threads(numba) -> int:
+    """numba's thread count, without starting its threading layer: ``numba.get_num_threads()``
+    launches it, and its OpenMP layer then resets torch's intra-op threads (OpenMP's own
+    setting) to the core count, which would undo a job's one thread per rank."""
+    from numba.np.ufunc import parallel
+    if getattr(parallel, "_is_initialized", True):
+        return numba.get_num_threads()
+    return numba.config.NUMBA_NUM_THREADS
+
+
 def machine(device=None, extra_packages: tuple[str, ...] = ()) -> dict:
     """What a reader needs to weigh the numbers: CPU, cores, threads, versions, device, commit."""
     import torch
@@ -70,7 +80,7 @@ def machine(device=None, extra_packages: tuple[str, ...] = ()) -> dict:
             "numba": None, "numba_threads": None, "relaxtorch": __version__, "git": _git_commit(), "device": "cpu"}
     try:
         import numba
-        info["numba"], info["numba_threads"] = numba.__version__, numba.get_num_threads()
+        info["numba"], info["numba_threads"] = numba.__version__, _numba_threads(numba)
     except ImportError:  # pragma: no cover
         pass
     for package in extra_packages:

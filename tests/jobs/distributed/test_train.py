@@ -17,7 +17,7 @@ from relaxtorch.data import load_dataset
 from relaxtorch.jobs.distributed import BatchSchedule, RankContext, build_model, parse, run_job
 from relaxtorch.jobs.distributed.checkpoint import load
 from relaxtorch.jobs.distributed.report import FILES
-from relaxtorch.jobs.distributed.train import simulated_step_seconds
+from relaxtorch.jobs.distributed.train import simulated_seconds
 from tests.comm._world import World
 
 WORLD = 2
@@ -166,12 +166,31 @@ def test_report_holds_every_run_with_its_files(world, tmp_path):
     assert d["summary"]["consensus"] > 0 and d["spec"]["partition"] == "label"
 
 
-def test_simulated_step_time_takes_the_slowest_rank_and_overlap():
+def test_simulated_time_takes_the_slowest_rank_and_overlap():
     # t[rank, step, (compute, compress, simulated comm, real comm, wall)]
     t = torch.tensor([[[1.0, 0.5, 2.0, 9, 9], [3.0, 0.0, 1.0, 9, 9]],
                       [[2.0, 0.0, 0.5, 9, 9], [1.0, 1.0, 4.0, 9, 9]]], dtype=torch.float64)
-    assert simulated_step_seconds(t, overlap=False).tolist() == [3.5, 6.0]
-    assert simulated_step_seconds(t, overlap=True).tolist() == [2.0, 4.0]
+    assert simulated_seconds(t, overlap=False) == 3.5 + 6.0  # max(1.5 + 2, 2 + .5) + max(3 + 1, 1 + 1 + 4)
+    # by hand: row 0 arrives at 0 + 2: clocks max(1, 2) + .5 = 2.5 and max(2, 2) + 0 = 2; last 2.5;
+    # row 1 arrives at 2.5 + 4 = 6.5: clocks max(5.5, 6.5) + 0 = 6.5 and max(3, 6.5) + 1 = 7.5
+    assert simulated_seconds(t, overlap=True) == 7.5
+    assert simulated_seconds(t[:, :0], overlap=True) == simulated_seconds(t[:, :0], overlap=False) == 0.0
+
+
+def test_simulated_time_of_an_overlapping_run_lets_ranks_take_turns_being_slow():
+    """Ranks slow on alternate steps: a synchronous step waits for the slow one every step
+    (2 per step), an overlapping run only for the slowest total (1.5 per step), never below
+    any rank's own work; with one rank it is that rank's work plus what the link did not hide."""
+    c = torch.tensor([[2.0, 1.0] * 4, [1.0, 2.0] * 4], dtype=torch.float64)
+    t = torch.zeros(2, 8, 5, dtype=torch.float64)
+    t[..., 0] = c
+    assert simulated_seconds(t, overlap=False) == 16.0
+    assert simulated_seconds(t, overlap=True) == 12.0 == float(c.sum(1).max())
+    one = torch.zeros(1, 3, 5, dtype=torch.float64)
+    one[0, :, 0], one[0, :, 1], one[0, :, 2] = torch.tensor([3.0, 3.0, 0.0]), 1.0, torch.tensor([0.0, 2.0, 5.0])
+    # row 1's exchange (2 s) hides under 3 s of compute; the last (5 s, nothing to hide it) shows: 4 + 4 + 5 + 1
+    assert simulated_seconds(one, overlap=True) == 14.0
+    assert simulated_seconds(one, overlap=False) == 4 + 6 + 6
 
 
 def _strip(history):
@@ -233,3 +252,18 @@ def test_the_last_overlapped_exchange_is_in_the_simulated_time(world, tmp_path):
     totals, per_rank = world.run(_overlapped_totals, str(tmp_path))[0]
     assert totals > 0
     assert math.isclose(totals, sum(per_rank) / len(per_rank), rel_tol=1e-9), (totals, per_rank)
+
+
+def test_timing_clock_is_cpu_time_only_when_ranks_share_cores(monkeypatch):
+    import os
+    import time
+
+    from relaxtorch.jobs.distributed.train import timing_clock
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert timing_clock(cores) is time.perf_counter  # one core per rank
+    assert timing_clock(cores + 1) is time.thread_time
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores + 1))
+    assert timing_clock() is time.thread_time
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert timing_clock(cores // 2 + 1) is time.thread_time  # two threads per rank fill the cores

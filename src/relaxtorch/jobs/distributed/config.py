@@ -47,7 +47,7 @@ _BUCKET = (int, lambda v: v >= 1, "must be >= 1")
 OPTIONS = {
     "allreduce": {},
     "cocktail": {"random_ratio": _RATIO, "topk_ratio": _RATIO, "bits": _BITS, "bucket": _BUCKET,
-                 "overlap": (bool, lambda v: True, "")},
+                 "overlap": (bool, lambda v: True, ""), "exchange_thread": (bool, lambda v: True, "")},
     "sign-ef": {},
     "topk-ef": {"ratio": _RATIO},
     "qsgd": {"bits": _BITS, "bucket": _BUCKET},

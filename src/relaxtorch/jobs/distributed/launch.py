@@ -112,6 +112,7 @@ def _child(rank, world, port, cfg, out, resume, progress, factory, err_dir, beat
     code = 0
     try:
         beats[rank] = time.time()
+        os.environ["LOCAL_WORLD_SIZE"] = str(world)  # as torchrun sets it: every rank is local here
         torch.set_num_threads(_threads(cfg, world))
         device = resolve_device(cfg.device, rank, world)
         pin_gloo_to_loopback()

@@ -134,8 +134,11 @@ def format_summary(report: dict) -> str:
              "points); test acc and train loss (on the whole training set) are rank 0's model's, or the "
              "ranks' average model's for decentralized runs; consensus: mean squared distance of the ranks' "
              "models to their average; times in ms per "
-             "step (compute, compress: measured; comm sim: link model; comm real: measured on this machine); "
-             "sim ms/step: slowest rank's compute + compress + comm sim (max of the two when overlapped); "
+             "step (compute, compress: measured, in CPU seconds of each rank's thread when the ranks outnumber "
+             "the cores; comm sim: link model; comm real: measured on this machine); "
+             "sim ms/step: the simulated run's time over its steps, following every rank's clock (a synchronous "
+             "step waits for the slowest rank's compute + compress + comm sim; an overlapping run computes while "
+             "the previous exchange is on the link); "
              "vs unlimited: sim ms/step over the same steps' time on an unlimited link; slowdown: sim ms/step "
              "over the float32 all-reduce run's time on an unlimited link (the paper's comparison).")
     return text

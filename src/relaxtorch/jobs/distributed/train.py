@@ -11,11 +11,16 @@ Every ``eval_every`` steps the ranks evaluate together: the consensus distance
 since the last evaluation (``batch_loss``, each rank on its own data and model),
 the bytes sent so far, and the loss on the whole training set (``train_loss``,
 the objective) and the test loss and accuracy of rank 0's model (centralized
-algorithms) or of the average model x_bar (decentralized ones).  The simulated wall-clock adds, per step, the
-slowest rank's compute + compression + simulated communication, or
-max(compute + compression, communication) when the algorithm overlaps
-communication with the next step's compute.  These bookkeeping collectives are
-not counted as the algorithm's traffic.  After the last step an overlapping
+algorithms) or of the average model x_bar (decentralized ones).  The simulated wall-clock
+follows every rank's clock through its measured compute and compression and the link
+model's time for its messages (``simulated_seconds``): a synchronous algorithm waits, each
+step, for the slowest rank's compute + compression + communication; an overlapping one
+(CocktailSGD) lets each rank compute step t+1 while the exchange of step t is on the link,
+and waits for that exchange (launched when the last rank had compressed step t) only before
+compressing step t+1.  Compute and compression are measured on ``time.thread_time`` (CPU
+seconds of the rank's thread) when the local ranks' torch threads outnumber the cores, so a
+rank waiting for a core another rank holds is not charged for it; else on wall-clock
+(``timing_clock``).  These bookkeeping collectives are not counted as the algorithm's traffic.  After the last step an overlapping
 algorithm's exchange still in flight is applied (``opt.synchronize()``) before
 the final evaluation.
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import os
 import time
 from pathlib import Path
 
@@ -46,13 +52,40 @@ from .schedule import lr_at
 _STEP_FIELDS = ("compute_s", "compress_s", "simulated_comm_s", "comm_s", "wall_s")
 
 
-def simulated_step_seconds(t: torch.Tensor, overlap: bool) -> torch.Tensor:
-    """Simulated seconds of each step from per-rank measurements ``t[rank, step, field]`` (fields as
-    ``_STEP_FIELDS``): the slowest rank's compute + compress + simulated communication, or
-    max(compute + compress, communication) when communication overlaps the next step's compute."""
-    c, z, s = t[..., 0], t[..., 1], t[..., 2]
-    per_rank = torch.maximum(c + z, s) if overlap else c + z + s
-    return per_rank.max(0).values
+def simulated_seconds(t: torch.Tensor, overlap: bool) -> float:
+    """Simulated seconds of a window of steps all ranks start together, from per-rank measurements
+    ``t[rank, step, field]`` (fields as ``_STEP_FIELDS``; c compute, z compress, s link time).
+
+    Synchronous: every step ends when the slowest rank has computed, compressed and
+    communicated, sum over steps of max over ranks of c + z + s.  Overlapping (the link time
+    ``s`` a row records is the exchange launched in the row before, as CocktailSGD records it):
+    rank i's clock runs ``T_i = max(T_i + c_i, L + max_j s_j) + z_i``, where ``L`` is the time
+    the last rank finished compressing the row before (the exchange starts when every payload
+    is ready).  Ranks thus wait for each other once per step, at the exchange, with a step of
+    compute in between to absorb a slow rank.  Returns the last rank's clock.
+    """
+    c, z, s = (t[..., i].tolist() for i in range(3))  # ranks x steps
+    ranks = len(c)
+    if not ranks or not c[0]:
+        return 0.0
+    steps = len(c[0])
+    if not overlap:
+        return float(sum(max(c[i][k] + z[i][k] + s[i][k] for i in range(ranks)) for k in range(steps)))
+    clock, last = [0.0] * ranks, 0.0
+    for k in range(steps):
+        arrived = last + max(s[i][k] for i in range(ranks))
+        clock = [max(clock[i] + c[i][k], arrived) + z[i][k] for i in range(ranks)]
+        last = max(clock)
+    return last
+
+
+def timing_clock(local_world: int | None = None):
+    """The clock for compute and compression: ``time.thread_time`` when the local ranks' torch
+    threads outnumber the usable cores (``LOCAL_WORLD_SIZE``, as torchrun and the local launcher
+    set it), else ``time.perf_counter``.  The same rule for every algorithm of a job."""
+    local = local_world or int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return time.thread_time if local * torch.get_num_threads() > cores else time.perf_counter
 
 
 @dataclasses.dataclass
@@ -93,6 +126,8 @@ class _Run:
         ctx = Context(rank=rc.rank, world=rc.world, seed=cfg.seed, link=self.link, device=rc.device)
         self.opt = (factory or build)(spec, self.model, ctx)
         self.overlap = bool(getattr(self.opt, "overlap", False))
+        self.clock = timing_clock(int(os.environ.get("LOCAL_WORLD_SIZE", rc.world)))
+        self.opt.stats.clock = self.clock
         self.step = 0
         self.window = [0.0, 0]  # training-loss sum and count since the last evaluation
         self.pending: list[tuple] = []
@@ -152,10 +187,10 @@ class _Run:
         if self.rc.rank != 0 or mine.numel() == 0:
             return
         t = torch.stack([p.cpu() for p in parts])  # ranks x steps x fields
-        self.totals["sim_s"] += float(simulated_step_seconds(t, self.overlap).sum())
+        self.totals["sim_s"] += simulated_seconds(t, self.overlap)
         unlimited = t.clone()
         unlimited[..., 2] = 0.0  # the same steps on an unlimited link: the link model never sleeps
-        self.totals["sim_unlimited_s"] += float(simulated_step_seconds(unlimited, self.overlap).sum())
+        self.totals["sim_unlimited_s"] += simulated_seconds(unlimited, self.overlap)
         self.totals["wall_s"] += float(t[..., -1].max(0).values.sum())
         for i, name in enumerate(_STEP_FIELDS[:-1]):
             self.totals[name] += float(t[..., i].sum(1).mean())
@@ -245,6 +280,7 @@ class _Run:
         """Rank 0's account of the finished run (what the report is made of)."""
         return {"name": self.spec.name, "algorithm": self.spec.algorithm, "spec": self.spec.to_dict(),
                 "world": self.rc.world, "params": n_parameters(self.model), "overlap": self.overlap,
+                "clock": "thread CPU" if self.clock is time.thread_time else "wall",
                 "evaluated": "average" if self.spec.decentralized else "rank 0",
                 "steps_per_epoch": self.schedule.steps_per_epoch, "link": str(self.link),
                 "history": self.history, "totals": self.totals, "rank_stats": rank_stats}
