@@ -121,6 +121,8 @@ class GLMPosterior:
             object.__setattr__(self, "center", th)
             object.__setattr__(self, "_cv", cv)
             object.__setattr__(self, "c", self.K2 * norms.square())
+        cols = [X, self.y[:, None]] + ([self._cv[2][:, None]] if self._cv is not None else [])
+        object.__setattr__(self, "_rows", torch.cat(cols, 1))
 
     # ρ and its derivatives in z (subclasses)
     def _labels(self, y):
@@ -156,20 +158,28 @@ class GLMPosterior:
         """``(U_i(θ), U_i(θ'))`` for ``idx`` in one pass over the rows."""
         X = self.X if idx is None else self.X[idx]
         z = X @ torch.stack([theta, theta_new], 1)
-        u = self._u(z, idx, pair=True)
-        return u[:, 0], u[:, 1]
+        return self._u(z[:, 0], idx), self._u(z[:, 1], idx)
 
-    def _u(self, z, idx, pair=False):
+    def energy_diff(self, theta, theta_new, idx=None) -> torch.Tensor:
+        """``U_i(θ') - U_i(θ)`` for ``idx`` (all data when None): one gather of the packed rows
+        (features, label, control-variate slope), one matrix product."""
+        rows = self._rows if idx is None else self._rows[idx]
+        d = self.X.shape[1]
+        z = rows[:, :d] @ torch.stack([theta, theta_new], 1)
+        y = rows[:, d:d + 1]
+        u = self.rho(y, z)
+        diff = u[:, 1] - u[:, 0]
+        if self._cv is not None:
+            diff = diff - rows[:, d + 1] * (z[:, 1] - z[:, 0])
+        return diff
+
+    def _u(self, z, idx):
         y = self.y if idx is None else self.y[idx]
-        if pair:
-            y = y[:, None]
         u = self.rho(y, z)
         if self._cv is not None:
             zhat, rho_hat, slope, _ = self._cv
             if idx is not None:
                 zhat, rho_hat, slope = zhat[idx], rho_hat[idx], slope[idx]
-            if pair:
-                zhat, rho_hat, slope = zhat[:, None], rho_hat[:, None], slope[:, None]
             u = u - rho_hat - slope * (z - zhat)
         return u
 
@@ -179,12 +189,10 @@ class GLMPosterior:
 
     def bound(self, theta: torch.Tensor, theta_new: torch.Tensor) -> torch.Tensor:
         """``M(θ, θ')``: ``|θ - θ'|``, or ``max(|θ - θ̂|, |θ' - θ̂|) |θ - θ'|`` with a centre."""
-        m = torch.linalg.vector_norm(theta_new - theta)
-        if self.center is not None:
-            r = torch.maximum(torch.linalg.vector_norm(theta - self.center),
-                              torch.linalg.vector_norm(theta_new - self.center))
-            m = m * r
-        return m
+        if self.center is None:
+            return torch.linalg.vector_norm(theta_new - theta)
+        n = torch.linalg.vector_norm(torch.stack([theta_new - theta, theta - self.center, theta_new - self.center]), dim=1)
+        return n[0] * n[1:].max()
 
     def with_center(self, center: torch.Tensor) -> "GLMPosterior":
         """The same posterior split around ``center`` (the control variate; same π)."""

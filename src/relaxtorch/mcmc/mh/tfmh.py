@@ -56,14 +56,13 @@ class TFMH:
         if not M >= 0 or M == float("inf"):
             raise nonfinite(self.name, k, f"bound M(θ, θ') = {M!r}")
         idx = poisson_minibatch(generator, self.table, self.table.total * M)
-        u, u_new = model.energy_pair(theta, theta_new, idx)
-        Mi = self.table.weights[idx].to(u.dtype) * M
-        diff = u_new - u
-        u_rej = torch.rand(idx.shape, generator=generator, device=idx.device, dtype=u.dtype)
+        diff = model.energy_diff(theta, theta_new, idx)
+        Mi = self.table.weights[idx].to(diff.dtype) * M
+        u_rej = torch.rand(idx.shape, generator=generator, device=idx.device, dtype=diff.dtype)
         rejected = (u_rej * Mi < diff).any()  # u < diff⁺ / (c_i M)
-        violated = (diff.abs() > Mi * (1 + _TOL) + _TOL * (u.abs() + 1e-30)).any()
+        violated = (diff.abs() > Mi * (1 + _TOL) + 256 * torch.finfo(diff.dtype).eps).any()
         log_prior = model.base_energy(theta) - model.base_energy(theta_new)
-        log_prior, rej, bad = torch.stack([log_prior, rejected.to(u.dtype), violated.to(u.dtype)]).tolist()
+        log_prior, rej, bad = torch.stack([log_prior, rejected.to(diff.dtype), violated.to(diff.dtype)]).tolist()
         if bad:
             raise bound_violation(self.name, k)
         if log_prior != log_prior or log_prior == float("inf"):
