@@ -198,7 +198,7 @@ class GLMPosterior:
         """The same posterior split around ``center`` (the control variate; same π)."""
         return replace(self, center=center, _cv=None, c=None)
 
-    def map_estimate(self, iters: int = 50, tol: float = 1e-10) -> torch.Tensor:
+    def map_estimate(self, iters: int = 200, tol: float = 1e-12) -> torch.Tensor:
         """The posterior mode by Newton / majorise-minimise steps in float64 (full data)."""
         X, y = self.X.double(), self.y.double()
         d = X.shape[1]

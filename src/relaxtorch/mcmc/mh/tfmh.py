@@ -62,7 +62,11 @@ class TFMH:
         rejected = (u_rej * Mi < diff).any()  # u < diff⁺ / (c_i M)
         violated = (diff.abs() > Mi * (1 + _TOL) + 256 * torch.finfo(diff.dtype).eps).any()
         log_prior = model.base_energy(theta) - model.base_energy(theta_new)
-        log_prior, rej, bad = torch.stack([log_prior, rejected.to(diff.dtype), violated.to(diff.dtype)]).tolist()
+        finite = torch.isfinite(diff).all()
+        log_prior, rej, bad, fin = torch.stack([log_prior, rejected.to(diff.dtype), violated.to(diff.dtype),
+                                                finite.to(diff.dtype)]).tolist()
+        if not fin:
+            raise nonfinite(self.name, k, "energy difference")
         if bad:
             raise bound_violation(self.name, k)
         if log_prior != log_prior or log_prior == float("inf"):

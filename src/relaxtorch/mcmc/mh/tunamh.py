@@ -100,7 +100,11 @@ class TunaMH:
         log_data = torch.where(keep, log_terms, torch.zeros_like(log_terms)).sum()
         violated = (diff.abs() > Mi * (1 + _TOL) + 256 * torch.finfo(diff.dtype).eps).any()
         log_prior = model.base_energy(theta) - model.base_energy(theta_new)
-        log_ratio, bad = torch.stack([log_data + log_prior, violated.to(log_data.dtype)]).tolist()
+        finite = torch.isfinite(diff).all()
+        log_ratio, bad, fin = torch.stack([log_data + log_prior, violated.to(log_data.dtype),
+                                           finite.to(log_data.dtype)]).tolist()
+        if not fin:
+            raise nonfinite(self.name, k, "energy difference")
         if bad:
             raise bound_violation(self.name, k)
         if log_ratio != log_ratio or log_ratio == float("inf"):
