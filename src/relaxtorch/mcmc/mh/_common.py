@@ -14,7 +14,7 @@ class MHState(NamedTuple):
     position: object
     step: int = 0
     energy: torch.Tensor | None = None  # FullMH: U(θ) at ``position``
-    bright: torch.Tensor | None = None  # FlyMC: bool [N], the bright data
+    bright: torch.Tensor | None = None  # FlyMC: int64 indices of the bright data
 
 
 class MHInfo(NamedTuple):

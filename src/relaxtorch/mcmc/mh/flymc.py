@@ -57,8 +57,8 @@ class FlyMC:
     >>> m = LogisticRegression(torch.tensor([[1.0], [-1.0], [2.0]]), torch.tensor([1, 0, 0]))
     >>> k = FlyMC(m.flymc_bound(), q=0.5); g = torch.Generator().manual_seed(0)
     >>> state, info = k.step(g, k.init(torch.zeros(1)), None, 0.5)
-    >>> state.bright.shape, info.grad_evals
-    (torch.Size([3]), 0)
+    >>> state.bright.dtype, info.grad_evals   # the indices of the bright data
+    (torch.int64, 0)
     """
 
     bound: object
@@ -82,11 +82,11 @@ class FlyMC:
         check_finite_position(self.name, 0, position)
         n = self.bound.model.data_size
         if generator is None:
-            bright = torch.zeros(n, dtype=torch.bool, device=device_of(position))
+            bright = torch.zeros(0, dtype=torch.int64, device=device_of(position))
         else:
             gap = (self.bound.bound_energy(position) - self.bound.model.energy(position)).clamp_min(0)
             u = torch.rand(n, generator=generator, device=gap.device, dtype=gap.dtype)
-            bright = u < -torch.expm1(-gap)
+            bright = (u < -torch.expm1(-gap)).nonzero().squeeze(1)
         return MHState(position, 0, None, bright)
 
     def step(self, generator: torch.Generator, state: MHState, minibatch=None, step_size: float = None):
@@ -94,21 +94,18 @@ class FlyMC:
         step_size = check_step_size(step_size)
         k, theta, bnd = state.step + 1, state.position, self.bound
         dev, logq = device_of(theta), math.log(self.q)
-        was_bright = state.bright
-        bright = was_bright.clone()
+        b_idx = state.bright  # int64 indices of the bright data
         # (i) brightness: bright -> dark
-        b_idx = was_bright.nonzero().squeeze(1)
         lbd = self._log_bd(theta, b_idx)
         u = torch.rand(b_idx.shape, generator=generator, device=dev, dtype=lbd.dtype)
-        bright[b_idx[torch.log(u) < logq - lbd]] = False
+        stay = b_idx[torch.log(u) >= logq - lbd]
         # dark -> bright, for the data dark at the start of the iteration
-        cand = bernoulli_subset(generator, was_bright.shape[0], self.q, dev)
-        cand = cand[~was_bright[cand]]
+        cand = bernoulli_subset(generator, bnd.model.data_size, self.q, dev)
+        cand = cand[~torch.isin(cand, b_idx)]
         lbd_c = self._log_bd(theta, cand)
         u = torch.rand(cand.shape, generator=generator, device=dev, dtype=lbd_c.dtype)
-        bright[cand[torch.log(u) < lbd_c - logq]] = True
+        nb = torch.cat([stay, cand[torch.log(u) < lbd_c - logq]])
         # (ii) θ given the bright set
-        nb = bright.nonzero().squeeze(1)
         theta_new = propose(generator, theta, step_size)
         m = bnd.model
         log_new = -m.base_energy(theta_new) - bnd.bound_energy_sum(theta_new) + self._log_bd(theta_new, nb).sum()
@@ -119,4 +116,4 @@ class FlyMC:
         ok = accept(generator, log_ratio, dev)
         touched = int(b_idx.shape[0]) + int(cand.shape[0])
         evals = touched + 2 * int(nb.shape[0])
-        return MHState(theta_new if ok else theta, k, None, bright), MHInfo(ok, touched, evals, 0, log_ratio)
+        return MHState(theta_new if ok else theta, k, None, nb), MHInfo(ok, touched, evals, 0, log_ratio)
