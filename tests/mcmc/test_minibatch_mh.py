@@ -370,3 +370,45 @@ def test_kernels_run_on_cuda():
         st = k.init(th, g) if isinstance(k, FlyMC) else k.init(th)
         r = run_chain(k, g, st, 20, 0.02)
         assert r.samples.device.type == "cuda" and bool(torch.isfinite(r.samples).all()), k.name
+
+
+def test_bad_model_arguments_raise():
+    X, y = torch.randn(5, 2, dtype=torch.float64), torch.tensor([0, 1, 1, 0, 1])
+    with pytest.raises(ValueError, match="Invalid X"):
+        LogisticRegression(X[0], y)
+    with pytest.raises(ValueError, match="Invalid X"):
+        LogisticRegression(torch.full((5, 2), float("nan")), y)
+    with pytest.raises(ValueError, match="Invalid y"):
+        LogisticRegression(X, y[:3])
+    with pytest.raises(ValueError, match="Invalid y"):
+        LogisticRegression(X, torch.tensor([0, 1, 2, 0, 1]))
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="Invalid prior_scale"):
+            LogisticRegression(X, y, prior_scale=bad)
+        with pytest.raises(ValueError, match="Invalid nu"):
+            RobustLinearRegression(X, y.double(), nu=bad)
+        with pytest.raises(ValueError, match="Invalid scale"):
+            RobustLinearRegression(X, y.double(), scale=bad)
+    with pytest.raises(ValueError, match="Invalid center"):
+        LogisticRegression(X, y).with_center(torch.zeros(3, dtype=torch.float64))
+
+
+def test_labels_zero_one_and_signed_agree():
+    X = torch.randn(6, 2, dtype=torch.float64)
+    y01 = torch.tensor([0, 1, 1, 0, 1, 0])
+    a, b = LogisticRegression(X, y01), LogisticRegression(X, 2 * y01 - 1)
+    th = torch.tensor([0.3, -1.2], dtype=torch.float64)
+    torch.testing.assert_close(a.energy(th), b.energy(th))
+    # against the textbook Bernoulli likelihood, float64
+    p = torch.sigmoid(X @ th)
+    torch.testing.assert_close(a.energy(th), -(y01 * torch.log(p) + (1 - y01) * torch.log1p(-p)))
+
+
+def test_student_t_energy_matches_scipy():
+    X = torch.randn(7, 2, dtype=torch.float64)
+    y = torch.randn(7, dtype=torch.float64) * 3
+    m = RobustLinearRegression(X, y, nu=3.5, scale=0.8)
+    th = torch.tensor([0.5, -0.25], dtype=torch.float64)
+    ref = -stats.t.logpdf(y.numpy(), df=3.5, loc=(X @ th).numpy(), scale=0.8)
+    u = m.energy(th).numpy()
+    np.testing.assert_allclose(u - u[0], ref - ref[0], rtol=1e-10, atol=1e-12)  # up to the normaliser

@@ -88,8 +88,8 @@ class GLMPosterior:
     y: torch.Tensor
     prior_scale: float = 10.0
     center: torch.Tensor | None = None
-    _cv: tuple | None = field(default=None, repr=False)  # (zhat, rho_hat, slope, g) at the centre
-    c: torch.Tensor = field(default=None, repr=False)  # bound weights c_i
+    _cv: tuple | None = field(default=None, init=False, repr=False)  # (zhat, rho_hat, slope, g) at the centre
+    c: torch.Tensor = field(default=None, init=False, repr=False)  # bound weights c_i
 
     K1 = 1.0  # sup |dρ/dz| (subclasses)
     K2 = 1.0  # sup |d²ρ/dz²|
@@ -196,7 +196,7 @@ class GLMPosterior:
 
     def with_center(self, center: torch.Tensor) -> "GLMPosterior":
         """The same posterior split around ``center`` (the control variate; same π)."""
-        return replace(self, center=center, _cv=None, c=None)
+        return replace(self, center=center)
 
     def map_estimate(self, iters: int = 200, tol: float = 1e-12) -> torch.Tensor:
         """The posterior mode by Newton / majorise-minimise steps in float64 (full data)."""
@@ -218,7 +218,7 @@ class GLMPosterior:
         """FlyMC's collapsible lower bounds, tight at ``z_i = x_i·center`` (the MAP by default).
 
         Built on the raw likelihood (not the control variate's remainders)."""
-        raw = self if self.center is None else replace(self, center=None, _cv=None, c=None)
+        raw = self if self.center is None else replace(self, center=None)
         th = raw.map_estimate() if center is None else center.to(self.X.dtype)
         alpha, beta, gamma = raw._quadratic_bound(raw.y, raw.X @ th)
         A = (raw.X.T * alpha) @ raw.X

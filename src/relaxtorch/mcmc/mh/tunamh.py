@@ -6,11 +6,11 @@ M symmetric) and a hyper-parameter ``χ > 0``, one step:
 
 1. propose θ' (Gaussian random walk), compute ``M = M(θ, θ')``;
 2. draw a Poisson minibatch of expected size ``λ = χ C² M² + C M`` with ``P(i) ∝ c_i``;
-3. keep each drawn ``i`` with probability ``(χ C M c_i + φ_i) / (χ C M c_i + c_i M)``, where
+3. keep each drawn ``i`` with probability ``(χ C M² c_i + φ_i) / (χ C M² c_i + c_i M)``, where
    ``φ_i = (U_i(θ') - U_i(θ) + c_i M) / 2`` (in ``[0, c_i M]`` by the bound); the kept counts
    are ``s_i ~ Poisson(χ C M² c_i + φ_i)`` (Poisson thinning);
-4. accept with probability ``min(1, exp(U_0(θ) - U_0(θ')) Π_kept (χ C M c_i + φ'_i) /
-   (χ C M c_i + φ_i))``, ``φ'_i = (U_i(θ) - U_i(θ') + c_i M) / 2``.
+4. accept with probability ``min(1, exp(U_0(θ) - U_0(θ')) Π_kept (χ C M² c_i + φ'_i) /
+   (χ C M² c_i + φ_i))``, ``φ'_i = (U_i(θ) - U_i(θ') + c_i M) / 2``.
 
 The counts are an auxiliary variable whose law makes the ``exp(-Σ U_i)`` factors cancel, so the
 chain is reversible with respect to the exact posterior.  Larger χ gives a better acceptance
@@ -94,7 +94,7 @@ class TunaMH:
         Mi = self.table.weights[idx].to(diff.dtype) * M
         phi_old = (0.5 * (Mi + diff)).clamp_min(0)  # rounding only; violations are caught below
         phi_new = (0.5 * (Mi - diff)).clamp_min(0)
-        a = (self.chi * L) * Mi  # χ C M c_i M: the datum-independent part of each count's rate
+        a = (self.chi * L) * Mi  # χ C M² c_i: the datum-independent part of each count's rate
         keep = thin(generator, idx, (a + phi_old) / (a + Mi))
         log_terms = torch.log(a + phi_new) - torch.log(a + phi_old)
         log_data = torch.where(keep, log_terms, torch.zeros_like(log_terms)).sum()
