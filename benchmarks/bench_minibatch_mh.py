@@ -128,7 +128,7 @@ def main():
     p.add_argument("--n", type=positive_int, default=1_000_000, help="data points (default 10^6)")
     p.add_argument("--d", type=positive_int, default=10, help="dimension (default 10)")
     p.add_argument("--seconds", type=float, default=24.0, help="sampling seconds per kernel and problem")
-    p.add_argument("--rounds", type=positive_int, default=4, help="interleaved rounds")
+    p.add_argument("--rounds", type=positive_int, default=8, help="interleaved rounds")
     p.add_argument("--chi", type=float, default=0.01, help="TunaMH's χ")
     p.add_argument("--q", type=float, default=1e-3, help="FlyMC's dark-to-bright proposal probability")
     p.add_argument("--problems", default="logistic,robust")
@@ -137,8 +137,9 @@ def main():
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     p.add_argument("--json", default=str(RESULTS / "bench_minibatch_mh.json"))
     args = p.parse_args()
+    info = machine()  # before set_num_threads: starting numba's OpenMP pool here resets torch's thread count
     torch.set_num_threads(args.threads)
-    info = machine()
+    info["torch_threads"] = torch.get_num_threads()
     print(describe(info))
     payload = {"benchmark": "bench_minibatch_mh", "time": timestamp(), "machine": info, "args": vars(args),
                "load_before": os.getloadavg(), "problems": {}}
