@@ -101,12 +101,10 @@ def _problem(kind):
 
 def _grid_posterior(model):
     grid = torch.linspace(-8, 8, 40001, dtype=torch.float64)
-    u = torch.stack([model.total_energy(t.reshape(1)) for t in grid[::20]])  # coarse pass for the range
     lp = -torch.stack([model.total_energy(t.reshape(1)) for t in grid])
     p = torch.exp(lp - lp.max())
     cdf = torch.cumsum((p[1:] + p[:-1]) / 2, 0)
     cdf = torch.cat([torch.zeros(1, dtype=torch.float64), cdf / cdf[-1]])
-    del u
     return grid.numpy(), cdf.numpy()
 
 
