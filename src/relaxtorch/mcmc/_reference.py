@@ -10,7 +10,7 @@ Seeded, no cache: the job computes it once per run and reports its Monte Carlo e
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -35,11 +35,18 @@ class Reference:
     laplace_cov: torch.Tensor
 
 
+def _float64(problem):
+    """The problem with its floating-point data cast to float64 once (not at every call)."""
+    cast = lambda t: t.to(torch.float64) if t.is_floating_point() else t  # noqa: E731
+    return replace(problem, data=tuple(map(cast, problem.data)))
+
+
 def laplace(problem, *, iterations: int = 100, tol: float = 1e-9) -> tuple[torch.Tensor, torch.Tensor]:
     """The posterior mode and the inverse Hessian of −log p there (Newton's method with a
     backtracking line search, float64, full data)."""
     if isinstance(problem.init, dict):
         raise ValueError(f"Invalid problem: {problem.name!r} (the Laplace/HMC reference needs a flat tensor position)")
+    problem = _float64(problem)
     neg = lambda t: -problem.log_density(t)  # noqa: E731
     theta = problem.init.detach().to(torch.float64).clone()
     for _ in range(iterations):
@@ -74,6 +81,7 @@ def reference_posterior(problem, *, chains: int = 4, draws: int = 2000, warmup: 
             raise ValueError(f"Invalid {name}: {value!r} (must be an int >= {lo})")
     if isinstance(step_size, bool) or not isinstance(step_size, (int, float)) or not 0 < step_size < 2:
         raise ValueError(f"Invalid step_size: {step_size!r} (must be in (0, 2): the leapfrog of N(0, I) is stable below 2)")
+    problem = _float64(problem)
     mode, cov = laplace(problem)
     chol = torch.linalg.cholesky(cov)
     device = mode.device
