@@ -9,6 +9,7 @@ from relaxtorch.data.datasets import _split
 SHAPES = {  # name: (rows, features, task, n_classes, image_shape)
     "digits": (1797, 64, "classification", 10, (8, 8)),
     "breast_cancer": (569, 30, "classification", 2, None),
+    "diabetes": (442, 10, "regression", None, None),
     "synthetic_classification": (1000, 20, "classification", 2, None),
     "synthetic_regression": (1000, 20, "regression", None, None),
 }

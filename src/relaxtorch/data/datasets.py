@@ -81,6 +81,14 @@ def _breast_cancer(seed, test_fraction):
                  standardize=True, n_classes=2)
 
 
+def _diabetes(seed, test_fraction):
+    """scikit-learn's diabetes regression set (442 x 10; the target in its raw units)."""
+    from sklearn.datasets import load_diabetes
+    X, y = load_diabetes(return_X_y=True)
+    return _make("diabetes", "regression", X.astype(np.float64), y.astype(np.float64), seed, test_fraction,
+                 standardize=True)
+
+
 def _synthetic_classification(seed, test_fraction, n=1000, d=20):
     """Binary labels drawn from a planted logistic model: P(y=1|x) = sigmoid(x.w + b)."""
     rng = numpy_rng(seed, "synthetic classification")
@@ -101,7 +109,7 @@ def _synthetic_regression(seed, test_fraction, n=1000, d=20, noise=0.1):
     return _make("synthetic_regression", "regression", X, y, seed, test_fraction, standardize=False, w_true=w)
 
 
-_LOADERS = {"digits": _digits, "breast_cancer": _breast_cancer,
+_LOADERS = {"digits": _digits, "breast_cancer": _breast_cancer, "diabetes": _diabetes,
             "synthetic_classification": _synthetic_classification, "synthetic_regression": _synthetic_regression}
 DATASETS = tuple(_LOADERS)
 
