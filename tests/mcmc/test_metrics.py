@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from relaxtorch.mcmc.metrics import (accuracy, cov_error, ece, mean_error, nll, posterior_predictive,
+from relaxtorch.mcmc.metrics import (accuracy, cov_error, ece, mean_error, nll, average_probs,
                                      predictive_nll)
 
 
@@ -64,11 +64,11 @@ def test_nll_and_accuracy_match_loops():
     assert accuracy(probs.float(), labels.float()).item() == slow_acc  # float labels holding classes
 
 
-def test_posterior_predictive_and_predictive_nll_match_loops():
+def test_average_probs_and_predictive_nll_match_loops():
     g = torch.Generator().manual_seed(5)
     per_sample = torch.softmax(torch.randn(7, 30, 3, generator=g, dtype=torch.float64), dim=2)
     labels = torch.randint(0, 3, (30,), generator=g)
-    pred = posterior_predictive(per_sample)
+    pred = average_probs(per_sample)
     for i in range(30):
         for c in range(3):
             assert math.isclose(pred[i, c].item(), sum(per_sample[s, i, c].item() for s in range(7)) / 7, rel_tol=1e-12)
@@ -116,7 +116,7 @@ def test_errors_shrink_with_more_samples():
     (lambda: ece(torch.ones(3, 2) / 2, torch.tensor([0, 1, 1]), bins=0), "Invalid bins"),
     (lambda: nll(torch.ones(3) / 2, torch.tensor([0, 1, 1])), "Invalid probs"),
     (lambda: predictive_nll(torch.zeros(3)), "Invalid log_lik"),
-    (lambda: posterior_predictive(torch.zeros(3, 2)), "Invalid probs"),
+    (lambda: average_probs(torch.zeros(3, 2)), "Invalid probs"),
     (lambda: mean_error(torch.zeros(5), torch.zeros(1)), "Invalid samples"),
     (lambda: mean_error(torch.zeros(2, 5, 3), torch.zeros(2)), "Invalid mean"),
     (lambda: cov_error(torch.zeros(2, 5, 3), torch.eye(2)), "Invalid cov"),

@@ -1,11 +1,24 @@
-"""Bayesian sampling: SG-MCMC kernels (SGLD, SGHMC, AMAGOLD), their torch.optim shells, and a sample collector."""
+"""Bayesian sampling, relaxed: SG-MCMC kernels and optimizer shells (SGLD, SGHMC, AMAGOLD), low-precision
+SGLD, exact minibatch Metropolis-Hastings (TunaMH, TFMH, FlyMC, full MH) on the Poisson minibatch,
+diagnostics (ESS, R-hat, MCSE), metrics and the embedded problems."""
+from . import metrics, mh, problems
 from .amagold import AMAGOLDInfo, AMAGOLDKernel, AMAGOLDState
 from .collect import SampleCollector, posterior_predictive, stack_chains
+from .diagnostics import autocorrelation, ess, mcse, rhat
 from .gradients import GradEstimator, full_gradient, grad_estimator
+from .metrics import accuracy, average_probs, cov_error, ece, mean_error, nll, predictive_nll
+from .mh import TFMH, FlyMC, FullMH, TunaMH
 from .optim import AMAGOLD, SGHMC, SGLD, cyclical_lr
+from .poisson import AliasTable, alias_table, poisson_counts, poisson_minibatch, thin
+from .problems import PROBLEMS, Problem, Reference, load_problem, reference_posterior
 from .sghmc import SGHMCInfo, SGHMCKernel, SGHMCState
 from .sgld import SGLDInfo, SGLDKernel, SGLDState
 
-__all__ = ["AMAGOLD", "AMAGOLDInfo", "AMAGOLDKernel", "AMAGOLDState", "GradEstimator", "SGHMC", "SGHMCInfo",
-           "SGHMCKernel", "SGHMCState", "SGLD", "SGLDInfo", "SGLDKernel", "SGLDState", "SampleCollector",
-           "cyclical_lr", "full_gradient", "grad_estimator", "posterior_predictive", "stack_chains"]
+__all__ = ["AMAGOLD", "AMAGOLDInfo", "AMAGOLDKernel", "AMAGOLDState", "AliasTable", "FlyMC", "FullMH",
+           "GradEstimator", "PROBLEMS", "Problem", "Reference", "SGHMC", "SGHMCInfo", "SGHMCKernel", "SGHMCState",
+           "SGLD", "SGLDInfo", "SGLDKernel", "SGLDState",
+           "SampleCollector", "TFMH", "TunaMH", "accuracy", "average_probs", "alias_table", "autocorrelation", "cov_error",
+           "cyclical_lr", "ece", "ess", "full_gradient", "grad_estimator", "load_problem",
+           "mcse", "mean_error", "metrics", "mh", "nll", "poisson_counts", "poisson_minibatch",
+           "posterior_predictive", "predictive_nll", "problems", "reference_posterior", "rhat", "stack_chains",
+           "thin"]

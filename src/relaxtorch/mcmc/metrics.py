@@ -3,7 +3,7 @@ posterior predictive on test data (NLL, accuracy, calibration).
 
 Samples are shaped ``(chains, draws, *event)`` as in :mod:`relaxtorch.mcmc.diagnostics`
 (chains pooled, the event flattened).  Predictive probabilities are ``(points, classes)``:
-average the per-sample probabilities first (:func:`posterior_predictive`).  Results are
+average the per-sample probabilities first (:func:`average_probs`).  Results are
 float64 0-d tensors on the inputs' device.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 
 import torch
 
-__all__ = ["accuracy", "cov_error", "ece", "mean_error", "nll", "posterior_predictive", "predictive_nll"]
+__all__ = ["accuracy", "cov_error", "ece", "mean_error", "nll", "average_probs", "predictive_nll"]
 
 
 def _pooled(samples, name="samples") -> torch.Tensor:
@@ -64,7 +64,7 @@ def cov_error(samples: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     return torch.linalg.matrix_norm(est - c) / torch.linalg.matrix_norm(c)
 
 
-def posterior_predictive(probs: torch.Tensor) -> torch.Tensor:
+def average_probs(probs: torch.Tensor) -> torch.Tensor:
     """Average per-sample class probabilities ``(samples, points, classes)`` into the posterior
     predictive ``(points, classes)`` (float64)."""
     if not isinstance(probs, torch.Tensor) or probs.ndim != 3:
