@@ -19,7 +19,7 @@ from .._numba import njit
 from ._modes import CEIL, DIRECTED, EVEN, F32_MAX_BITS, NEAREST, NEAREST_AWAY, STOCHASTIC
 from ._cpu_ir import (prefer_wide_vectors, random_bits_i32, round_directed, round_directed_short, round_nearest,
                       round_nearest_away, round_nearest_away_short, round_nearest_short, round_stochastic,
-                      round_stochastic_short)
+                      round_stochastic_short, umax_abs)
 
 _ABS = np.uint32(0x7FFFFFFF)
 _INF = np.uint32(0x7F800000)
@@ -158,76 +158,93 @@ def finite_cap(man, emin, k_low):
 
 
 @njit(inline="always")
-def _round_block(src, dst, r, c0, c1, mode, seed_lo, seed_hi, away_pos, away_neg,
-                 scale_mode, elem_emax, even_man, scale_lo, scale_hi,
-                 man, emin, k_low, max_pos, max_neg, overflow):
+def _round_span(src, dst, i0, i1, mode, seed_lo, seed_hi, away_pos, away_neg,
+                scale_mode, elem_emax, even_man, scale_lo, scale_hi,
+                man, emin, k_low, max_pos, max_neg, overflow):
+    """Round the block ``src[i0:i1]`` (flat indices) to its shared scale.
+
+    Two passes over 32..4096 elements that stay in L1: a vectorised abs-max, the
+    block's scalar parameters, then the vectorised element loop with them hoisted."""
+    # unsigned indices: numba adds no negative-index wraparound, which would stop LLVM vectorising
+    j0, j1 = np.uint64(i0), np.uint64(i1)
     amax = np.uint32(0)
-    for c in range(c0, c1):
-        amax = max(amax, src[r, c] & _ABS)
+    for j in range(j0, j1):
+        amax = umax_abs(amax, src[j])
+    if amax >= _INF:  # a NaN or inf in the block: every element is NaN
+        for j in range(j0, j1):
+            dst[j] = _QNAN
+        return
     s = block_scale(amax, scale_mode, elem_emax, even_man, max_pos, scale_lo, scale_hi)
     scale = _bits_to_f32(_pow2_bits(s))
     cap = finite_cap(man, emin + s, k_low + s)  # a block's values are those float32 can hold
     mp = min(_f32_to_bits(max_pos * scale), cap)
     mn = min(_f32_to_bits(max_neg * scale), cap)
-    ncols = src.shape[1]
-    for c in range(c0, c1):
-        if mode == NEAREST:
-            q = round_nearest(src[r, c], np.uint32(0), False, False, man, emin + s, k_low + s, mp, mn, overflow)
-        elif mode == NEAREST_AWAY:
-            q = round_nearest_away(src[r, c], np.uint32(0), False, False, man, emin + s, k_low + s, mp, mn,
-                                   overflow)
-        elif mode == STOCHASTIC:
-            rnd = random_bits_i32(r * ncols + c, seed_lo, seed_hi)
-            q = round_stochastic(src[r, c], rnd, False, False, man, emin + s, k_low + s, mp, mn, overflow)
-        else:
-            q = round_directed(src[r, c], np.uint32(0), away_pos, away_neg, man, emin + s, k_low + s,
-                               mp, mn, overflow)
-        dst[r, c] = _QNAN if amax >= _INF else q
+    es, ks = emin + s, k_low + s
+    if mode == NEAREST:
+        for j in range(j0, j1):
+            dst[j] = round_nearest(src[j], np.uint32(0), False, False, man, es, ks, mp, mn, overflow)
+    elif mode == NEAREST_AWAY:
+        for j in range(j0, j1):
+            dst[j] = round_nearest_away(src[j], np.uint32(0), False, False, man, es, ks, mp, mn, overflow)
+    elif mode == STOCHASTIC:
+        for j in range(j0, j1):
+            dst[j] = round_stochastic(src[j], random_bits_i32(j, seed_lo, seed_hi), False, False,
+                                      man, es, ks, mp, mn, overflow)
+    else:
+        for j in range(j0, j1):
+            dst[j] = round_directed(src[j], np.uint32(0), away_pos, away_neg, man, es, ks, mp, mn, overflow)
+
+
+@njit(inline="always")
+def _round_groups(src, dst, cols, block, group, mode, seed_lo, seed_hi, away_pos, away_neg,
+                  scale_mode, elem_emax, even_man, scale_lo, scale_hi,
+                  man, emin, k_low, max_pos, max_neg, overflow):
+    """Blocks of ``block`` along rows of ``cols`` (the flat arrays of a C-contiguous matrix; a
+    row's last block may be shorter), ``group`` blocks per parallel item: one item is a few
+    thousand elements, so scheduling costs nothing per block and the data stays in cache."""
+    nb = (cols + block - 1) // block
+    total = (src.size // cols) * nb
+    nitems = (total + group - 1) // group
+    for t in prange(nitems):
+        prefer_wide_vectors()
+        b0 = t * group
+        b1 = min(b0 + group, total)
+        r = b0 // nb
+        b = b0 - r * nb
+        for _ in range(b0, b1):
+            i0 = r * cols + b * block
+            i1 = r * cols + min(b * block + block, cols)
+            _round_span(src, dst, i0, i1, mode, seed_lo, seed_hi, away_pos, away_neg, scale_mode, elem_emax,
+                        even_man, scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
+            b += 1
+            if b == nb:
+                b = 0
+                r += 1
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def blocks_nearest(src, dst, block, scale_mode, elem_emax, even_man, scale_lo, scale_hi,
+def blocks_nearest(src, dst, cols, block, group, scale_mode, elem_emax, even_man, scale_lo, scale_hi,
                    man, emin, k_low, max_pos, max_neg, overflow):
-    nb = (src.shape[1] + block - 1) // block
-    for t in prange(src.shape[0] * nb):
-        prefer_wide_vectors()
-        r, b = t // nb, t % nb
-        _round_block(src, dst, r, b * block, min((b + 1) * block, src.shape[1]), NEAREST,
-                     np.uint64(0), np.uint64(0), False, False, scale_mode, elem_emax, even_man,
-                     scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
+    _round_groups(src, dst, cols, block, group, NEAREST, np.uint64(0), np.uint64(0), False, False,
+                  scale_mode, elem_emax, even_man, scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def blocks_nearest_away(src, dst, block, scale_mode, elem_emax, even_man, scale_lo, scale_hi,
+def blocks_nearest_away(src, dst, cols, block, group, scale_mode, elem_emax, even_man, scale_lo, scale_hi,
                         man, emin, k_low, max_pos, max_neg, overflow):
-    nb = (src.shape[1] + block - 1) // block
-    for t in prange(src.shape[0] * nb):
-        prefer_wide_vectors()
-        r, b = t // nb, t % nb
-        _round_block(src, dst, r, b * block, min((b + 1) * block, src.shape[1]), NEAREST_AWAY,
-                     np.uint64(0), np.uint64(0), False, False, scale_mode, elem_emax, even_man,
-                     scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
+    _round_groups(src, dst, cols, block, group, NEAREST_AWAY, np.uint64(0), np.uint64(0), False, False,
+                  scale_mode, elem_emax, even_man, scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def blocks_stochastic(src, dst, seed_lo, seed_hi, block, scale_mode, elem_emax, even_man,
+def blocks_stochastic(src, dst, seed_lo, seed_hi, cols, block, group, scale_mode, elem_emax, even_man,
                       scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow):
-    nb = (src.shape[1] + block - 1) // block
-    for t in prange(src.shape[0] * nb):
-        prefer_wide_vectors()
-        r, b = t // nb, t % nb
-        _round_block(src, dst, r, b * block, min((b + 1) * block, src.shape[1]), STOCHASTIC,
-                     seed_lo, seed_hi, False, False, scale_mode, elem_emax, even_man,
-                     scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
+    _round_groups(src, dst, cols, block, group, STOCHASTIC, seed_lo, seed_hi, False, False,
+                  scale_mode, elem_emax, even_man, scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def blocks_directed(src, dst, away_pos, away_neg, block, scale_mode, elem_emax, even_man,
+def blocks_directed(src, dst, away_pos, away_neg, cols, block, group, scale_mode, elem_emax, even_man,
                     scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow):
-    nb = (src.shape[1] + block - 1) // block
-    for t in prange(src.shape[0] * nb):
-        prefer_wide_vectors()
-        r, b = t // nb, t % nb
-        _round_block(src, dst, r, b * block, min((b + 1) * block, src.shape[1]), DIRECTED,
-                     np.uint64(0), np.uint64(0), away_pos, away_neg, scale_mode, elem_emax,
-                     even_man, scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
+    _round_groups(src, dst, cols, block, group, DIRECTED, np.uint64(0), np.uint64(0), away_pos, away_neg,
+                  scale_mode, elem_emax, even_man, scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)

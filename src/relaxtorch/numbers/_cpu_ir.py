@@ -167,3 +167,13 @@ def random_bits_i32(typingctx, index, seed_lo, seed_hi):
         h = mix(b.add(b.mul(lo, _c(0x9E3779B9)), _i32(b, args[1])))
         return mix(b.xor(b.xor(h, b.mul(hi, _c(0x85EBCA6B))), _i32(b, args[2])))
     return types.uint32(index, seed_lo, seed_hi), codegen
+
+
+@intrinsic
+def umax_abs(typingctx, m, u):
+    """``max(m, u & 0x7FFFFFFF)`` in i32 (numba would widen it to i64, halving the vector lanes)."""
+    def codegen(context, builder, signature, args):
+        b = builder
+        mm, a = _i32(b, args[0]), b.and_(_i32(b, args[1]), _c(0x7FFFFFFF))
+        return b.select(b.icmp_unsigned(">", a, mm), a, mm)
+    return types.uint32(m, u), codegen
