@@ -19,7 +19,7 @@ from .._numba import njit
 from ._modes import CEIL, DIRECTED, EVEN, F32_MAX_BITS, NEAREST, NEAREST_AWAY, STOCHASTIC
 from ._cpu_ir import (prefer_wide_vectors, random_bits_i32, round_directed, round_directed_short, round_nearest,
                       round_nearest_away, round_nearest_away_short, round_nearest_short, round_stochastic,
-                      round_stochastic_short, umax_abs)
+                      round_stochastic_short, umax_abs, abs_max_32, random_bits_at)
 
 _ABS = np.uint32(0x7FFFFFFF)
 _INF = np.uint32(0x7F800000)
@@ -55,6 +55,7 @@ def _pow2_bits(k):
 # format of float32's exponent width or less) and the full one for the rest.
 # ``prefer_wide_vectors`` lets AVX-512 CPUs use 16 lanes.
 _SHORT_EMIN = -126
+_MX_BLOCK = 32  # the OCP MX block: compiled with a constant trip count
 
 
 @njit(parallel=True, nogil=True, cache=True)
@@ -158,41 +159,73 @@ def finite_cap(man, emin, k_low):
 
 
 @njit(inline="always")
-def _round_span(src, dst, i0, i1, mode, seed_lo, seed_hi, away_pos, away_neg,
+def _round_elems(src, dst, i0, n, mx32, mode, short, seed_lo, seed_hi, away_pos, away_neg,
+                 man, emin, k_low, mp, mn, overflow):
+    """``dst[i0 + j] = round(src[i0 + j])`` for ``j < n`` on one (block-shifted) grid.  Indices are
+    unsigned (numba adds no negative-index wraparound, which stops LLVM vectorising) and ``n`` is
+    a constant when the caller passes one (then the loop has no remainder)."""
+    for j in range(n):
+        i = np.uint64(i0) + np.uint64(j)
+        if mode == NEAREST:
+            if short:
+                q = round_nearest_short(src[i], np.uint32(0), False, False, man, emin, k_low, mp, mn, overflow)
+            else:
+                q = round_nearest(src[i], np.uint32(0), False, False, man, emin, k_low, mp, mn, overflow)
+        elif mode == NEAREST_AWAY:
+            if short:
+                q = round_nearest_away_short(src[i], np.uint32(0), False, False, man, emin, k_low, mp, mn,
+                                             overflow)
+            else:
+                q = round_nearest_away(src[i], np.uint32(0), False, False, man, emin, k_low, mp, mn, overflow)
+        elif mode == STOCHASTIC:
+            if mx32:  # an aligned block of 32
+                rnd = random_bits_at(np.uint64(i0), j, seed_lo, seed_hi)
+            else:
+                rnd = random_bits_i32(i, seed_lo, seed_hi)
+            if short:
+                q = round_stochastic_short(src[i], rnd, False, False, man, emin, k_low, mp, mn, overflow)
+            else:
+                q = round_stochastic(src[i], rnd, False, False, man, emin, k_low, mp, mn, overflow)
+        else:
+            if short:
+                q = round_directed_short(src[i], np.uint32(0), away_pos, away_neg, man, emin, k_low, mp, mn,
+                                         overflow)
+            else:
+                q = round_directed(src[i], np.uint32(0), away_pos, away_neg, man, emin, k_low, mp, mn, overflow)
+        dst[i] = q
+
+
+@njit(inline="always")
+def _round_span(src, dst, i0, n, mx32, mode, seed_lo, seed_hi, away_pos, away_neg,
                 scale_mode, elem_emax, even_man, scale_lo, scale_hi,
                 man, emin, k_low, max_pos, max_neg, overflow):
-    """Round the block ``src[i0:i1]`` (flat indices) to its shared scale.
+    """Round the block ``src[i0:i0 + n]`` (flat indices) to its shared scale.
 
-    Two passes over 32..4096 elements that stay in L1: a vectorised abs-max, the
-    block's scalar parameters, then the vectorised element loop with them hoisted."""
-    # unsigned indices: numba adds no negative-index wraparound, which would stop LLVM vectorising
-    j0, j1 = np.uint64(i0), np.uint64(i1)
-    amax = np.uint32(0)
-    for j in range(j0, j1):
-        amax = umax_abs(amax, src[j])
+    Two passes over a block that stays in L1: a vectorised abs-max, the block's scalar
+    parameters, then the vectorised element loop with them hoisted (the short routine when
+    the block's grid starts above float32's normal range, as nearly every block's does).
+    ``mx32``: the block is ``src[i0:i0 + 32]`` with ``i0 % 32 == 0`` (``n`` is then 32)."""
+    if mx32:
+        amax = abs_max_32(src, np.uint64(i0))
+    else:
+        amax = np.uint32(0)
+        for j in range(n):
+            amax = umax_abs(amax, src[np.uint64(i0) + np.uint64(j)])
     if amax >= _INF:  # a NaN or inf in the block: every element is NaN
-        for j in range(j0, j1):
-            dst[j] = _QNAN
+        for j in range(n):
+            dst[np.uint64(i0) + np.uint64(j)] = _QNAN
         return
     s = block_scale(amax, scale_mode, elem_emax, even_man, max_pos, scale_lo, scale_hi)
     scale = _bits_to_f32(_pow2_bits(s))
     cap = finite_cap(man, emin + s, k_low + s)  # a block's values are those float32 can hold
     mp = min(_f32_to_bits(max_pos * scale), cap)
     mn = min(_f32_to_bits(max_neg * scale), cap)
-    es, ks = emin + s, k_low + s
-    if mode == NEAREST:
-        for j in range(j0, j1):
-            dst[j] = round_nearest(src[j], np.uint32(0), False, False, man, es, ks, mp, mn, overflow)
-    elif mode == NEAREST_AWAY:
-        for j in range(j0, j1):
-            dst[j] = round_nearest_away(src[j], np.uint32(0), False, False, man, es, ks, mp, mn, overflow)
-    elif mode == STOCHASTIC:
-        for j in range(j0, j1):
-            dst[j] = round_stochastic(src[j], random_bits_i32(j, seed_lo, seed_hi), False, False,
-                                      man, es, ks, mp, mn, overflow)
+    if emin + s > _SHORT_EMIN:
+        _round_elems(src, dst, i0, n, mx32, mode, True, seed_lo, seed_hi, away_pos, away_neg,
+                     man, emin + s, k_low + s, mp, mn, overflow)
     else:
-        for j in range(j0, j1):
-            dst[j] = round_directed(src[j], np.uint32(0), away_pos, away_neg, man, es, ks, mp, mn, overflow)
+        _round_elems(src, dst, i0, n, mx32, mode, False, seed_lo, seed_hi, away_pos, away_neg,
+                     man, emin + s, k_low + s, mp, mn, overflow)
 
 
 @njit(inline="always")
@@ -201,10 +234,19 @@ def _round_groups(src, dst, cols, block, group, mode, seed_lo, seed_hi, away_pos
                   man, emin, k_low, max_pos, max_neg, overflow):
     """Blocks of ``block`` along rows of ``cols`` (the flat arrays of a C-contiguous matrix; a
     row's last block may be shorter), ``group`` blocks per parallel item: one item is a few
-    thousand elements, so scheduling costs nothing per block and the data stays in cache."""
+    thousand elements, so scheduling costs nothing per block and the data stays in cache.
+    When rows hold whole blocks of 32, block ``t`` is simply ``[32 t, 32 t + 32)``."""
     nb = (cols + block - 1) // block
     total = (src.size // cols) * nb
     nitems = (total + group - 1) // group
+    if block == _MX_BLOCK and cols % _MX_BLOCK == 0:
+        for t in prange(nitems):
+            prefer_wide_vectors()
+            for bi in range(t * group, min(t * group + group, total)):
+                _round_span(src, dst, bi * _MX_BLOCK, _MX_BLOCK, True, mode, seed_lo, seed_hi, away_pos, away_neg,
+                            scale_mode, elem_emax, even_man, scale_lo, scale_hi,
+                            man, emin, k_low, max_pos, max_neg, overflow)
+        return
     for t in prange(nitems):
         prefer_wide_vectors()
         b0 = t * group
@@ -213,9 +255,9 @@ def _round_groups(src, dst, cols, block, group, mode, seed_lo, seed_hi, away_pos
         b = b0 - r * nb
         for _ in range(b0, b1):
             i0 = r * cols + b * block
-            i1 = r * cols + min(b * block + block, cols)
-            _round_span(src, dst, i0, i1, mode, seed_lo, seed_hi, away_pos, away_neg, scale_mode, elem_emax,
-                        even_man, scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
+            _round_span(src, dst, i0, min(block, cols - b * block), False, mode, seed_lo, seed_hi, away_pos, away_neg,
+                        scale_mode, elem_emax, even_man, scale_lo, scale_hi,
+                        man, emin, k_low, max_pos, max_neg, overflow)
             b += 1
             if b == nb:
                 b = 0
