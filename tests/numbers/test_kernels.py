@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(qmod._cpu is None, reason="numba kernels unavail
 
 FLAT = [rt.formats.FP16, rt.formats.BF16, rt.formats.FP8_E4M3, rt.formats.FP8_E5M2, rt.formats.FP4_E2M1,
         FloatFormat(3, 2, subnormals=False), FloatFormat(4, 3, specials="fn", overflow="nan"),
-        FloatFormat(8, 4, bias=140), FixedPoint(8, 4), FixedPoint(12, -3), FixedPoint(6, 5, signed=False), FixedPoint(8, 4, symmetric=True)]
+        FloatFormat(8, 4, bias=140), FloatFormat(8, 7, subnormals=False), FloatFormat(8, 3), FixedPoint(8, 4), FixedPoint(12, -3), FixedPoint(6, 5, signed=False), FixedPoint(8, 4, symmetric=True)]
 BLOCKED = [rt.formats.MXFP8_E4M3, rt.formats.MXFP4, rt.formats.MXINT8, MXFormat(rt.formats.FP6_E2M3, 7, scale_mode="ceil"),
            MXFormat(rt.formats.FP8_E4M3, 16, scale_mode="even"), rt.BlockFloat(6), rt.BlockFloat(5, dim=1),
            rt.formats.MXINT8_SM, MXFormat(rt.formats.FP8_E4M3, 8, scale_mode="ceil", axis=0),
@@ -108,6 +108,8 @@ def test_block_groups_spanning_rows_match_portable_path(shape, fmt, group_elems,
     x = _inputs(2)[:n].reshape(shape).clone()
     x.view(-1)[::11] *= 2.0 ** -130  # float32 subnormals in some blocks
     x.view(-1)[:32] *= 2.0 ** -140  # a block whose shifted grid reaches below float32's normal range
+    for k in range(1, min(n // 32, 9)):  # blocks whose shifted grids start near -126 (the short routine's edge)
+        x.view(-1)[32 * k:32 * k + 32] *= 2.0 ** -(112 + k)
     if n > 40:
         x.view(-1)[37] = float("nan")
     monkeypatch.setattr(qmod, "_BLOCK_GROUP", group_elems)

@@ -52,15 +52,24 @@ def _pow2_bits(k):
 # One compiled loop per rounding mode: a mode known at compile time lets LLVM
 # drop the other modes' work and vectorise the loop.  Each has two loops: the short
 # routine for grids whose normal range starts above float32's (emin > -126: every
-# format of float32's exponent width or less) and the full one for the rest.
-# ``prefer_wide_vectors`` lets AVX-512 CPUs use 16 lanes.
+# format of float32's exponent width or less) or at it with subnormals (BF16), and
+# the full one for the rest.  ``prefer_wide_vectors`` lets AVX-512 CPUs use 16 lanes.
 _SHORT_EMIN = -126
+
+
+@njit(inline="always")
+def short_ok(man, emin, k_low):
+    """Whether the short routine rounds on this grid exactly as the full one.  It takes a float32
+    subnormal's exponent to be -126: right when the grid's normal range starts above that (the value
+    is then below it either way), or at -126 with subnormals of the normal step (``k_low == emin -
+    man``: the -126 binade's step and the subnormal step are the same, 2**k_low)."""
+    return emin > _SHORT_EMIN or (emin == _SHORT_EMIN and k_low == emin - man)
 _MX_BLOCK = 32  # the OCP MX block: compiled with a constant trip count
 
 
 @njit(parallel=True, nogil=True, cache=True)
 def flat_nearest(src, dst, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
-    if emin > _SHORT_EMIN:
+    if short_ok(man, emin, k_low):
         for i in prange(src.size):
             prefer_wide_vectors()
             dst[i] = round_nearest_short(src[i], np.uint32(0), False, False,
@@ -74,7 +83,7 @@ def flat_nearest(src, dst, man, emin, k_low, max_pos_bits, max_neg_bits, overflo
 
 @njit(parallel=True, nogil=True, cache=True)
 def flat_nearest_away(src, dst, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
-    if emin > _SHORT_EMIN:
+    if short_ok(man, emin, k_low):
         for i in prange(src.size):
             prefer_wide_vectors()
             dst[i] = round_nearest_away_short(src[i], np.uint32(0), False, False,
@@ -88,7 +97,7 @@ def flat_nearest_away(src, dst, man, emin, k_low, max_pos_bits, max_neg_bits, ov
 
 @njit(parallel=True, nogil=True, cache=True)
 def flat_stochastic(src, dst, seed_lo, seed_hi, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
-    if emin > _SHORT_EMIN:
+    if short_ok(man, emin, k_low):
         for i in prange(src.size):
             prefer_wide_vectors()
             dst[i] = round_stochastic_short(src[i], random_bits_i32(i, seed_lo, seed_hi), False, False,
@@ -102,7 +111,7 @@ def flat_stochastic(src, dst, seed_lo, seed_hi, man, emin, k_low, max_pos_bits, 
 
 @njit(parallel=True, nogil=True, cache=True)
 def flat_directed(src, dst, away_pos, away_neg, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
-    if emin > _SHORT_EMIN:
+    if short_ok(man, emin, k_low):
         for i in prange(src.size):
             prefer_wide_vectors()
             dst[i] = round_directed_short(src[i], np.uint32(0), away_pos, away_neg,
@@ -220,7 +229,7 @@ def _round_span(src, dst, i0, n, mx32, mode, seed_lo, seed_hi, away_pos, away_ne
     cap = finite_cap(man, emin + s, k_low + s)  # a block's values are those float32 can hold
     mp = min(_f32_to_bits(max_pos * scale), cap)
     mn = min(_f32_to_bits(max_neg * scale), cap)
-    if emin + s > _SHORT_EMIN:
+    if short_ok(man, emin + s, k_low + s):
         _round_elems(src, dst, i0, n, mx32, mode, True, seed_lo, seed_hi, away_pos, away_neg,
                      man, emin + s, k_low + s, mp, mn, overflow)
     else:

@@ -59,7 +59,9 @@ def _tiny_threshold(b, mode, k_low):
 def _emit_round(b, mode, u, rnd, away_pos, away_neg, man, emin, k_low, max_pos, max_neg, overflow, full=True):
     """Round the float32 bits ``u``.  ``full=False`` is the shorter routine for grids with
     ``emin > -126``: every float32 subnormal then lies below the grid's normal range, so its true
-    exponent is never needed.  Both agree with ``_reference.py`` bit for bit on their domains."""
+    exponent is never needed; or with ``emin == -126`` and ``k_low == emin - man`` (BF16), where
+    the -126 binade and the subnormals share one step (``_cpu.short_ok``).  Both agree with
+    ``_reference.py`` bit for bit on their domains."""
     a = b.and_(u, _c(0x7FFFFFFF))
     neg = b.icmp_unsigned("!=", b.lshr(u, _c(31)), _c(0))
     be = b.lshr(a, _c(23))
