@@ -140,3 +140,19 @@ def test_random_bits_at_a_block_offset_are_those_of_the_index():
         got = torch.from_numpy(draw(base, np.uint64(99), np.uint64(2**32 - 7)).astype(np.int64))
         want = _reference.random_bits(torch.arange(base, base + 32), 99, 2**32 - 7)
         assert torch.equal(got, want), base
+
+
+@pytest.mark.parametrize("fmt", [rt.formats.FP8_E4M3, rt.formats.BF16, FloatFormat(8, 4, bias=140), FixedPoint(8, 4)],
+                         ids=repr)
+def test_flat_stochastic_on_many_threads_matches_portable_path(fmt):
+    """A tensor large enough for the parallel kernels (and an odd length) draws the reference's
+    random bits element for element, in place too."""
+    n = 3 * (1 << 16) + 5
+    x = _inputs(4).repeat(n // 7008 + 1)[:n] * torch.rand(n, generator=torch.Generator().manual_seed(1))
+    fast = quantize(x, fmt, "stochastic", generator=11)
+    inplace = x.clone()
+    rt.quantize_(inplace, fmt, "stochastic", generator=11)
+    seeds = qmod._draw_seeds(11, "cpu")
+    slow = _reference.round_flat(x, _grid.element_grid(fmt), ROUNDING_CODES["stochastic"], seeds)
+    assert _same_bits(fast, slow)
+    assert _same_bits(inplace, slow)
