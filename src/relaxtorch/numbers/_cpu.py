@@ -229,7 +229,8 @@ def _round_span(src, dst, i0, n, mx32, mode, seed_lo, seed_hi, away_pos, away_ne
     cap = finite_cap(man, emin + s, k_low + s)  # a block's values are those float32 can hold
     mp = min(_f32_to_bits(max_pos * scale), cap)
     mn = min(_f32_to_bits(max_neg * scale), cap)
-    if short_ok(man, emin + s, k_low + s):
+    es, ks = emin + s, k_low + s
+    if es > _SHORT_EMIN or (es == _SHORT_EMIN and ks == es - man):  # short_ok, spelled out
         _round_elems(src, dst, i0, n, mx32, mode, True, seed_lo, seed_hi, away_pos, away_neg,
                      man, emin + s, k_low + s, mp, mn, overflow)
     else:
