@@ -230,7 +230,8 @@ def _round_span(src, dst, i0, n, mx32, mode, seed_lo, seed_hi, away_pos, away_ne
     mp = min(_f32_to_bits(max_pos * scale), cap)
     mn = min(_f32_to_bits(max_neg * scale), cap)
     es, ks = emin + s, k_low + s
-    if es > _SHORT_EMIN or (es == _SHORT_EMIN and ks == es - man):  # short_ok, spelled out
+    # short_ok, spelled out: calling it here made in-place rounding (src is dst) 8x slower
+    if es > _SHORT_EMIN or (es == _SHORT_EMIN and ks == es - man):
         _round_elems(src, dst, i0, n, mx32, mode, True, seed_lo, seed_hi, away_pos, away_neg,
                      man, emin + s, k_low + s, mp, mn, overflow)
     else:
