@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(qmod._cpu is None, reason="numba kernels unavail
 
 FLAT = [rt.formats.FP16, rt.formats.BF16, rt.formats.FP8_E4M3, rt.formats.FP8_E5M2, rt.formats.FP4_E2M1,
         FloatFormat(3, 2, subnormals=False), FloatFormat(4, 3, specials="fn", overflow="nan"),
-        FloatFormat(8, 4, bias=140), FixedPoint(8, 4), FixedPoint(12, -3), FixedPoint(6, 5, signed=False), FixedPoint(8, 4, symmetric=True)]
+        FloatFormat(8, 4, bias=140), FloatFormat(8, 7, subnormals=False), FloatFormat(8, 3), FixedPoint(8, 4), FixedPoint(12, -3), FixedPoint(6, 5, signed=False), FixedPoint(8, 4, symmetric=True)]
 BLOCKED = [rt.formats.MXFP8_E4M3, rt.formats.MXFP4, rt.formats.MXINT8, MXFormat(rt.formats.FP6_E2M3, 7, scale_mode="ceil"),
            MXFormat(rt.formats.FP8_E4M3, 16, scale_mode="even"), rt.BlockFloat(6), rt.BlockFloat(5, dim=1),
            rt.formats.MXINT8_SM, MXFormat(rt.formats.FP8_E4M3, 8, scale_mode="ceil", axis=0),
@@ -91,3 +91,68 @@ def test_random_bits_agree_and_are_uniform():
     for bit in range(28, 32):
         p = ((a >> bit) & 1).double().mean().item()
         assert abs(p - 0.5) < 4 * 0.5 / n**0.5
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("group_elems", [1, 40, 96, 8192])
+@pytest.mark.parametrize("shape,fmt", [((13, 100), rt.formats.MXFP8_E4M3), ((5, 75), MXFormat(rt.formats.FP6_E2M3, 7)),
+                                       ((1, 1000), rt.formats.MXINT8), ((9, 32), rt.formats.MXFP4),
+                                       ((4, 96), rt.formats.MXFP8_E4M3), ((2, 64), rt.formats.MXFP8_E5M2),
+                                       ((7, 3), rt.formats.MXFP4), ((1, 1), rt.formats.MXINT8),
+                                       ((6, 50, 9), rt.BlockFloat(5, dim=1))], ids=str)
+def test_block_groups_spanning_rows_match_portable_path(shape, fmt, group_elems, mode, monkeypatch):
+    """The CPU block kernel hands several blocks to each parallel item (``_BLOCK_GROUP`` elements'
+    worth): groups that end mid-row, cross row ends, hold one block, or a row's short last block
+    round exactly as the reference does, in every mode (the aligned 32-element path included)."""
+    n = int(np.prod(shape))
+    x = _inputs(2)[:n].reshape(shape).clone()
+    x.view(-1)[::11] *= 2.0 ** -130  # float32 subnormals in some blocks
+    x.view(-1)[:32] *= 2.0 ** -140  # a block whose shifted grid reaches below float32's normal range
+    for k in range(1, min(n // 32, 9)):  # blocks whose shifted grids start near -126 (the short routine's edge)
+        x.view(-1)[32 * k:32 * k + 32] *= 2.0 ** -(112 + k)
+    if n > 40:
+        x.view(-1)[37] = float("nan")
+    monkeypatch.setattr(qmod, "_BLOCK_GROUP", group_elems)
+    fast = quantize(x, fmt, mode, generator=5)
+    inplace = x.clone()
+    rt.quantize_(inplace, fmt, mode, generator=5)
+    monkeypatch.setattr(qmod, "_cpu", None)
+    slow = quantize(x, fmt, mode, generator=5)
+    assert _same_bits(fast, slow)
+    assert _same_bits(inplace, slow)
+
+
+def test_random_bits_at_a_block_offset_are_those_of_the_index():
+    """``random_bits_at(base, j)`` (the aligned 32-element MX path) draws ``random_bits(base + j)``,
+    next to 2**32 and beyond it too."""
+    from numba import njit
+
+    from relaxtorch.numbers import _cpu_ir
+
+    @njit
+    def draw(base, lo, hi):
+        out = np.empty(32, dtype=np.uint32)
+        for j in range(32):
+            out[j] = _cpu_ir.random_bits_at(np.uint64(base), j, lo, hi)
+        return out
+
+    for base in (0, 32, 2**32 - 32, 2**32, 5 * 2**32 + 2**31 + 64):
+        got = torch.from_numpy(draw(base, np.uint64(99), np.uint64(2**32 - 7)).astype(np.int64))
+        want = _reference.random_bits(torch.arange(base, base + 32), 99, 2**32 - 7)
+        assert torch.equal(got, want), base
+
+
+@pytest.mark.parametrize("fmt", [rt.formats.FP8_E4M3, rt.formats.BF16, FloatFormat(8, 4, bias=140), FixedPoint(8, 4)],
+                         ids=repr)
+def test_flat_stochastic_on_many_threads_matches_portable_path(fmt):
+    """A tensor large enough for the parallel kernels (and an odd length) draws the reference's
+    random bits element for element, in place too."""
+    n = 3 * (1 << 16) + 5
+    x = _inputs(4).repeat(n // 7008 + 1)[:n] * torch.rand(n, generator=torch.Generator().manual_seed(1))
+    fast = quantize(x, fmt, "stochastic", generator=11)
+    inplace = x.clone()
+    rt.quantize_(inplace, fmt, "stochastic", generator=11)
+    seeds = qmod._draw_seeds(11, "cpu")
+    slow = _reference.round_flat(x, _grid.element_grid(fmt), ROUNDING_CODES["stochastic"], seeds)
+    assert _same_bits(fast, slow)
+    assert _same_bits(inplace, slow)

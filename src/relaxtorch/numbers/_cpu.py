@@ -19,7 +19,7 @@ from .._numba import njit
 from ._modes import CEIL, DIRECTED, EVEN, F32_MAX_BITS, NEAREST, NEAREST_AWAY, STOCHASTIC
 from ._cpu_ir import (prefer_wide_vectors, random_bits_i32, round_directed, round_directed_short, round_nearest,
                       round_nearest_away, round_nearest_away_short, round_nearest_short, round_stochastic,
-                      round_stochastic_short)
+                      round_stochastic_short, umax_abs, abs_max_32, random_bits_at)
 
 _ABS = np.uint32(0x7FFFFFFF)
 _INF = np.uint32(0x7F800000)
@@ -52,14 +52,24 @@ def _pow2_bits(k):
 # One compiled loop per rounding mode: a mode known at compile time lets LLVM
 # drop the other modes' work and vectorise the loop.  Each has two loops: the short
 # routine for grids whose normal range starts above float32's (emin > -126: every
-# format of float32's exponent width or less) and the full one for the rest.
-# ``prefer_wide_vectors`` lets AVX-512 CPUs use 16 lanes.
+# format of float32's exponent width or less) or at it with subnormals (BF16), and
+# the full one for the rest.  ``prefer_wide_vectors`` lets AVX-512 CPUs use 16 lanes.
 _SHORT_EMIN = -126
+
+
+@njit(inline="always")
+def short_ok(man, emin, k_low):
+    """Whether the short routine rounds on this grid exactly as the full one.  It takes a float32
+    subnormal's exponent to be -126: right when the grid's normal range starts above that (the value
+    is then below it either way), or at -126 with subnormals of the normal step (``k_low == emin -
+    man``: the -126 binade's step and the subnormal step are the same, 2**k_low)."""
+    return emin > _SHORT_EMIN or (emin == _SHORT_EMIN and k_low == emin - man)
+_MX_BLOCK = 32  # the OCP MX block: compiled with a constant trip count
 
 
 @njit(parallel=True, nogil=True, cache=True)
 def flat_nearest(src, dst, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
-    if emin > _SHORT_EMIN:
+    if short_ok(man, emin, k_low):
         for i in prange(src.size):
             prefer_wide_vectors()
             dst[i] = round_nearest_short(src[i], np.uint32(0), False, False,
@@ -73,7 +83,7 @@ def flat_nearest(src, dst, man, emin, k_low, max_pos_bits, max_neg_bits, overflo
 
 @njit(parallel=True, nogil=True, cache=True)
 def flat_nearest_away(src, dst, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
-    if emin > _SHORT_EMIN:
+    if short_ok(man, emin, k_low):
         for i in prange(src.size):
             prefer_wide_vectors()
             dst[i] = round_nearest_away_short(src[i], np.uint32(0), False, False,
@@ -87,7 +97,7 @@ def flat_nearest_away(src, dst, man, emin, k_low, max_pos_bits, max_neg_bits, ov
 
 @njit(parallel=True, nogil=True, cache=True)
 def flat_stochastic(src, dst, seed_lo, seed_hi, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
-    if emin > _SHORT_EMIN:
+    if short_ok(man, emin, k_low):
         for i in prange(src.size):
             prefer_wide_vectors()
             dst[i] = round_stochastic_short(src[i], random_bits_i32(i, seed_lo, seed_hi), False, False,
@@ -101,7 +111,7 @@ def flat_stochastic(src, dst, seed_lo, seed_hi, man, emin, k_low, max_pos_bits, 
 
 @njit(parallel=True, nogil=True, cache=True)
 def flat_directed(src, dst, away_pos, away_neg, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
-    if emin > _SHORT_EMIN:
+    if short_ok(man, emin, k_low):
         for i in prange(src.size):
             prefer_wide_vectors()
             dst[i] = round_directed_short(src[i], np.uint32(0), away_pos, away_neg,
@@ -158,76 +168,136 @@ def finite_cap(man, emin, k_low):
 
 
 @njit(inline="always")
-def _round_block(src, dst, r, c0, c1, mode, seed_lo, seed_hi, away_pos, away_neg,
-                 scale_mode, elem_emax, even_man, scale_lo, scale_hi,
-                 man, emin, k_low, max_pos, max_neg, overflow):
-    amax = np.uint32(0)
-    for c in range(c0, c1):
-        amax = max(amax, src[r, c] & _ABS)
+def _round_elems(src, dst, i0, n, mx32, mode, short, seed_lo, seed_hi, away_pos, away_neg,
+                 man, emin, k_low, mp, mn, overflow):
+    """``dst[i0 + j] = round(src[i0 + j])`` for ``j < n`` on one (block-shifted) grid.  Indices are
+    unsigned (numba adds no negative-index wraparound, which stops LLVM vectorising) and ``n`` is
+    a constant when the caller passes one (then the loop has no remainder)."""
+    for j in range(n):
+        i = np.uint64(i0) + np.uint64(j)
+        if mode == NEAREST:
+            if short:
+                q = round_nearest_short(src[i], np.uint32(0), False, False, man, emin, k_low, mp, mn, overflow)
+            else:
+                q = round_nearest(src[i], np.uint32(0), False, False, man, emin, k_low, mp, mn, overflow)
+        elif mode == NEAREST_AWAY:
+            if short:
+                q = round_nearest_away_short(src[i], np.uint32(0), False, False, man, emin, k_low, mp, mn,
+                                             overflow)
+            else:
+                q = round_nearest_away(src[i], np.uint32(0), False, False, man, emin, k_low, mp, mn, overflow)
+        elif mode == STOCHASTIC:
+            if mx32:  # an aligned block of 32
+                rnd = random_bits_at(np.uint64(i0), j, seed_lo, seed_hi)
+            else:
+                rnd = random_bits_i32(i, seed_lo, seed_hi)
+            if short:
+                q = round_stochastic_short(src[i], rnd, False, False, man, emin, k_low, mp, mn, overflow)
+            else:
+                q = round_stochastic(src[i], rnd, False, False, man, emin, k_low, mp, mn, overflow)
+        else:
+            if short:
+                q = round_directed_short(src[i], np.uint32(0), away_pos, away_neg, man, emin, k_low, mp, mn,
+                                         overflow)
+            else:
+                q = round_directed(src[i], np.uint32(0), away_pos, away_neg, man, emin, k_low, mp, mn, overflow)
+        dst[i] = q
+
+
+@njit(inline="always")
+def _round_span(src, dst, i0, n, mx32, mode, seed_lo, seed_hi, away_pos, away_neg,
+                scale_mode, elem_emax, even_man, scale_lo, scale_hi,
+                man, emin, k_low, max_pos, max_neg, overflow):
+    """Round the block ``src[i0:i0 + n]`` (flat indices) to its shared scale.
+
+    Two passes over a block that stays in L1: a vectorised abs-max, the block's scalar
+    parameters, then the vectorised element loop with them hoisted (the short routine when
+    the block's grid starts above float32's normal range, as nearly every block's does).
+    ``mx32``: the block is ``src[i0:i0 + 32]`` with ``i0 % 32 == 0`` (``n`` is then 32)."""
+    if mx32:
+        amax = abs_max_32(src, np.uint64(i0))
+    else:
+        amax = np.uint32(0)
+        for j in range(n):
+            amax = umax_abs(amax, src[np.uint64(i0) + np.uint64(j)])
+    if amax >= _INF:  # a NaN or inf in the block: every element is NaN
+        for j in range(n):
+            dst[np.uint64(i0) + np.uint64(j)] = _QNAN
+        return
     s = block_scale(amax, scale_mode, elem_emax, even_man, max_pos, scale_lo, scale_hi)
     scale = _bits_to_f32(_pow2_bits(s))
     cap = finite_cap(man, emin + s, k_low + s)  # a block's values are those float32 can hold
     mp = min(_f32_to_bits(max_pos * scale), cap)
     mn = min(_f32_to_bits(max_neg * scale), cap)
-    ncols = src.shape[1]
-    for c in range(c0, c1):
-        if mode == NEAREST:
-            q = round_nearest(src[r, c], np.uint32(0), False, False, man, emin + s, k_low + s, mp, mn, overflow)
-        elif mode == NEAREST_AWAY:
-            q = round_nearest_away(src[r, c], np.uint32(0), False, False, man, emin + s, k_low + s, mp, mn,
-                                   overflow)
-        elif mode == STOCHASTIC:
-            rnd = random_bits_i32(r * ncols + c, seed_lo, seed_hi)
-            q = round_stochastic(src[r, c], rnd, False, False, man, emin + s, k_low + s, mp, mn, overflow)
-        else:
-            q = round_directed(src[r, c], np.uint32(0), away_pos, away_neg, man, emin + s, k_low + s,
-                               mp, mn, overflow)
-        dst[r, c] = _QNAN if amax >= _INF else q
+    es, ks = emin + s, k_low + s
+    # short_ok, spelled out: calling it here made in-place rounding (src is dst) 8x slower
+    if es > _SHORT_EMIN or (es == _SHORT_EMIN and ks == es - man):
+        _round_elems(src, dst, i0, n, mx32, mode, True, seed_lo, seed_hi, away_pos, away_neg,
+                     man, emin + s, k_low + s, mp, mn, overflow)
+    else:
+        _round_elems(src, dst, i0, n, mx32, mode, False, seed_lo, seed_hi, away_pos, away_neg,
+                     man, emin + s, k_low + s, mp, mn, overflow)
+
+
+@njit(inline="always")
+def _round_groups(src, dst, cols, block, group, mode, seed_lo, seed_hi, away_pos, away_neg,
+                  scale_mode, elem_emax, even_man, scale_lo, scale_hi,
+                  man, emin, k_low, max_pos, max_neg, overflow):
+    """Blocks of ``block`` along rows of ``cols`` (the flat arrays of a C-contiguous matrix; a
+    row's last block may be shorter), ``group`` blocks per parallel item: one item is a few
+    thousand elements, so scheduling costs nothing per block and the data stays in cache.
+    When rows hold whole blocks of 32, block ``t`` is simply ``[32 t, 32 t + 32)``."""
+    nb = (cols + block - 1) // block
+    total = (src.size // cols) * nb
+    nitems = (total + group - 1) // group
+    if block == _MX_BLOCK and cols % _MX_BLOCK == 0:
+        for t in prange(nitems):
+            prefer_wide_vectors()
+            for bi in range(t * group, min(t * group + group, total)):
+                _round_span(src, dst, bi * _MX_BLOCK, _MX_BLOCK, True, mode, seed_lo, seed_hi, away_pos, away_neg,
+                            scale_mode, elem_emax, even_man, scale_lo, scale_hi,
+                            man, emin, k_low, max_pos, max_neg, overflow)
+        return
+    for t in prange(nitems):
+        prefer_wide_vectors()
+        b0 = t * group
+        b1 = min(b0 + group, total)
+        r = b0 // nb
+        b = b0 - r * nb
+        for _ in range(b0, b1):
+            i0 = r * cols + b * block
+            _round_span(src, dst, i0, min(block, cols - b * block), False, mode, seed_lo, seed_hi, away_pos, away_neg,
+                        scale_mode, elem_emax, even_man, scale_lo, scale_hi,
+                        man, emin, k_low, max_pos, max_neg, overflow)
+            b += 1
+            if b == nb:
+                b = 0
+                r += 1
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def blocks_nearest(src, dst, block, scale_mode, elem_emax, even_man, scale_lo, scale_hi,
+def blocks_nearest(src, dst, cols, block, group, scale_mode, elem_emax, even_man, scale_lo, scale_hi,
                    man, emin, k_low, max_pos, max_neg, overflow):
-    nb = (src.shape[1] + block - 1) // block
-    for t in prange(src.shape[0] * nb):
-        prefer_wide_vectors()
-        r, b = t // nb, t % nb
-        _round_block(src, dst, r, b * block, min((b + 1) * block, src.shape[1]), NEAREST,
-                     np.uint64(0), np.uint64(0), False, False, scale_mode, elem_emax, even_man,
-                     scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
+    _round_groups(src, dst, cols, block, group, NEAREST, np.uint64(0), np.uint64(0), False, False,
+                  scale_mode, elem_emax, even_man, scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def blocks_nearest_away(src, dst, block, scale_mode, elem_emax, even_man, scale_lo, scale_hi,
+def blocks_nearest_away(src, dst, cols, block, group, scale_mode, elem_emax, even_man, scale_lo, scale_hi,
                         man, emin, k_low, max_pos, max_neg, overflow):
-    nb = (src.shape[1] + block - 1) // block
-    for t in prange(src.shape[0] * nb):
-        prefer_wide_vectors()
-        r, b = t // nb, t % nb
-        _round_block(src, dst, r, b * block, min((b + 1) * block, src.shape[1]), NEAREST_AWAY,
-                     np.uint64(0), np.uint64(0), False, False, scale_mode, elem_emax, even_man,
-                     scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
+    _round_groups(src, dst, cols, block, group, NEAREST_AWAY, np.uint64(0), np.uint64(0), False, False,
+                  scale_mode, elem_emax, even_man, scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def blocks_stochastic(src, dst, seed_lo, seed_hi, block, scale_mode, elem_emax, even_man,
+def blocks_stochastic(src, dst, seed_lo, seed_hi, cols, block, group, scale_mode, elem_emax, even_man,
                       scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow):
-    nb = (src.shape[1] + block - 1) // block
-    for t in prange(src.shape[0] * nb):
-        prefer_wide_vectors()
-        r, b = t // nb, t % nb
-        _round_block(src, dst, r, b * block, min((b + 1) * block, src.shape[1]), STOCHASTIC,
-                     seed_lo, seed_hi, False, False, scale_mode, elem_emax, even_man,
-                     scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
+    _round_groups(src, dst, cols, block, group, STOCHASTIC, seed_lo, seed_hi, False, False,
+                  scale_mode, elem_emax, even_man, scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def blocks_directed(src, dst, away_pos, away_neg, block, scale_mode, elem_emax, even_man,
+def blocks_directed(src, dst, away_pos, away_neg, cols, block, group, scale_mode, elem_emax, even_man,
                     scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow):
-    nb = (src.shape[1] + block - 1) // block
-    for t in prange(src.shape[0] * nb):
-        prefer_wide_vectors()
-        r, b = t // nb, t % nb
-        _round_block(src, dst, r, b * block, min((b + 1) * block, src.shape[1]), DIRECTED,
-                     np.uint64(0), np.uint64(0), away_pos, away_neg, scale_mode, elem_emax,
-                     even_man, scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)
+    _round_groups(src, dst, cols, block, group, DIRECTED, np.uint64(0), np.uint64(0), away_pos, away_neg,
+                  scale_mode, elem_emax, even_man, scale_lo, scale_hi, man, emin, k_low, max_pos, max_neg, overflow)

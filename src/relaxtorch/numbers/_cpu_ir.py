@@ -59,7 +59,9 @@ def _tiny_threshold(b, mode, k_low):
 def _emit_round(b, mode, u, rnd, away_pos, away_neg, man, emin, k_low, max_pos, max_neg, overflow, full=True):
     """Round the float32 bits ``u``.  ``full=False`` is the shorter routine for grids with
     ``emin > -126``: every float32 subnormal then lies below the grid's normal range, so its true
-    exponent is never needed.  Both agree with ``_reference.py`` bit for bit on their domains."""
+    exponent is never needed; or with ``emin == -126`` and ``k_low == emin - man`` (BF16), where
+    the -126 binade and the subnormals share one step (``_cpu.short_ok``).  Both agree with
+    ``_reference.py`` bit for bit on their domains."""
     a = b.and_(u, _c(0x7FFFFFFF))
     neg = b.icmp_unsigned("!=", b.lshr(u, _c(31)), _c(0))
     be = b.lshr(a, _c(23))
@@ -150,20 +152,75 @@ def prefer_wide_vectors(typingctx):
     return types.none(), codegen
 
 
+def _emit_random_bits(b, lo, hi, seed_lo, seed_hi):
+    def mix(x):
+        x = b.xor(x, b.lshr(x, _c(16)))
+        x = b.mul(x, _c(0x7FEB352D))
+        x = b.xor(x, b.lshr(x, _c(15)))
+        x = b.mul(x, _c(0x846CA68B))
+        return b.xor(x, b.lshr(x, _c(16)))
+    h = mix(b.add(b.mul(lo, _c(0x9E3779B9)), _i32(b, seed_lo)))
+    return mix(b.xor(b.xor(h, b.mul(hi, _c(0x85EBCA6B))), _i32(b, seed_hi)))
+
+
 @intrinsic
 def random_bits_i32(typingctx, index, seed_lo, seed_hi):
-    """The counter-based 32 random bits of ``_cpu.random_bits``, in i32 IR."""
+    """The counter-based 32 random bits of ``_reference.random_bits``, in i32 IR."""
     def codegen(context, builder, signature, args):
         b = builder
         idx = args[0]
         lo, hi = b.trunc(idx, I32), b.trunc(b.lshr(idx, ir.Constant(idx.type, 32)), I32)
-
-        def mix(x):
-            x = b.xor(x, b.lshr(x, _c(16)))
-            x = b.mul(x, _c(0x7FEB352D))
-            x = b.xor(x, b.lshr(x, _c(15)))
-            x = b.mul(x, _c(0x846CA68B))
-            return b.xor(x, b.lshr(x, _c(16)))
-        h = mix(b.add(b.mul(lo, _c(0x9E3779B9)), _i32(b, args[1])))
-        return mix(b.xor(b.xor(h, b.mul(hi, _c(0x85EBCA6B))), _i32(b, args[2])))
+        return _emit_random_bits(b, lo, hi, args[1], args[2])
     return types.uint32(index, seed_lo, seed_hi), codegen
+
+
+@intrinsic
+def random_bits_at(typingctx, base, j, seed_lo, seed_hi):
+    """``random_bits_i32(base + j)`` for ``base % 32 == 0`` and ``0 <= j < 32`` (an MX block's
+    elements): the offset goes into the low 32 bits alone, so the high half is the block's and
+    LLVM builds the lanes' indices as one vector add instead of 32 scalar ones."""
+    def codegen(context, builder, signature, args):
+        b = builder
+        idx = args[0]
+        lo = b.add(b.trunc(idx, I32), _i32(b, args[1]))
+        hi = b.trunc(b.lshr(idx, ir.Constant(idx.type, 32)), I32)
+        return _emit_random_bits(b, lo, hi, args[2], args[3])
+    return types.uint32(base, j, seed_lo, seed_hi), codegen
+
+
+@intrinsic
+def umax_abs(typingctx, m, u):
+    """``max(m, u & 0x7FFFFFFF)`` in i32 (numba would widen it to i64, halving the vector lanes)."""
+    def codegen(context, builder, signature, args):
+        b = builder
+        mm, a = _i32(b, args[0]), b.and_(_i32(b, args[1]), _c(0x7FFFFFFF))
+        return b.select(b.icmp_unsigned(">", a, mm), a, mm)
+    return types.uint32(m, u), codegen
+
+
+@intrinsic
+def abs_max_32(typingctx, arr, start):
+    """``max(arr[start:start + 32] & 0x7FFFFFFF)`` of a uint32 array (the caller guarantees the
+    range), as four 8-lane loads and a tree of unsigned maxima.  LLVM fully unrolls a 32-trip
+    loop into scalar compares and branches before its vectoriser sees it; this spells out the
+    vector code instead."""
+    def codegen(context, builder, signature, args):
+        b = builder
+        data = context.make_array(signature.args[0])(context, b, args[0]).data
+        v8 = ir.VectorType(I32, 8)
+        base = b.gep(data, [args[1]])
+        mask = ir.Constant(v8, [0x7FFFFFFF] * 8)
+
+        def umax(x, y):
+            return b.select(b.icmp_unsigned(">", x, y), x, y)
+        acc = None
+        for k in range(4):
+            ptr = b.bitcast(b.gep(base, [ir.Constant(ir.IntType(64), 8 * k)]), v8.as_pointer())
+            v = b.and_(b.load(ptr, align=4), mask)
+            acc = v if acc is None else umax(acc, v)
+        for width in (4, 2, 1):
+            hi = b.shuffle_vector(acc, ir.Constant(v8, None), ir.Constant(v8, [width + i if i < width else 0
+                                                                          for i in range(8)]))
+            acc = umax(acc, hi)
+        return b.extract_element(acc, ir.Constant(I32, 0))
+    return types.uint32(arr, start), codegen

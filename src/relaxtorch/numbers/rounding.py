@@ -27,6 +27,7 @@ try:
 except ImportError:  # numba missing or broken: the CPU uses the portable torch ops
     _cpu = None
 _PARALLEL_MIN = 1 << 16  # elements; below this the CPU kernels run on one thread
+_BLOCK_GROUP = 8192  # elements of blocks per parallel item of the CPU block kernels (tests shrink it)
 _triton = None  # imported on the first CUDA tensor
 _TRITON_MAX_BLOCK = 4096  # longer blocks (BlockFloat slices) use the portable path
 
@@ -285,8 +286,9 @@ def _round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man, scal
         return _into(_reference.round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man,
                                              *scale_range, seeds, away), out)
     out = torch.empty_like(rows) if out is None else out
-    src, dst = rows.numpy().view(np.uint32), out.numpy().view(np.uint32)
-    common = (block, scale_mode, elem_emax, even_man, scale_range[0], scale_range[1], grid.man, grid.emin,
+    src, dst = rows.reshape(-1).numpy().view(np.uint32), out.view(-1).numpy().view(np.uint32)
+    group = max(_BLOCK_GROUP // block, 1)
+    common = (max(rows.shape[1], 1), block, group, scale_mode, elem_emax, even_man, scale_range[0], scale_range[1], grid.man, grid.emin,
               grid.k_low, np.float32(grid.max_pos), np.float32(grid.max_neg), grid.overflow)
     with _threads_for(src.size):
         _block_kernel(src, dst, mode, seeds, away, common)
