@@ -18,6 +18,7 @@ JOBS = {
     "tradeoff": "relaxtorch.jobs.tradeoff.cli",
     "hogwild": "relaxtorch.jobs.hogwild.cli",
     "dist": "relaxtorch.jobs.distributed.cli",
+    "sample": "relaxtorch.jobs.sample.cli",
 }
 
 

@@ -1,0 +1,159 @@
+"""The samplers ``relaxtorch sample`` can run, each a name -> how to build its kernel for a problem.
+
+Two families, both driven through the kernel contract of :mod:`relaxtorch.mcmc`
+(``init``/``step(generator, state, minibatch, step_size)``):
+
+* gradient samplers (``sgld``, ``sghmc``, ``amagold``, the low-precision SGLDs) take a
+  uniform minibatch of ``[chain].batch_size`` each step and the minibatch log-posterior
+  gradient of :func:`relaxtorch.mcmc.grad_estimator`;
+* Metropolis-Hastings samplers (``mh``, ``tunamh``, ``tfmh``, ``flymc``) draw their own data and
+  need per-datum energies with bounds: they run on the GLM problems only (logistic and
+  robust regression), and are skipped elsewhere with the reason in the report.
+
+Each has default settings (``settings``), overridden per problem by :data:`TUNED` (step sizes
+that suit each problem's posterior scale) and then by the config.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+EXACT = "exact"
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler of the job: ``family`` "gradient" or "mh"; ``precision`` True when it runs at the
+    sweep's low precisions (else float32 only); ``exact``: targets the posterior exactly."""
+
+    name: str
+    family: str
+    settings: dict
+    build: Callable
+    exact: bool = False
+    precision: bool = False
+    describe: str = ""
+    checks: dict = field(default_factory=dict)  # setting -> (lo, hi, lo_open)
+
+
+def _grad(problem):
+    from ...mcmc import grad_estimator
+    return grad_estimator(problem.log_prior, problem.pointwise, problem.data_size)
+
+
+def _energy(problem):
+    def energy(theta):
+        return -problem.log_density(theta)
+    return energy
+
+
+def _sgld(problem, s, fmt):
+    from ...mcmc import SGLDKernel
+    return SGLDKernel(_grad(problem), temperature=s["temperature"])
+
+
+def _sghmc(problem, s, fmt):
+    from ...mcmc import SGHMCKernel
+    return SGHMCKernel(_grad(problem), friction=s["friction"], temperature=s["temperature"])
+
+
+def _amagold(problem, s, fmt):
+    from ...mcmc import AMAGOLDKernel
+    return AMAGOLDKernel(_grad(problem), _energy(problem), friction=s["friction"],
+                         correction_every=s["correction_every"], data_size=problem.data_size,
+                         temperature=s["temperature"])
+
+
+def _lowprec(accumulator, variance_correction):
+    def build(problem, s, fmt):
+        from ...mcmc import SGLDLPKernel
+        return SGLDLPKernel(_grad(problem), fmt, accumulator=accumulator, variance_correction=variance_correction,
+                            temperature=s["temperature"])
+    return build
+
+
+def _mh(kind):
+    def build(problem, s, fmt):
+        from ...mcmc import mh
+        model = glm_model(problem)
+        if kind == "mh":
+            return mh.FullMH(model)
+        if kind == "tunamh":
+            return mh.TunaMH(model.with_center(model.map_estimate()), chi=s["chi"])
+        if kind == "tfmh":
+            return mh.TFMH(model.with_center(model.map_estimate()))
+        return mh.FlyMC(model.flymc_bound(model.map_estimate()), q=s["q"])
+    return build
+
+
+def glm_model(problem):
+    """The per-datum energies with bounds of a GLM problem (for the MH samplers), else None."""
+    from ...mcmc import mh
+    kind = problem.info.get("glm")
+    if kind is None:
+        return None
+    X, y = problem.data[0], problem.data[1]
+    if kind == "logistic":
+        return mh.LogisticRegression(X.double(), y.double(), prior_scale=problem.info["prior_scale"])
+    return mh.RobustLinearRegression(X.double(), y.double(), prior_scale=problem.info["prior_scale"],
+                                     nu=problem.info["nu"], scale=problem.info["noise_scale"])
+
+
+_T = {"temperature": 1.0}
+_STEP = (0.0, 1e3, True)
+SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in [
+    SamplerSpec("sgld", "gradient", {"step_size": 1e-4, **_T}, _sgld,
+                describe="SGLD (Welling & Teh 2011)", checks={"step_size": _STEP}),
+    SamplerSpec("sghmc", "gradient", {"step_size": 1e-5, "friction": 0.1, **_T}, _sghmc,
+                describe="SGHMC (Chen, Fox & Guestrin 2014)", checks={"step_size": _STEP}),
+    SamplerSpec("amagold", "gradient", {"step_size": 1e-5, "friction": 0.1, "correction_every": 20, **_T}, _amagold,
+                exact=True, describe="AMAGOLD (Zhang, Cooper & De Sa 2020)", checks={"step_size": _STEP}),
+    SamplerSpec("sgld_lp_vc", "gradient", {"step_size": 1e-4, **_T}, _lowprec("low", True), precision=True,
+                describe="variance-corrected low-precision SGLD (Zhang, Wilson & De Sa 2022)",
+                checks={"step_size": _STEP}),
+    SamplerSpec("sgld_lp_naive", "gradient", {"step_size": 1e-4, **_T}, _lowprec("low", False), precision=True,
+                describe="naive low-precision SGLD, low-precision accumulator", checks={"step_size": _STEP}),
+    SamplerSpec("sgld_lp_full", "gradient", {"step_size": 1e-4, **_T}, _lowprec("full", False), precision=True,
+                describe="low-precision SGLD with a float32 accumulator (SGLDLP-F)", checks={"step_size": _STEP}),
+    SamplerSpec("mh", "mh", {"step_size": 0.01}, _mh("mh"), exact=True,
+                describe="random-walk Metropolis-Hastings on the full data", checks={"step_size": _STEP}),
+    SamplerSpec("tunamh", "mh", {"step_size": 0.01, "chi": 1e-4}, _mh("tunamh"), exact=True,
+                describe="TunaMH (Zhang, Cooper & De Sa 2020)", checks={"step_size": _STEP, "chi": (0, 1e12, True)}),
+    SamplerSpec("tfmh", "mh", {"step_size": 0.01}, _mh("tfmh"), exact=True,
+                describe="truncation-free minibatch MH", checks={"step_size": _STEP}),
+    SamplerSpec("flymc", "mh", {"step_size": 0.01, "q": 0.01}, _mh("flymc"), exact=True,
+                describe="Firefly Monte Carlo (Maclaurin & Adams 2014)",
+                checks={"step_size": _STEP, "q": (0, 1, True)}),
+]}
+for _s in SAMPLERS.values():
+    _s.checks.setdefault("temperature", (0.0, 1e6, False))
+    _s.checks.setdefault("friction", (0.0, 1.0, True))
+    _s.checks.setdefault("correction_every", (1, 10 ** 6, False))
+
+# step sizes (and the like) that suit each problem's posterior scale; the config overrides them
+TUNED: dict[tuple[str, str], dict] = {}
+
+
+def settings_for(problem: str, sampler: str) -> dict:
+    """The sampler's defaults with the problem's tuned values on top."""
+    return {**SAMPLERS[sampler].settings, **TUNED.get((problem, sampler), {})}
+
+
+def check_settings(sampler: str, settings: dict) -> str | None:
+    """Why ``settings`` cannot run (``"key: why"``), or None."""
+    spec = SAMPLERS[sampler]
+    for key, value in settings.items():
+        lo, hi, lo_open = spec.checks.get(key, (-math.inf, math.inf, False))
+        if not math.isfinite(value) or not (value > lo if lo_open else value >= lo) or value > hi:
+            bracket = "(" if lo_open else "["
+            return f"{key}: must be a finite number in {bracket}{lo:g}, {hi:g}], got {value!r}"
+    return None
+
+
+def skip_reason(spec: SamplerSpec, problem) -> str | None:
+    """Why ``spec`` does not run on ``problem`` (None when it does)."""
+    if spec.family == "mh" and problem.info.get("glm") is None:
+        return (f"{spec.name} needs per-datum energies with bounds (logistic or robust regression); "
+                f"{problem.name} has none")
+    return None
