@@ -89,6 +89,8 @@ class RunResult:
     replication: str = "shared"
     sync_every: int | None = None
     sync: dict = field(default_factory=dict)  # per-worker: scheme, merge, syncs, blocks, seconds, view lag
+    cpu_seconds: list = field(default_factory=list)  # CPU time of each worker's epochs
+    spans: list = field(default_factory=list)  # (start, end) of each worker's epochs, seconds after the start signal
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -463,6 +465,9 @@ def _finish(problem, prepared, state, sig, epochs, lr, order, checkpoint) -> Run
         staleness = {"samples": sync["syncs"], "mean": sync["lag_mean"], "max": sync["lag_max"],
                      "measured": "at sync (other workers' updates not yet seen)"}
     batch = prepared.spec.get("batch_size", 1)
+    go = state.t_go or 0
+    spans = [((int(a) - go) / 1e9 if a else None, (int(b) - go) / 1e9 if b else None)
+             for a, b in zip(rows[:, K.T_START], rows[:, K.T_END])]
     return RunResult(
         problem=problem.name, signature=str(sig), workers=n, epochs=epochs, lr=float(lr), order=order,
         updates=updates, examples=updates * batch, seconds=seconds,
@@ -476,4 +481,5 @@ def _finish(problem, prepared, state, sig, epochs, lr, order, checkpoint) -> Run
         start_method=state.method, checkpoint=saved,
         failure=None if state.failure is None else f"worker {state.failure[0]}: {state.failure[2]}",
         interrupted=state.interrupted, replication="per-worker" if sync else "shared",
-        sync_every=prepared.spec["replica"]["sync_every"] if sync else None, sync=sync)
+        sync_every=prepared.spec["replica"]["sync_every"] if sync else None, sync=sync,
+        cpu_seconds=(rows[:, K.CPU_NS] / 1e9).tolist(), spans=spans)
