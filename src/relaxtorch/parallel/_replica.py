@@ -55,7 +55,7 @@ WIDE_BITS = 8  # extra fraction bits of the central accumulator of a fixed-point
 _WIDE = {8: (16, torch.int16), 16: (24, torch.int32)}
 
 # per-worker row of the shared sync statistics (int64, one 64-byte line per worker)
-S_SYNCS, S_BLOCKS, S_LAG_SUM, S_LAG_MAX, S_NS, SSTRIDE = 0, 1, 2, 3, 4, 8
+S_SYNCS, S_BLOCKS, S_LAG_SUM, S_LAG_MAX, S_NS, S_CPU_NS, SSTRIDE = 0, 1, 2, 3, 4, 5, 8
 
 _M32 = np.uint64(0xFFFFFFFF)
 _WEYL = np.uint64(0x9E3779B9)
@@ -204,12 +204,12 @@ def replicate(prepared, workers: int, sync_every: int, sync: str, merge: str):
 
 
 def stats(prepared, n: int) -> dict:
-    """What the workers' syncs did: counts, blocks pushed, time, and the view lag (the other
-    workers' updates a replica had not seen when it pushed)."""
+    """What the workers' syncs did: counts, blocks pushed, wall and CPU time, and the view lag
+    (the other workers' updates a replica had not seen when it pushed)."""
     rows = prepared.tensors["replica:stats"].numpy()[:n]
     syncs = int(rows[:, S_SYNCS].sum())
     return {"syncs": syncs, "blocks": int(rows[:, S_BLOCKS].sum()),
-            "seconds": float(rows[:, S_NS].sum()) / 1e9,
+            "seconds": float(rows[:, S_NS].sum()) / 1e9, "cpu_seconds": float(rows[:, S_CPU_NS].sum()) / 1e9,
             "lag_mean": float(rows[:, S_LAG_SUM].sum()) / syncs if syncs else 0.0,
             "lag_max": int(rows[:, S_LAG_MAX].max()) if n else 0}
 
@@ -304,7 +304,7 @@ class Replicated:
     finish = end_epoch
 
     def _sync(self, count: bool = True, blocks: bool = True) -> None:
-        t0 = time.monotonic_ns()
+        t0, c0 = time.monotonic_ns(), time.thread_time_ns()
         others = self._others()
         n = 0
         for (central, local, base, dirty, block, how, _, fmt), prm in zip(self.items, self.fmt_params):
@@ -326,3 +326,4 @@ class Replicated:
         st[S_LAG_SUM] += lag
         st[S_LAG_MAX] = max(int(st[S_LAG_MAX]), lag)
         st[S_NS] += time.monotonic_ns() - t0
+        st[S_CPU_NS] += time.thread_time_ns() - c0

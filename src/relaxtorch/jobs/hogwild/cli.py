@@ -55,8 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--merge", choices=("sum", "average"), help="per-worker: add each worker's delta, or "
                    "1/workers of it (model averaging) (default sum)")
     g = p.add_argument_group("generated data (rcv1-like, matrix-completion)")
-    g.add_argument("--examples", type=int, help="examples (default 100000)")
-    g.add_argument("--features", type=int, help="features (default 20000)")
+    g.add_argument("--examples", type=int, help="examples (default 1000000)")
+    g.add_argument("--features", type=int, help="features (default 100000)")
     g.add_argument("--nnz", type=float, help="mean non-zeros per example (default 50)")
     g.add_argument("--skew", type=float, help="Zipf exponent of word frequencies (default 1.0)")
     g.add_argument("--max-df", type=float, help="largest fraction of examples holding one feature (default 0.05)")
@@ -249,7 +249,7 @@ def run(args) -> None:
     print(report.table(results))
     print(f"\nloss / seq: final loss over the 1-worker float32 run's; s to seq loss: wall-clock seconds until the "
           f"run first reaches that loss; per-worker/K: private replicas synced every K updates (stale: updates "
-          f"of other workers not yet seen at a sync; in sync: share of worker time spent syncing); writes: "
+          f"of other workers not yet seen at a sync; in sync: share of the workers' CPU time spent syncing); writes: "
           f"fraction of coordinate writes that changed the model.\nreport: {json_path}\nplot:   {png}\n"
           f"models: {out}/model-*.pt")
 
