@@ -25,7 +25,7 @@ def test_one_worker_sync_every_1_is_the_shared_run_bit_for_bit(sparse, tmp_path,
     a = hogwild(sparse, workers=1, epochs=2, signature=sig, checkpoint=tmp_path / "a.pt", curve_points=0)
     for k in (1, 777):  # every update, and pieces that do not divide the chunk
         b = hogwild(sparse, workers=1, epochs=2, signature=sig, replication="per-worker", sync_every=k,
-                    checkpoint=tmp_path / "b.pt", curve_points=0)
+                    sync="touched", checkpoint=tmp_path / "b.pt", curve_points=0)
         (ma, ra), (mb, rb) = _models(a.checkpoint), _models(b.checkpoint)
         assert np.array_equal(ma["w"], mb["w"]), (sig, k)
         if ra:  # fixed point: the wide accumulator holds the same codes, 8 fraction bits lower

@@ -20,7 +20,7 @@ DEFAULTS = dict(problem="rcv1-like", workers="2", signature="D32M32G32C32,D8M8G3
                 lr_decay=0.8, lam=0.0, model_range=4.0, order="blocks", seed=0, examples=1_000_000, features=100_000,
                 nnz=50.0, skew=1.0, max_df=0.05, rank=10, rows=2000, cols=2000, density=0.05, loss=None,
                 out="reports/hogwild", timeout=None, stale_every=16, progress=True, json=False,
-                replication="shared,per-worker", sync_every=65536, sync="touched", merge="sum")
+                replication="shared,per-worker", sync_every=65536, sync="full", merge="sum")
 GENERATED_EPOCHS = 10  # the bare rcv1-like problem: 10M updates, over a second per configuration
 
 
@@ -51,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "worker, synced), comma-separated (default shared,per-worker)")
     r.add_argument("--sync-every", type=int, help="per-worker: updates per worker between syncs (default 65536)")
     r.add_argument("--sync", choices=("touched", "full"), help="per-worker: push only the cache lines written "
-                   "since the last sync, or the whole model (default touched)")
+                   "since the last sync, or the whole model (default full: faster unless a sync interval "
+                   "leaves most of the model untouched)")
     r.add_argument("--merge", choices=("sum", "average"), help="per-worker: add each worker's delta, or "
                    "1/workers of it (model averaging) (default sum)")
     g = p.add_argument_group("generated data (rcv1-like, matrix-completion)")
