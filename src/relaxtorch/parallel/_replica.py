@@ -15,10 +15,18 @@ each other:
 delay of about ``sync_every`` updates per worker); ``merge="average"`` is
 DimmWitted's model averaging (each worker's step counts ``1/workers``).
 
+``sync="full"`` (the default) pushes the whole model (dense problems always do);
 ``sync="touched"`` pushes only the blocks of coordinates the worker wrote since
-the last sync (64-byte cache lines for linear models, factor rows for matrix
-completion), found from the examples it processed; ``sync="full"`` pushes the
-whole model (dense problems always do).
+the last sync: 64-byte cache lines for linear models, which the sparse kernel
+marks itself as it writes them (``dirty`` argument; a separate pass over the
+examples' indices cost 20-120% of the kernel), and factor rows for matrix
+completion, marked from the examples processed.  Marking costs the sparse kernel
+4-22%, and on the benchmark's problems an interval of 16384 updates or more
+touches nearly every line, so "full" is the faster scheme there.
+
+A replica's kernel runs with no other writers (``writers = 0``): it never reads
+another worker's update counter, whose cache line would otherwise move between
+the cores every few updates.
 
 A fixed-point (Buckwild!) replica keeps its ``M``-bit codes, so the kernels run as
 before; the central model is a wider accumulator with 8 more fraction bits
