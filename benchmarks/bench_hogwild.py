@@ -16,7 +16,11 @@ configuration alike), it runs ``relaxtorch.parallel.hogwild`` for
 and prints the median updates/s (hardware efficiency), the speed-up over 1 worker, the
 8-bit/float32 ratio, the final loss after the same number of epochs relative to the
 sequential float32 run (statistical efficiency), and the wall-clock time to reach the
-sequential run's final loss (both together; "never" when a run does not reach it).  It also measures the machine's core-to-core cache-line
+sequential run's final loss (both together; a run that ends above it is run again for up to
+--ttl-epochs epochs, "never" when that does not reach it either).  "per CPU-s vs 1" divides
+each worker's updates per CPU-second by one worker's: unlike updates/s it does not depend on
+what else the machine runs, so on a busy machine it shows what sharing, syncing and the other
+worker's cache traffic cost (n x it is the speed-up n idle cores would give).  It also measures the machine's core-to-core cache-line
 latency, which bounds how well lock-free workers sharing one model can scale.
 
     python benchmarks/bench_hogwild.py                 # the full claim (about 3 minutes on 2 cores)
@@ -43,8 +47,14 @@ from relaxtorch.jobs._report import machine  # noqa: E402
 F32, B8 = "D32M32G32C32", "D8M8G32C8"
 
 
-def _sname(strategy: str, k) -> str:
-    return "shared" if k is None else f"{strategy}/{k}"
+def _sname(strategy: str, k, sync: str = "touched") -> str:
+    return "shared" if k is None else f"{strategy}/{sync}/{k}"
+
+
+def _cpu_rate(r) -> float:
+    """Updates per CPU-second of one worker: the hardware efficiency a busy machine does not change."""
+    cpu = sum(r.cpu_seconds)
+    return r.updates / cpu if cpu > 0 else 0.0
 
 
 def core_to_core_latency_ns(rounds: int = 20_000) -> float:
@@ -142,8 +152,12 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--orders", default="shuffle,blocks")
-    ap.add_argument("--sync-every", default="65536", help="per-worker replication: K values, comma-separated "
+    ap.add_argument("--sync-every", default="16384,65536", help="per-worker replication: K values, comma-separated "
                     "('' to run only the shared model)")
+    ap.add_argument("--sync", default="full", help="per-worker: sync schemes, comma-separated (touched, full)")
+    ap.add_argument("--ttl-epochs", type=int, default=None,
+                    help="a multi-worker run that ends above the sequential run's final loss is run again "
+                    "(same seed) for up to this many epochs to time when it reaches it (default 2 x --epochs)")
     ap.add_argument("--curve-points", type=int, default=30, help="model snapshots per run (time-to-loss)")
     ap.add_argument("--no-control", action="store_true",
                     help="skip the kernel-level control (2 threads on a shared vs private model)")
@@ -153,7 +167,9 @@ def main(argv=None) -> int:
     cores = os.cpu_count() or 1
     workers = sorted({1, 2, cores})
     orders = args.orders.split(",")
-    strategies = [("shared", None)] + [("per-worker", int(k)) for k in args.sync_every.split(",") if k.strip()]
+    strategies = [("shared", None, None)] + [("per-worker", int(k), sc) for sc in args.sync.split(",")
+                                              for k in args.sync_every.split(",") if k.strip()]
+    ttl_epochs = args.ttl_epochs or 2 * args.epochs
     load0 = os.getloadavg()
     info = machine()
     print(f"machine: {info['cpu']}, {cores} cores, {platform.platform()}, torch {info['torch']}, "
@@ -170,17 +186,30 @@ def main(argv=None) -> int:
         hogwild(problem, workers=1, signature=sig, epochs=1, curve_points=0)
 
     runs: dict = {}
+    longer: dict = {}  # (key, rep) -> the longer run that timed reaching the sequential loss
     for rep in range(args.reps):
         for order in orders:
             for sig in (F32, B8):
                 for n in workers:
-                    for strat, k in strategies if n > 1 else strategies[:1]:
-                        kw = {} if k is None else {"replication": strat, "sync_every": k}
+                    for strat, k, sc in strategies if n > 1 else strategies[:1]:
+                        kw = {} if k is None else {"replication": strat, "sync_every": k, "sync": sc}
                         r = hogwild(problem, workers=n, signature=sig, epochs=args.epochs, order=order, seed=rep,
                                     curve_points=args.curve_points, **kw)
-                        runs.setdefault((order, sig, n, _sname(strat, k)), []).append(r)
-                        print(f"  rep {rep} {order:7s} {sig} x{n} {_sname(strat, k):16s}: "
-                              f"{r.updates_per_s / 1e6:6.2f} M updates/s, loss {r.final_loss:.5f}", flush=True)
+                        key = (order, sig, n, _sname(strat, k, sc))
+                        runs.setdefault(key, []).append(r)
+                        seq = runs[(order, F32, 1, "shared")][rep]
+                        more = ""
+                        if n > 1 and r.time_to_loss(seq.final_loss) is None and ttl_epochs > args.epochs:
+                            # the lr schedule is per epoch, so the first --epochs of a longer run are this run
+                            lr_run = hogwild(problem, workers=n, signature=sig, epochs=ttl_epochs, order=order,
+                                             seed=rep, curve_points=args.curve_points * ttl_epochs // args.epochs,
+                                             **kw)
+                            longer[(key, rep)] = lr_run
+                            t = lr_run.time_to_loss(seq.final_loss)
+                            more = f", {ttl_epochs} epochs: " + ("never" if t is None else f"seq loss at {t:.2f} s")
+                        print(f"  rep {rep} {order:7s} {sig} x{n} {key[3]:22s}: "
+                              f"{r.updates_per_s / 1e6:6.2f} M updates/s ({_cpu_rate(r) / 1e6:5.2f} per CPU-s), "
+                              f"loss {r.final_loss:.5f}{more}", flush=True)
     load1 = os.getloadavg()
 
     med = {k: float(np.median([r.updates_per_s for r in v])) for k, v in runs.items()}
@@ -199,14 +228,21 @@ def main(argv=None) -> int:
             vs32 = med[k] / med[ref] if ref in med else float("nan")
             rel = loss[k] / seq_loss - 1
             # time to the sequential float32 run's final loss, on the same repetition's sequential run
-            ttls = [r.time_to_loss(s.final_loss) for r, s in zip(runs[k], runs[seq_key])]
+            ttls = [r.time_to_loss(s.final_loss) if (k, rep) not in longer else
+                    longer[(k, rep)].time_to_loss(s.final_loss)
+                    for rep, (r, s) in enumerate(zip(runs[k], runs[seq_key]))]
             reached = [t for t in ttls if t is not None]
             ttl = float(np.median(reached)) if len(reached) * 2 > len(ttls) else None
             ttl_med[k] = ttl
             stale = float(np.median([r.staleness["mean"] for r in runs[k]]))
-            insync = float(np.median([r.sync.get("seconds", 0.0) / max(r.seconds * r.workers, 1e-9) for r in runs[k]]))
+            insync = float(np.median([r.sync.get("cpu_seconds", 0.0) / max(sum(r.cpu_seconds), 1e-9)
+                                      for r in runs[k]]))
+            # per CPU-second of each worker, against 1 worker's: what the workers lose to sharing, sync and
+            # each other's caches, whatever else the machine runs (n x this is the speed-up on n idle cores)
+            cpu_eff = float(np.median([_cpu_rate(r) for r in runs[k]])) / float(
+                np.median([_cpu_rate(r) for r in runs[(order, sig, 1, "shared")]]))
             rows.append([order, sig, n, strat, f"{med[k] / 1e6:.2f}", f"{min(ups) / 1e6:.2f}-{max(ups) / 1e6:.2f}",
-                         f"{speedup:.2f}x", "-" if sig == F32 else f"{vs32:.2f}x", f"{loss[k]:.5f}",
+                         f"{speedup:.2f}x", f"{cpu_eff:.2f}", "-" if sig == F32 else f"{vs32:.2f}x", f"{loss[k]:.5f}",
                          f"{100 * rel:+.2f}%", "never" if ttl is None else f"{ttl:.2f}",
                          f"{ttl_med[seq_key] / ttl:.2f}x" if ttl else "-", f"{stale:.1f}",
                          f"{100 * insync:.1f}%" if strat != "shared" else "-"])
@@ -232,9 +268,12 @@ def main(argv=None) -> int:
         checks.append((f"{order}: 8-bit >= 1.3x float32 at 1 worker", vs1 >= 1.3, f"{vs1:.2f}x"))
     print()
     print(format_table(["order", "signature", "workers", "replication", "M updates/s (median)", "range",
-                        "vs 1 worker", "vs float32", f"loss after {args.epochs} epochs", "vs sequential",
-                        "s to seq loss", "vs sequential time", "staleness", "in sync"],
-                       rows, "llrlrrrrrrrrrr"))
+                        "vs 1 worker", "per CPU-s vs 1", "vs float32", f"loss after {args.epochs} epochs",
+                        "vs sequential", "s to seq loss", "vs sequential time", "staleness", "in sync"],
+                       rows, "llrlrrrrrrrrrrr"))
+    print(f"per CPU-s vs 1: updates per CPU-second of a worker over 1 worker's (load-independent); s to seq loss: "
+          f"wall-clock seconds to the sequential float32 run's final loss, from a run of up to {ttl_epochs} epochs "
+          f"where {args.epochs} did not reach it; in sync: share of the workers' CPU time")
     control = []
     if not args.no_control:
         control = sharing_control(problem, orders)
@@ -250,7 +289,10 @@ def main(argv=None) -> int:
                "results": [{"order": o, "signature": s, "workers": n, "replication": st,
                             "updates_per_s_median": med[(o, s, n, st)], "final_loss_median": loss[(o, s, n, st)],
                             "time_to_seq_loss_median": ttl_med.get((o, s, n, st)),
-                            "runs": [r.to_dict() for r in runs[(o, s, n, st)]]} for (o, s, n, st) in runs],
+                            "runs": [r.to_dict() for r in runs[(o, s, n, st)]],
+                            "longer_runs": {str(rep): longer[((o, s, n, st), rep)].to_dict()
+                                            for rep in range(args.reps) if ((o, s, n, st), rep) in longer}}
+                           for (o, s, n, st) in runs],
                "checks": [{"claim": c, "pass": ok, "value": v} for c, ok, v in checks],
                "control": [dict(zip(("order", "signature", "one_thread_mups", "shared_2x", "private_2x"), r))
                            for r in control]}

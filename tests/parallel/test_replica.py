@@ -25,7 +25,7 @@ def test_one_worker_sync_every_1_is_the_shared_run_bit_for_bit(sparse, tmp_path,
     a = hogwild(sparse, workers=1, epochs=2, signature=sig, checkpoint=tmp_path / "a.pt", curve_points=0)
     for k in (1, 777):  # every update, and pieces that do not divide the chunk
         b = hogwild(sparse, workers=1, epochs=2, signature=sig, replication="per-worker", sync_every=k,
-                    checkpoint=tmp_path / "b.pt", curve_points=0)
+                    sync="touched", checkpoint=tmp_path / "b.pt", curve_points=0)
         (ma, ra), (mb, rb) = _models(a.checkpoint), _models(b.checkpoint)
         assert np.array_equal(ma["w"], mb["w"]), (sig, k)
         if ra:  # fixed point: the wide accumulator holds the same codes, 8 fraction bits lower
@@ -146,3 +146,137 @@ def test_invalid_replication_arguments(sparse):
     tm = TorchModel(torch.nn.Linear(4, 2), np.zeros((8, 4), np.float32), np.zeros(8, np.int64))
     with pytest.raises(ValueError, match="torch models"):
         hogwild(tm, replication="per-worker")
+
+
+@pytest.mark.parametrize("sig", ["D32M32G32C32", "D8M8G32C8", "D16M16G32C16"])
+def test_kernel_marks_exactly_the_blocks_it_writes(sig):
+    """The sparse kernels' dirty marking (a replica's touched blocks): the model is bit-identical to
+    a run without marking, the kernel wrote no other coordinate, and the marked blocks are the blocks
+    of the features of the examples processed (a Python set, and the separate marking pass)."""
+    from relaxtorch.parallel import _kernels as K
+    from relaxtorch.parallel.signature import parse_signature
+    problem = SparseLinear(make_bag_of_words(3000, 50_000, 6, seed=3))
+    prep = problem.prepare(parse_signature(sig))
+    t = {k: v.numpy() for k, v in prep.tensors.items()}
+    fn = getattr(K, prep.spec["kernel"])
+    shift = {"D32": 4, "D8M": 6, "D16": 5}[sig[:3]]
+    ip = prep.spec["ip"].copy()
+    ip[K.I_MARK] = shift
+    order = np.random.default_rng(4).permutation(3000)[:60].astype(np.int64)
+    w0 = t["w"].copy()
+    w0[:] = np.random.default_rng(5).integers(-3, 4, w0.size).astype(w0.dtype)  # nonzero start
+    plain, marked = w0.copy(), w0.copy()
+    dirty = np.zeros(-(-w0.size >> shift), np.uint8)
+    args = (t["indptr"], t["indices"], t["values"], t["y"], order)
+    fn(*args, plain, np.zeros(2 * K.STRIDE, np.int64), 0, 1, prep.spec["fp"], ip)
+    fn(*args, marked, np.zeros(2 * K.STRIDE, np.int64), 0, 1, prep.spec["fp"], ip, dirty)
+    assert np.array_equal(plain, marked)
+    d = problem.dataset
+    feats = {int(j) for i in order for j in d.indices[d.indptr[i]:d.indptr[i + 1]]}
+    want = np.zeros_like(dirty)
+    want[sorted({j >> shift for j in feats})] = 1
+    assert np.array_equal(dirty, want) and 0 < dirty.sum() < dirty.size
+    sep = np.zeros_like(dirty)
+    R.mark_sparse(t["indptr"], t["indices"], t["values"], order, sep, shift)
+    assert np.array_equal(sep, want)
+    untouched = np.setdiff1d(np.arange(w0.size), np.fromiter(feats, np.int64))
+    assert np.array_equal(marked[untouched], w0[untouched])
+
+
+def test_a_replica_kernel_never_reads_the_other_workers_counters():
+    """writers=0: the kernel of a private replica counts no staleness, whatever the other rows hold."""
+    from relaxtorch.parallel import _kernels as K
+    from relaxtorch.parallel.signature import parse_signature
+    problem = SparseLinear(make_bag_of_words(500, 300, 5, seed=6))
+    prep = problem.prepare(parse_signature("D32M32G32C32"), stale_every=1)
+    t = {k: v.numpy() for k, v in prep.tensors.items()}
+    order = np.arange(500, dtype=np.int64)
+    for writers, want_stale in ((2, True), (0, False)):
+        ctl = np.zeros(3 * K.STRIDE, np.int64)
+        ctl[K.STRIDE + K.UPDATES] = 10**6  # worker 1's counter: "moves" only if it is read
+        w = t["w"].copy()
+        K.sparse_float(t["indptr"], t["indices"], t["values"], t["y"], order, w, ctl, 0, writers,
+                       prep.spec["fp"], prep.spec["ip"])
+        assert ctl[K.UPDATES] == 500 and ctl[K.STALE_N] == 500 and ctl[K.STALE_SUM] == 0
+    # a worker-1 counter moving between reads shows up as staleness only when it is read
+    from relaxtorch.parallel import _worker as W
+    prep2 = problem.prepare(parse_signature("D32M32G32C32"), stale_every=1)
+    R.replicate(prep2, 2, 64, "touched", "sum")
+    ctl = np.zeros(3 * K.STRIDE, np.int64)
+    run = W.bind(prep2.spec, prep2.tensors, ctl, 0, 2, 0)
+    assert run.inner.writers == 0 and run.kernel_marks and len(run.inner.post) == 1
+
+
+def _two_workers_sync(sig_fixed: bool, merge: str):
+    """Two replicas of one central model, each trained on its own examples, synced one after the other."""
+    from relaxtorch.parallel import _kernels as K
+    from relaxtorch.parallel import _worker as W
+    from relaxtorch.parallel.signature import parse_signature
+    problem = SparseLinear(make_bag_of_words(2000, 700, 8, seed=7))
+    prep = problem.prepare(parse_signature("D8M8G32C8" if sig_fixed else "D32M32G32C32"))
+    R.replicate(prep, 2, 10**6, "touched", merge)
+    ctl = np.zeros(3 * K.STRIDE, np.int64)
+    runs = [W.bind(prep.spec, prep.tensors, ctl, w, 2, 0) for w in (0, 1)]
+    for r in runs:
+        r.warmup()
+    central0 = prep.tensors["w"].numpy().astype(np.float64).copy()
+    for w, r in enumerate(runs):
+        r.run(np.arange(w * 1000, w * 1000 + 1000, dtype=np.int64), 0.5)
+    return prep, runs, central0
+
+
+def test_sync_sum_adds_each_replicas_change_to_the_central_model():
+    """merge="sum": after both replicas push, the central model is the start plus both changes; in
+    fixed point exactly (integer codes, 8 more fraction bits), in float32 within the roundings of
+    two float32 additions."""
+    for fixed in (True, False):
+        prep, runs, central0 = _two_workers_sync(fixed, "sum")
+        deltas = [r.items[0][1].astype(np.float64) - r.items[0][2].astype(np.float64) for r in runs]
+        assert all(np.any(d != 0) for d in deltas)
+        assert all(r.items[0][3].all() for r in runs)  # every block touched by both: all pushed
+        for r in runs:
+            r.end_epoch()
+        central = prep.tensors["w"].numpy().astype(np.float64)
+        if fixed:
+            want = central0 + (deltas[0] + deltas[1]) * 2 ** R.WIDE_BITS
+            assert np.array_equal(central, want)
+            assert central.sum() == central0.sum() + 2 ** R.WIDE_BITS * sum(d.sum() for d in deltas)
+        else:
+            want = central0 + deltas[0] + deltas[1]
+            eps = np.finfo(np.float32).eps
+            assert np.all(np.abs(central - want) <= 2 * eps * (np.abs(want) + np.abs(deltas[0]) + np.abs(deltas[1])))
+            assert central.sum() == pytest.approx(want.sum(), rel=1e-5)
+        # the replica that pushed last read back both changes (fixed point: rounded to its grid)
+        last = runs[1].items[0][1].astype(np.float64)
+        if fixed:
+            assert np.all(np.abs(last - central / 2 ** R.WIDE_BITS) < 1)
+        else:
+            assert np.array_equal(last, central)
+        assert not any(r.items[0][3].any() for r in runs)
+
+
+def test_sync_average_adds_the_mean_change():
+    prep, runs, central0 = _two_workers_sync(False, "average")
+    deltas = [r.items[0][1].astype(np.float64) - r.items[0][2].astype(np.float64) for r in runs]
+    for r in runs:
+        r.end_epoch()
+    central = prep.tensors["w"].numpy().astype(np.float64)
+    want = central0 + (deltas[0] + deltas[1]) / 2
+    assert np.allclose(central, want, rtol=1e-6, atol=1e-6)
+
+
+def test_full_sync_one_worker_is_the_shared_run_bit_for_bit(sparse, tmp_path):
+    for sig in ("D32M32G32C32", "D8M8G32C8"):
+        a = hogwild(sparse, workers=1, epochs=2, signature=sig, checkpoint=tmp_path / "a.pt", curve_points=0)
+        b = hogwild(sparse, workers=1, epochs=2, signature=sig, replication="per-worker", sync_every=1000,
+                    sync="full", checkpoint=tmp_path / "b.pt", curve_points=0)
+        assert np.array_equal(_models(a.checkpoint)[0]["w"], _models(b.checkpoint)[0]["w"]), sig
+        assert b.sync["scheme"] == "full" and b.final_loss == a.final_loss
+
+
+def test_run_reports_worker_cpu_time_and_spans(sparse):
+    r = hogwild(sparse, workers=2, epochs=1, curve_points=0, replication="per-worker", sync_every=500)
+    assert len(r.cpu_seconds) == 2 and all(0 < c for c in r.cpu_seconds)
+    for (start, end), cpu in zip(r.spans, r.cpu_seconds):
+        assert 0 <= start < end <= r.seconds + 1e-6
+        assert cpu <= (end - start) * 1.05 + 0.01  # one thread: no more CPU time than wall time

@@ -37,7 +37,9 @@ from ._intrinsics import load_relaxed, prefetch, store_relaxed
 
 # ---- layout of the shared control array (int64) ---------------------------------
 STRIDE = 32  # one 256-byte row per worker: no two workers write the same cache line
-UPDATES, STALE_SUM, STALE_MAX, STALE_N, WRITES, NONZERO, STATUS, EPOCH, PID, T_END, SAMPLED = range(11)
+UPDATES, STALE_SUM, STALE_MAX, STALE_N, WRITES, NONZERO, STATUS, EPOCH, PID, T_END, SAMPLED, T_START, CPU_NS = range(13)
+# T_START / T_END: monotonic ns when the worker began / ended its epochs; CPU_NS: the CPU time it used
+# in between (its updates per CPU-second do not depend on how busy the machine was)
 # NONZERO / SAMPLED: the fraction of coordinate writes that changed the model, counted on the sampled updates
 HIST, NBUCKETS = 16, 16  # staleness histogram: bucket b holds values in [2**(b-1), 2**b)
 STOP, GO = 0, 1  # fields of the global row, after the workers' rows
@@ -48,8 +50,10 @@ LOSSES = {"logistic": LOGISTIC, "squared": SQUARED, "hinge": HINGE}
 # ---- parameter vectors ------------------------------------------------------------
 F_LR, F_LAM, F_VSCALE, F_WSTEP, F_XMAX, NF = 0, 1, 2, 3, 4, 5
 (I_LOSS, I_STALE_MASK, I_SEED_LO, I_SEED_HI, I_G_ON, I_G, I_C_ON, I_C,
- I_WLO, I_WHI, I_QLO, I_QHI, I_PF) = 0, 1, 2, 3, 4, 5, 11, 12, 18, 19, 20, 21, 22
-NI = 23
+ I_WLO, I_WHI, I_QLO, I_QHI, I_PF, I_MARK) = 0, 1, 2, 3, 4, 5, 11, 12, 18, 19, 20, 21, 22, 23
+NI = 24
+# I_MARK: with a ``dirty`` array, the sparse kernels set dirty[j >> ip[I_MARK]] = 1 for every
+# feature j they write (the cache lines a per-worker replica must push at its next sync)
 
 _M32 = np.uint64(0xFFFFFFFF)
 _WEYL = np.uint64(0x9E3779B9)
@@ -165,7 +169,10 @@ def _dloss(kind, s, yi):
 
 @njit(inline="always")
 def _others(ctl, wid, nworkers):
-    """Total updates written so far by the other workers."""
+    """Total updates written so far by the other workers.
+
+    ``nworkers`` counts the workers writing this model: 0 for a private replica, which
+    then never reads (and so never pulls into its cache) another worker's counter line."""
     s = np.int64(0)
     for v in range(nworkers):
         if v != wid:
@@ -223,8 +230,9 @@ def _prefetch_rows(indptr, indices, values, y, order, t, dist):
 # ---- sparse linear models -------------------------------------------------------------
 
 @njit(nogil=True, cache=True)
-def sparse_float(indptr, indices, values, y, order, w, ctl, wid, nworkers, fp, ip):
-    """SGD steps on a CSR dataset for a float32 model ``w``."""
+def sparse_float(indptr, indices, values, y, order, w, ctl, wid, nworkers, fp, ip, dirty=None):
+    """SGD steps on a CSR dataset for a float32 model ``w``; with ``dirty`` (uint8), marks the
+    blocks of ``1 << ip[I_MARK]`` coordinates it wrote (a replica's sync pushes only those)."""
     lr, lam, vscale = np.float32(fp[F_LR]), np.float32(fp[F_LAM]), np.float32(fp[F_VSCALE])
     kind, mask = ip[I_LOSS], ip[I_STALE_MASK]
     seed_lo, seed_hi = np.uint32(ip[I_SEED_LO]), np.uint32(ip[I_SEED_HI])
@@ -262,6 +270,10 @@ def sparse_float(indptr, indices, values, y, order, w, ctl, wid, nworkers, fp, i
             for k in range(k0, k1):
                 j = np.uint32(indices[k])
                 w[j] = w[j] * shrink + c * np.float32(values[k])
+        if dirty is not None:  # compiled only into the replica's variant (numba prunes it otherwise)
+            sh = np.uint32(ip[I_MARK])
+            for k in range(k0, k1):  # the row's indices are in L1 now: about one store per non-zero
+                dirty[np.uint32(indices[k]) >> sh] = 1
         writes += np.int64(k1 - k0)
         done += 1
         store_relaxed(ctl, base + UPDATES, done)
@@ -273,8 +285,9 @@ def sparse_float(indptr, indices, values, y, order, w, ctl, wid, nworkers, fp, i
 
 
 @njit(nogil=True, cache=True)
-def sparse_fixed(indptr, indices, values, y, order, w, ctl, wid, nworkers, fp, ip):
-    """SGD steps on a CSR dataset for a fixed-point model (int8/int16 codes of step ``wstep``)."""
+def sparse_fixed(indptr, indices, values, y, order, w, ctl, wid, nworkers, fp, ip, dirty=None):
+    """SGD steps on a CSR dataset for a fixed-point model (int8/int16 codes of step ``wstep``);
+    ``dirty`` as in :func:`sparse_float`."""
     lr, lam = fp[F_LR], fp[F_LAM]
     vscale, wstep = fp[F_VSCALE], fp[F_WSTEP]
     dot_scale = np.float32(vscale * wstep)
@@ -333,6 +346,10 @@ def sparse_fixed(indptr, indices, values, y, order, w, ctl, wid, nworkers, fp, i
                     nonzero += q != 0
                     sampled += 1
                 w[j] = _clamp(np.int64(w[j]) + q, wlo, whi)
+        if dirty is not None:
+            sh = np.uint32(ip[I_MARK])
+            for k in range(k0, k1):
+                dirty[_nz(indices, values, k)[0] >> sh] = 1
         writes += np.int64(k1 - k0)
         done += 1
         store_relaxed(ctl, base + UPDATES, done)

@@ -75,6 +75,8 @@ class _KernelRunner:
         self.ip[K.I_SEED_LO], self.ip[K.I_SEED_HI] = seeds(seed, wid)
         self.ip[K.I_PF] = prefetch
         self.ctl, self.wid, self.nworkers = ctl, wid, nworkers
+        self.writers = nworkers  # workers writing the model the kernel computes on (0: a private replica)
+        self.post = ()  # trailing kernel arguments: a replica's dirty-block array for the sparse kernels
 
     def chunks(self, order: np.ndarray, size: int) -> list:
         return [order[c:c + size] for c in range(0, order.size, size)]
@@ -86,14 +88,14 @@ class _KernelRunner:
         shared-memory array (one per 4 KiB, about a microsecond each) out of the run.
         """
         scratch = np.zeros(K.STRIDE * 2, np.int64)
-        self.fn(*self.pre, np.zeros(0, np.int64), *self.model, scratch, 0, 1, self.fp, self.ip)
+        self.fn(*self.pre, np.zeros(0, np.int64), *self.model, scratch, 0, 1, self.fp, self.ip, *self.post)
         for a in self.pre + self.model:
             flat = a.reshape(-1).view(np.uint8)
             int(flat[::4096].sum())
 
     def run(self, order: np.ndarray, lr: float) -> None:
         self.fp[K.F_LR] = lr
-        self.fn(*self.pre, order, *self.model, self.ctl, self.wid, self.nworkers, self.fp, self.ip)
+        self.fn(*self.pre, order, *self.model, self.ctl, self.wid, self.writers, self.fp, self.ip, *self.post)
 
 
 class _TorchRunner:
@@ -276,6 +278,8 @@ def worker_main(wid, nworkers, spec, tensors, ctl_t, err_t, run) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no start signal within {run['start_timeout']:g} s")
             time.sleep(0.001)
+        ctl[base + K.T_START] = time.monotonic_ns()
+        cpu0 = time.thread_time_ns()
         ctl[base + K.STATUS] = RUNNING
         lo, hi = shard(run["n_items"], wid, nworkers)
         chunk, fault = spec["chunk"], run.get("fault")
@@ -290,6 +294,7 @@ def worker_main(wid, nworkers, spec, tensors, ctl_t, err_t, run) -> None:
                 if ctl[glob + K.STOP]:
                     if hasattr(runner, "finish"):  # a replica pushes what it did before it stops
                         runner.finish()
+                    ctl[base + K.CPU_NS] = time.thread_time_ns() - cpu0
                     ctl[base + K.T_END] = time.monotonic_ns()
                     ctl[base + K.STATUS] = DONE
                     return
@@ -300,6 +305,7 @@ def worker_main(wid, nworkers, spec, tensors, ctl_t, err_t, run) -> None:
             if hasattr(runner, "end_epoch"):
                 runner.end_epoch()
             ctl[base + K.EPOCH] = epoch + 1
+        ctl[base + K.CPU_NS] = time.thread_time_ns() - cpu0
         ctl[base + K.T_END] = time.monotonic_ns()
         ctl[base + K.STATUS] = DONE
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, then the process ends

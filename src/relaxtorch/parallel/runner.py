@@ -89,6 +89,8 @@ class RunResult:
     replication: str = "shared"
     sync_every: int | None = None
     sync: dict = field(default_factory=dict)  # per-worker: scheme, merge, syncs, blocks, seconds, view lag
+    cpu_seconds: list = field(default_factory=list)  # CPU time of each worker's epochs
+    spans: list = field(default_factory=list)  # (start, end) of each worker's epochs, seconds after the start signal
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -325,7 +327,7 @@ def hogwild(problem: Problem, *, workers: int = 2, signature="D32M32G32C32", epo
             curve_points: int = 20, progress: bool = False, start_method: str | None = None,
             timeout: float | None = None, start_timeout: float = 120.0, stop_grace: float = 3.0,
             prefetch: int | None = None, replication: str = "shared", sync_every: int = 4096,
-            sync: str = "touched", merge: str = "sum", _fault: dict | None = None) -> RunResult:
+            sync: str = "full", merge: str = "sum", _fault: dict | None = None) -> RunResult:
     """Train ``problem`` with ``workers`` lock-free processes on one shared model.
 
     ``signature``: DMGC precision (``"D8M8G32C8"`` is Buckwild! 8-bit; the default is
@@ -344,7 +346,9 @@ def hogwild(problem: Problem, *, workers: int = 2, signature="D32M32G32C32", epo
     ``replication`` (DimmWitted): "shared" (one model all workers write, Hogwild!) or
     "per-worker" (each worker trains a private replica and pushes its changes into the
     central model every ``sync_every`` of its updates and at each epoch's end; ``sync``:
-    "touched" pushes only the cache lines it wrote, "full" the whole model; ``merge``:
+    "full" (default) pushes the whole model, "touched" only the cache lines it wrote (which costs the
+    kernel a mark per non-zero; on the benchmark's problems a sync interval touches nearly every
+    line, so "full" is the faster one); ``merge``:
     "sum" adds each worker's delta, "average" adds 1/workers of it; see ``_replica``).
     Raises :class:`WorkerError` when a worker fails or ``timeout``
     passes, :class:`RunInterrupted` on Ctrl-C; both carry the partial result.
@@ -463,6 +467,9 @@ def _finish(problem, prepared, state, sig, epochs, lr, order, checkpoint) -> Run
         staleness = {"samples": sync["syncs"], "mean": sync["lag_mean"], "max": sync["lag_max"],
                      "measured": "at sync (other workers' updates not yet seen)"}
     batch = prepared.spec.get("batch_size", 1)
+    go = state.t_go or 0
+    spans = [((int(a) - go) / 1e9 if a else None, (int(b) - go) / 1e9 if b else None)
+             for a, b in zip(rows[:, K.T_START], rows[:, K.T_END])]
     return RunResult(
         problem=problem.name, signature=str(sig), workers=n, epochs=epochs, lr=float(lr), order=order,
         updates=updates, examples=updates * batch, seconds=seconds,
@@ -476,4 +483,5 @@ def _finish(problem, prepared, state, sig, epochs, lr, order, checkpoint) -> Run
         start_method=state.method, checkpoint=saved,
         failure=None if state.failure is None else f"worker {state.failure[0]}: {state.failure[2]}",
         interrupted=state.interrupted, replication="per-worker" if sync else "shared",
-        sync_every=prepared.spec["replica"]["sync_every"] if sync else None, sync=sync)
+        sync_every=prepared.spec["replica"]["sync_every"] if sync else None, sync=sync,
+        cpu_seconds=(rows[:, K.CPU_NS] / 1e9).tolist(), spans=spans)

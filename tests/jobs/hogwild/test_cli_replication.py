@@ -57,4 +57,4 @@ def test_config_file_replication(tmp_path, capsys):
     assert main(["hogwild", "--config", str(cfg), "--out", str(tmp_path), "--no-progress", "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)["runs"]
     assert [(r["workers"], r["replication"]) for r in runs] == [(1, "shared"), (2, "shared"), (2, "per-worker")]
-    assert runs[2]["sync"]["merge"] == "average" and runs[2]["sync"]["scheme"] == "touched"
+    assert runs[2]["sync"]["merge"] == "average" and runs[2]["sync"]["scheme"] == "full"

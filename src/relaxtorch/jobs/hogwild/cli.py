@@ -20,8 +20,10 @@ DEFAULTS = dict(problem="rcv1-like", workers="2", signature="D32M32G32C32,D8M8G3
                 lr_decay=0.8, lam=0.0, model_range=4.0, order="blocks", seed=0, examples=1_000_000, features=100_000,
                 nnz=50.0, skew=1.0, max_df=0.05, rank=10, rows=2000, cols=2000, density=0.05, loss=None,
                 out="reports/hogwild", timeout=None, stale_every=16, progress=True, json=False,
-                replication="shared,per-worker", sync_every=65536, sync="touched", merge="sum")
-GENERATED_EPOCHS = 10  # the bare rcv1-like problem: 10M updates, over a second per configuration
+                replication="shared,per-worker", sync_every=65536, sync="full", merge="sum")
+# the bare rcv1-like problem: 16M updates, over a second per configuration up to 16M updates/s (one
+# worker streams 6-9M updates/s on the 2-core machines here, so 2 scaling workers would pass 10M/s)
+GENERATED_EPOCHS = 16
 
 
 _error = CLIError
@@ -51,12 +53,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "worker, synced), comma-separated (default shared,per-worker)")
     r.add_argument("--sync-every", type=int, help="per-worker: updates per worker between syncs (default 65536)")
     r.add_argument("--sync", choices=("touched", "full"), help="per-worker: push only the cache lines written "
-                   "since the last sync, or the whole model (default touched)")
+                   "since the last sync, or the whole model (default full: faster unless a sync interval "
+                   "leaves most of the model untouched)")
     r.add_argument("--merge", choices=("sum", "average"), help="per-worker: add each worker's delta, or "
                    "1/workers of it (model averaging) (default sum)")
     g = p.add_argument_group("generated data (rcv1-like, matrix-completion)")
-    g.add_argument("--examples", type=int, help="examples (default 100000)")
-    g.add_argument("--features", type=int, help="features (default 20000)")
+    g.add_argument("--examples", type=int, help="examples (default 1000000)")
+    g.add_argument("--features", type=int, help="features (default 100000)")
     g.add_argument("--nnz", type=float, help="mean non-zeros per example (default 50)")
     g.add_argument("--skew", type=float, help="Zipf exponent of word frequencies (default 1.0)")
     g.add_argument("--max-df", type=float, help="largest fraction of examples holding one feature (default 0.05)")
@@ -249,7 +252,7 @@ def run(args) -> None:
     print(report.table(results))
     print(f"\nloss / seq: final loss over the 1-worker float32 run's; s to seq loss: wall-clock seconds until the "
           f"run first reaches that loss; per-worker/K: private replicas synced every K updates (stale: updates "
-          f"of other workers not yet seen at a sync; in sync: share of worker time spent syncing); writes: "
+          f"of other workers not yet seen at a sync; in sync: share of the workers' CPU time spent syncing); writes: "
           f"fraction of coordinate writes that changed the model.\nreport: {json_path}\nplot:   {png}\n"
           f"models: {out}/model-*.pt")
 

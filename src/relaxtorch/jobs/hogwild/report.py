@@ -36,7 +36,8 @@ def table(results: list[RunResult]) -> str:
         base = one.get(r.signature)
         ref = f32.get((r.workers, r.replication, r.sync_every))
         ttl = time_to_seq_loss(r, seq)
-        sync = f"{100 * r.sync['seconds'] / (r.seconds * r.workers):.1f}%" if r.sync and r.seconds else "-"
+        # CPU time (sync / the workers' epochs): the same share on a busy machine as on a quiet one
+        sync = f"{100 * r.sync['cpu_seconds'] / sum(r.cpu_seconds):.1f}%" if r.sync and sum(r.cpu_seconds) else "-"
         rows.append([
             r.signature, r.workers, _name(r), r.epochs, r.final_loss,
             f"{r.final_loss / seq.final_loss:.4f}" if seq and seq.final_loss else "-",
