@@ -135,12 +135,14 @@ def _lattice_sample(mu, v, gap, generator, branch: str | None) -> torch.Tensor:
         q = torch.where(k.abs() < 2.0**23, k * gap, x)
         r = x - q
         a = r.abs()
-        sgn = torch.where(r >= 0, 1.0, -1.0)
+        # the step in gaps, toward r's side (+1 for r = 0) or away: (u1 < p_toward) - (p_toward <= u1 < p_t + p_a)
+        sgn = (r >= 0).to(mu.dtype).mul_(2.0).sub_(1.0)
         inv = 1.0 / (2.0 * gap * gap)
-        p_toward = (0.5 * gap + a) ** 2 * inv
-        p_away = (0.5 * gap - a) ** 2 * inv
-        step = torch.where(u1 < p_toward, sgn, torch.where(u1 < p_toward + p_away, -sgn, 0.0))
-        z_wide = q + step * gap
+        p_toward = (0.5 * gap + a).square_().mul_(inv)
+        p_away = (0.5 * gap - a).square_().mul_(inv)
+        toward = u1 < p_toward
+        away = (u1 < p_toward + p_away) ^ toward
+        z_wide = q + (toward.to(mu.dtype) - away.to(mu.dtype)).mul_(sgn).mul_(gap)
         if branch == "wide":
             return z_wide
     u2 = torch.rand(shape, generator=generator, device=dev)
@@ -149,7 +151,9 @@ def _lattice_sample(mu, v, gap, generator, branch: str | None) -> torch.Tensor:
     base = (lo + (u1 < f).to(mu.dtype)) * gap
     v_sr = f * (1.0 - f) * gap * gap
     p = torch.clamp(v - v_sr, min=0.0) / (2.0 * gap * gap)
-    z_narrow = base + torch.where(u2 < p, 1.0, torch.where(u2 < 2.0 * p, -1.0, 0.0)) * gap
+    up = u2 < p
+    down = (u2 < 2.0 * p) ^ up
+    z_narrow = base + (up.to(mu.dtype) - down.to(mu.dtype)).mul_(gap)
     if branch == "narrow":
         return z_narrow
     return torch.where(v >= c, z_wide, z_narrow)
