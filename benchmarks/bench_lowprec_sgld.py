@@ -1,6 +1,6 @@
 """Low-precision SGLD against float32 SGLD: Bayesian linear regression and a Bayesian MLP (issue 11, figure 3).
 
-    python benchmarks/bench_lowprec_sgld.py [--seeds 3] [--blr-steps 4000] [--bnn-steps 1000] [--json PATH]
+    python benchmarks/bench_lowprec_sgld.py [--seeds 3] [--blr-steps 3000] [--bnn-steps 1000] [--json PATH]
 
 Claim (Zhang, Wilson & De Sa, "Low-Precision Stochastic Gradient Langevin Dynamics", ICML
 2022): at 8-bit fixed point, variance-corrected SGLDLP-L matches float32 SGLD within noise
@@ -249,7 +249,7 @@ def parse_args(argv=None):
     p.add_argument("--chains", type=C.positive_int, default=8, help="chains per seed, linear regression (default 8)")
     p.add_argument("--chains-bnn", type=C.positive_int, default=1, help="chains per seed, MLP (default 1)")
     p.add_argument("--batch", type=C.positive_int, default=64, help="minibatch size (default 64)")
-    p.add_argument("--blr-steps", type=C.positive_int, default=4000, help="steps, linear regression (default 4000)")
+    p.add_argument("--blr-steps", type=C.positive_int, default=3000, help="steps, linear regression (default 3000)")
     p.add_argument("--blr-eps", type=float, default=1e-4, help="step size ε, linear regression (default 1e-4)")
     p.add_argument("--bnn-steps", type=C.positive_int, default=1000, help="steps, MLP (default 1000)")
     p.add_argument("--bnn-eps", type=float, default=1e-4, help="step size ε, MLP (default 1e-4; lr 0.067 on the "

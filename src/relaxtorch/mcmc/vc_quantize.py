@@ -27,9 +27,12 @@ that the result has expectation ``mean`` and variance exactly ``var``:
 exponent ``e`` is that of the block of ``mean``; the gap of the binade containing the
 value for a ``FloatFormat``.  The steps above walk the lattice ``gap * Z``, which is on
 the grid of a FixedPoint everywhere, and for the other formats wherever the result
-stays at or below the top of the binade (block exponent) of ``mean``.  A result beyond
-it is stochastically rounded onto the format's grid (unbiased; it adds the rounding
-variance there, which only happens where ``var`` reaches across a binade boundary).
+stays below the top of the binade (block exponent) of ``mean``.  A result beyond it is
+stochastically rounded onto the format's grid (unbiased; it adds the rounding variance
+there, which only happens where the noise reaches across a binade boundary).  For a
+BlockFloat that rounding hits the whole block whenever its largest magnitude crosses up
+into the next power of two, so a large block whose maximum hovers at a power of two sees
+extra variance often (tests/mcmc/test_lowprec.py keeps its block maximum inside a binade).
 Results beyond the format's range saturate at its largest values (as relaxtorch's
 quantize does for fixed point): that clips the distribution, so the moments are exact
 away from the range limits.  Everything runs in float32 on the tensor's device.
