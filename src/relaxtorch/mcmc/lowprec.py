@@ -27,70 +27,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List, NamedTuple, Optional, Union
+from typing import Callable, List, NamedTuple, Optional
 
 import torch
 
 from ..numbers import BlockFloat, FixedPoint, FloatFormat, quantize
+from ._tree import Tree
+from ._tree import batch_size as _batch_size
+from ._tree import leaves as _leaves
+from ._tree import unflatten as _unflatten
 from ._vc import vc_quantize
+from .sgld import check_positive as _check_positive
+from .sgld import check_temperature as _check_temperature
+from .sgld import ensure_finite as _ensure_finite
 
 __all__ = ["SGLDLP", "SGLDLPInfo", "SGLDLPKernel", "SGLDLPState", "lp_update"]
 
-Tree = Union[torch.Tensor, Dict[str, torch.Tensor]]
 ACCUMULATORS = ("low", "full")
 _FORMATS = (FixedPoint, BlockFloat, FloatFormat)
-
-
-# --- private copies of mcmc/_tree.py and mcmc/sgld.py helpers (branch sgmcmc; dedupe at merge) ---
-
-def _leaves(tree: Tree) -> List[torch.Tensor]:
-    if isinstance(tree, torch.Tensor):
-        return [tree]
-    if isinstance(tree, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tree.items()):
-        return list(tree.values())
-    raise TypeError(f"Invalid position: {type(tree).__name__} (a tensor or a dict of str -> tensor)")
-
-
-def _unflatten(like: Tree, new: List[torch.Tensor]) -> Tree:
-    if isinstance(like, torch.Tensor):
-        (t,) = new
-        return t
-    return dict(zip(like.keys(), new))
-
-
-def _batch_size(minibatch) -> int:
-    x = minibatch
-    while not isinstance(x, torch.Tensor):
-        if isinstance(x, dict) and x:
-            x = next(iter(x.values()))
-        elif isinstance(x, (tuple, list)) and x:
-            x = x[0]
-        else:
-            raise TypeError(f"Invalid minibatch: {type(minibatch).__name__} (a tensor or a tuple/list/dict of "
-                            "tensors whose first dimension indexes the data points)")
-    return int(x.shape[0]) if x.dim() else 1
-
-
-def _check_positive(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"Invalid {name}: {value!r} (must be a finite number > 0)")
-    return float(value)
-
-
-def _check_temperature(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"Invalid temperature: {value!r} (must be a finite number >= 0; 1 is the posterior)")
-    return float(value)
-
-
-def _all_finite(xs: List[torch.Tensor]) -> bool:
-    return bool(torch.stack([torch.isfinite(x).all() for x in xs]).all()) if xs else True
-
-
-def _ensure_finite(sampler: str, step: int, xs: List[torch.Tensor]) -> None:
-    if not _all_finite(xs):
-        raise FloatingPointError(f"{sampler}: the position became NaN or infinite at step {step} (step size too "
-                                 f"large for the curvature, or a non-finite gradient); the state is not updated")
 
 
 def _check_config(fmt, accumulator, variance_correction, grad_fmt) -> None:
