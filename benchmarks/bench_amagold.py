@@ -169,8 +169,6 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=str(C.RESULTS / "bench_amagold.json"))
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    info = C.machine()
-    print(C.describe(info))
     t0 = time.perf_counter()
     x, y = data()
     N_DATA[0] = len(x)
@@ -191,6 +189,8 @@ def main(argv=None) -> int:
                                          var_z=math.inf, diverged=str(exc)), BATCH, None
             rows.append(dict(sampler=name, eta=eta, acceptance=acc, data_per_step=touched, **res))
             print(f"  {name} eta={eta:g}: {res}", flush=True)
+    info = C.machine()  # after the sampling (numba's thread pool, once started, slows torch here)
+    print(C.describe(info))
     f = lambda v, d=3: "diverged" if v == math.inf else f"{v:.{d}f}"  # noqa: E731
     table = [[r["sampler"], f"{r['eta']:g}", f(r["mean_err_sd"]), f(r["mean_z"], 1), f(r["cov_rel_err"]),
               f(r["var_z"], 1), "-" if r["acceptance"] is None else f"{r['acceptance']:.2f}",

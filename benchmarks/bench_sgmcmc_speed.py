@@ -170,12 +170,14 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    info = C.machine(extra_packages=("jax", "blackjax"))
-    print(C.describe(info))
     print(f"jax: {jax.__version__ if jax else JAX_MISSING}; blackjax: "
           f"{getattr(blackjax, '__version__', '?') if jax else '-'}")
     t0 = time.perf_counter()
     rows = mlp_rows(a.reps) + [jax_row(a.reps)]
+    # after the timing: numba.get_num_threads() (inside machine()) starts numba's thread pool,
+    # which slows torch's later CPU work several-fold on this machine (measured: 29 -> 162 ms per MLP step)
+    info = C.machine(extra_packages=("jax", "blackjax"))
+    print(C.describe(info))
     table = [[r["claim"], C.fmt_ms(r["baseline_ms"]), C.fmt_ms(r["contender_ms"]), C.fmt_ratio(r["ratio"]),
               "-" if r["target"] is None else f"<= {r['target']}x " + (
                   "n/a" if r["ratio"] is None else "yes" if r["ratio"] <= r["target"] else "NO")]
