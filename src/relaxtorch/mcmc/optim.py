@@ -29,7 +29,9 @@ import torch
 from ._tree import randn_leaves, vdot
 from .amagold import check_correction_every, drift, energy_value, leapfrog_kick, mh_accept
 from .sghmc import sghmc_update
-from .sgld import check_data_size, check_friction, check_positive, check_temperature, ensure_finite, sgld_update
+from ._noise import Scratch
+from .sgld import (check_data_size, check_friction, check_positive, check_temperature, ensure_finite, sgld_apply_,
+                   sgld_plan)
 
 
 def cyclical_lr(total_steps: int, cycles: int) -> Callable[[int], float]:
@@ -94,6 +96,8 @@ class _Shell(torch.optim.Optimizer):
     def _log_post_grads(self, group, params) -> list:
         """∇log p̂ = -N (grad + λθ) for each of ``params`` (None grads as zeros)."""
         wd, out = group["weight_decay"], []
+        if not wd and all(p.grad is not None for p in params):
+            return torch._foreach_mul([p.grad for p in params], -self.data_size)
         for p in params:
             d = torch.zeros_like(p) if p.grad is None else p.grad
             if wd:
@@ -122,24 +126,29 @@ class SGLD(_Shell):
     def __init__(self, params, lr: float, *, data_size: int, temperature: float = 1.0, weight_decay: float = 0.0,
                  generator=None):
         super().__init__(params, dict(lr=lr, temperature=temperature, weight_decay=weight_decay), data_size, generator)
+        self._scratch = Scratch()
 
     @torch.no_grad()
     def step(self, closure=None):
         loss = self._closure(closure)
         self.steps += 1
-        updates = []
+        self._scratch.reset()
+        plans = []
         for group in self.param_groups:
             lr, temp = self._lr(group), group["temperature"]
             ps = [p for p in group["params"] if p.grad is not None]
             if lr == 0 or not ps:
                 continue
-            noise = randn_leaves(ps, self.generator) if temp > 0 else None
-            new = sgld_update(ps, self._log_post_grads(group, ps), noise, 2.0 * lr / self.data_size, temp)
-            updates.append((ps, new))
-        ensure_finite(self.sampler, self.steps, [x for _, new in updates for x in new])
-        for ps, new in updates:
-            for p, x in zip(ps, new):
-                p.copy_(x)
+            eps = 2.0 * lr / self.data_size
+            if group["weight_decay"]:
+                plan = sgld_plan(ps, self._log_post_grads(group, ps), self.generator, eps, temp, self._scratch)
+            else:  # -N folded into the update (no gradient copy): the same bits as the kernel given -N·grad
+                plan = sgld_plan(ps, [p.grad for p in ps], self.generator, eps, temp, self._scratch,
+                                 -float(self.data_size))
+            ensure_finite(self.sampler, self.steps, plan is not None)
+            plans.append(plan)
+        for plan in plans:
+            sgld_apply_(plan)
         return loss
 
 

@@ -18,6 +18,7 @@ from typing import Callable, List, NamedTuple, Optional
 
 import torch
 
+from . import _noise
 from ._tree import Tree, all_finite, batch_size, leaves, randn_leaves, unflatten
 
 GradFn = Callable[[Tree, object], Tree]
@@ -49,9 +50,10 @@ def check_data_size(value) -> int:
     return value
 
 
-def ensure_finite(sampler: str, step: int, xs: List[torch.Tensor]) -> None:
-    """Raise FloatingPointError unless every entry of ``xs`` is finite (no NaN sample escapes)."""
-    if not all_finite(xs):
+def ensure_finite(sampler: str, step: int, xs) -> None:
+    """Raise FloatingPointError unless every entry of ``xs`` is finite (no NaN sample escapes);
+    ``xs`` is a list of tensors or an already computed bool."""
+    if not (xs if isinstance(xs, bool) else all_finite(xs)):
         raise FloatingPointError(f"{sampler}: the position became NaN or infinite at step {step} (step size too "
                                  f"large for the curvature, or a non-finite gradient); the state is not updated")
 
@@ -64,15 +66,45 @@ def cost(grad_fn, minibatch) -> tuple:
 
 # --- SGLD ---------------------------------------------------------------------------------------
 
-def sgld_update(xs: List[torch.Tensor], gs: List[torch.Tensor], noise: Optional[List[torch.Tensor]],
-                step_size: float, temperature: float) -> List[torch.Tensor]:
-    """New tensors θ + (ε/2) g + sqrt(ε T) ξ, leaf by leaf (``noise`` None: T = 0).  The kernel and
-    the optimizer shell both call this, so they agree bit for bit."""
+def sgld_update(xs: List[torch.Tensor], gs: List[torch.Tensor], generator: Optional[torch.Generator],
+                step_size: float, temperature: float) -> tuple:
+    """(new tensors θ + (ε/2) g + sqrt(ε T) ξ, all finite), leaf by leaf; ``generator`` None or T = 0:
+    no noise.  CPU float32/float64 leaves take the fused numba kernel (:mod:`._noise`: one seed from
+    ``generator``, ziggurat normals); other devices draw ``torch.randn``.  The optimizer shell
+    (:func:`sgld_step_`) evaluates the same expression, so the two agree bit for bit."""
     half = 0.5 * step_size
-    if noise is None:
-        return [torch.add(x, g, alpha=half) for x, g in zip(xs, gs)]
+    if generator is None or temperature == 0:
+        new = [torch.add(x, g, alpha=half) for x, g in zip(xs, gs)]
+        return new, all_finite(new)
     sd = math.sqrt(step_size * temperature)
-    return [torch.add(x, g, alpha=half).add_(z, alpha=sd) for x, g, z in zip(xs, gs, noise)]
+    if _noise.fast_path(xs) and _noise.fast_path(gs):
+        return _noise.sgld_new_leaves(xs, gs, generator, half, sd)
+    new = [torch.add(x, g, alpha=half).add_(z, alpha=sd) for x, g, z in zip(xs, gs, randn_leaves(xs, generator))]
+    return new, all_finite(new)
+
+
+def sgld_plan(xs: List[torch.Tensor], gs: List[torch.Tensor], generator: Optional[torch.Generator],
+              step_size: float, temperature: float, scratch: "_noise.Scratch", gscale: float = 1.0):
+    """The in-place form of :func:`sgld_update` for the shell, with the gradient ``gscale·gs`` (rounded
+    to its dtype, as ``torch.mul`` does): a plan (call :func:`sgld_apply_` to write it) or None when
+    some new entry would not be finite; nothing is written here."""
+    half = 0.5 * step_size
+    if generator is not None and temperature > 0 and _noise.fast_path(xs) and _noise.fast_path(gs):
+        items = _noise.sgld_plan(xs, gs, generator, half, math.sqrt(step_size * temperature), scratch, gscale)
+        return None if items is None else ("fused", items)
+    if gscale != 1.0:
+        gs = [g.mul(gscale) for g in gs]
+    new, ok = sgld_update(xs, gs, generator, step_size, temperature)
+    return ("copy", list(zip(xs, new))) if ok else None
+
+
+def sgld_apply_(plan) -> None:
+    kind, items = plan
+    if kind == "fused":
+        _noise.sgld_apply_(items)
+    else:
+        for x, new in items:
+            x.copy_(new)
 
 
 class SGLDState(NamedTuple):
@@ -113,8 +145,7 @@ class SGLDKernel:
         eps = check_positive("step_size", step_size)
         xs = leaves(state.position)
         gs = leaves(self.grad_fn(state.position, minibatch))
-        noise = randn_leaves(xs, generator) if self.temperature > 0 else None
-        new = sgld_update(xs, gs, noise, eps, self.temperature)
-        ensure_finite(self.name, state.step + 1, new)
+        new, ok = sgld_update(xs, gs, generator, eps, self.temperature)
+        ensure_finite(self.name, state.step + 1, ok)
         evals, touched = cost(self.grad_fn, minibatch)
         return SGLDState(unflatten(state.position, new), state.step + 1), SGLDInfo(evals, touched)
