@@ -66,7 +66,8 @@ def _chain(spec: RunSpec, problem, kernel, chain: int, cfg: Config, bar, collect
     gen = generator(spec.seed, "chain", spec.problem, spec.sampler, spec.precision, chain)
     batches = generator(spec.seed, "batches", spec.problem, chain)
     family = SAMPLERS[spec.sampler].family
-    state = kernel.init(problem.init)
+    # the MH models hold their data in float64 (energy differences of nearby points cancel)
+    state = kernel.init(problem.init.double() if family == "mh" else problem.init)
     sums = {"grad_evals": 0, "data_touched": 0, "accepted": 0, "tests": 0}
     n = problem.data_size
     for step in range(ch["steps"]):

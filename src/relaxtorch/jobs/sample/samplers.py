@@ -90,14 +90,23 @@ def _mh(kind):
 def glm_model(problem):
     """The per-datum energies with bounds of a GLM problem (for the MH samplers), else None."""
     from ...mcmc import mh
-    kind = problem.info.get("glm")
+    kind = GLM.get(problem.name)
     if kind is None:
         return None
-    X, y = problem.data[0], problem.data[1]
+    X, y = _with_bias(problem.data[0].double()), problem.data[1].double()
     if kind == "logistic":
-        return mh.LogisticRegression(X.double(), y.double(), prior_scale=problem.info["prior_scale"])
-    return mh.RobustLinearRegression(X.double(), y.double(), prior_scale=problem.info["prior_scale"],
-                                     nu=problem.info["nu"], scale=problem.info["noise_scale"])
+        return mh.LogisticRegression(X, y, prior_scale=problem.info["prior_scale"])
+    return mh.RobustLinearRegression(X, y, prior_scale=problem.info["prior_scale"], nu=problem.info["nu"],
+                                     scale=problem.info["noise_scale"])
+
+
+def _with_bias(X):
+    """The design matrix with the problems' bias column (last), as the MH models take it."""
+    import torch
+    return torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype)], dim=1)
+
+
+GLM = {"logistic_regression": "logistic", "synthetic_logistic": "logistic", "robust_regression": "robust"}
 
 
 _T = {"temperature": 1.0}
@@ -132,7 +141,22 @@ for _s in SAMPLERS.values():
     _s.checks.setdefault("correction_every", (1, 10 ** 6, False))
 
 # step sizes (and the like) that suit each problem's posterior scale; the config overrides them
-TUNED: dict[tuple[str, str], dict] = {}
+# (ε for SGLD; η = ε/2 for SGHMC and AMAGOLD, the step that matches SGLD's at friction 1; the
+# random-walk scale of MH about 2.4/sqrt(d) posterior standard deviations)
+def _tuned(problem, sgld, mh=None, chi=0.01):
+    out = {(problem, s): {"step_size": sgld} for s in ("sgld", "sgld_lp_vc", "sgld_lp_naive", "sgld_lp_full")}
+    out.update({(problem, s): {"step_size": sgld / 2} for s in ("sghmc", "amagold")})
+    if mh is not None:
+        out.update({(problem, s): {"step_size": mh} for s in ("mh", "tfmh", "flymc")})
+        out[(problem, "tunamh")] = {"step_size": mh, "chi": chi}
+    return out
+
+
+TUNED: dict[tuple[str, str], dict] = {
+    **_tuned("gaussian_2d", 0.01), **_tuned("linear_regression", 3e-4),
+    **_tuned("logistic_regression", 2e-3, mh=0.05), **_tuned("synthetic_logistic", 1e-5, mh=0.003),
+    **_tuned("robust_regression", 1e-5, mh=0.003), **_tuned("digits_mlp", 1e-4),
+}
 
 
 def settings_for(problem: str, sampler: str) -> dict:
@@ -153,7 +177,7 @@ def check_settings(sampler: str, settings: dict) -> str | None:
 
 def skip_reason(spec: SamplerSpec, problem) -> str | None:
     """Why ``spec`` does not run on ``problem`` (None when it does)."""
-    if spec.family == "mh" and problem.info.get("glm") is None:
+    if spec.family == "mh" and problem.name not in GLM:
         return (f"{spec.name} needs per-datum energies with bounds (logistic or robust regression); "
                 f"{problem.name} has none")
     return None
