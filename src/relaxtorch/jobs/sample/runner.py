@@ -46,7 +46,7 @@ def plan(cfg: Config, problems: dict) -> tuple[list[RunSpec], list[dict]]:
     for p in cfg.sweep["problems"]:
         for s in cfg.sweep["samplers"]:
             spec = SAMPLERS[s]
-            why = skip_reason(spec, problems[p])
+            why = skip_reason(spec, problems[p], cfg.settings(p, s))
             if why:
                 skipped.append(dict(problem=p, sampler=s, reason=why))
                 continue

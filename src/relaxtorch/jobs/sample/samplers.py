@@ -37,9 +37,17 @@ class SamplerSpec:
     checks: dict = field(default_factory=dict)  # setting -> (lo, hi, lo_open)
 
 
-def _grad(problem):
-    from ...mcmc import grad_estimator
-    return grad_estimator(problem.log_prior, problem.pointwise, problem.data_size)
+def _grad(problem, s):
+    """The minibatch log-posterior gradient; with ``control_variate`` (Baker et al. 2019) centred
+    at the posterior mode, whose full-data gradient costs one pass, once."""
+    from ...mcmc import full_gradient, grad_estimator
+    if not s.get("control_variate"):
+        return grad_estimator(problem.log_prior, problem.pointwise, problem.data_size)
+    from ...mcmc.problems import laplace
+    mode = laplace(problem)[0].to(problem.init.dtype)
+    centre_grad = full_gradient(problem.pointwise, mode, [problem.data])
+    return grad_estimator(problem.log_prior, problem.pointwise, problem.data_size, centre=mode,
+                          centre_grad=centre_grad)
 
 
 def _energy(problem):
@@ -50,17 +58,17 @@ def _energy(problem):
 
 def _sgld(problem, s, fmt):
     from ...mcmc import SGLDKernel
-    return SGLDKernel(_grad(problem), temperature=s["temperature"])
+    return SGLDKernel(_grad(problem, s), temperature=s["temperature"])
 
 
 def _sghmc(problem, s, fmt):
     from ...mcmc import SGHMCKernel
-    return SGHMCKernel(_grad(problem), friction=s["friction"], temperature=s["temperature"])
+    return SGHMCKernel(_grad(problem, s), friction=s["friction"], temperature=s["temperature"])
 
 
 def _amagold(problem, s, fmt):
     from ...mcmc import AMAGOLDKernel
-    return AMAGOLDKernel(_grad(problem), _energy(problem), friction=s["friction"],
+    return AMAGOLDKernel(_grad(problem, s), _energy(problem), friction=s["friction"],
                          correction_every=s["correction_every"], data_size=problem.data_size,
                          temperature=s["temperature"])
 
@@ -68,7 +76,7 @@ def _amagold(problem, s, fmt):
 def _lowprec(accumulator, variance_correction):
     def build(problem, s, fmt):
         from ...mcmc import SGLDLPKernel
-        return SGLDLPKernel(_grad(problem), fmt, accumulator=accumulator, variance_correction=variance_correction,
+        return SGLDLPKernel(_grad(problem, s), fmt, accumulator=accumulator, variance_correction=variance_correction,
                             temperature=s["temperature"])
     return build
 
@@ -109,14 +117,15 @@ def _with_bias(X):
 GLM = {"logistic_regression": "logistic", "synthetic_logistic": "logistic", "robust_regression": "robust"}
 
 
-_T = {"temperature": 1.0}
+_T = {"temperature": 1.0, "control_variate": False}
 _STEP = (0.0, 1e3, True)
 SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in [
     SamplerSpec("sgld", "gradient", {"step_size": 1e-4, **_T}, _sgld,
                 describe="SGLD (Welling & Teh 2011)", checks={"step_size": _STEP}),
     SamplerSpec("sghmc", "gradient", {"step_size": 1e-5, "friction": 0.1, **_T}, _sghmc,
                 describe="SGHMC (Chen, Fox & Guestrin 2014)", checks={"step_size": _STEP}),
-    SamplerSpec("amagold", "gradient", {"step_size": 1e-5, "friction": 0.1, "correction_every": 20, **_T}, _amagold,
+    SamplerSpec("amagold", "gradient", {"step_size": 1e-5, "friction": 0.1, "correction_every": 5, **_T,
+                                        "control_variate": True}, _amagold,
                 exact=True, describe="AMAGOLD (Zhang, Cooper & De Sa 2020)", checks={"step_size": _STEP}),
     SamplerSpec("sgld_lp_vc", "gradient", {"step_size": 1e-4, **_T}, _lowprec("low", True), precision=True,
                 describe="variance-corrected low-precision SGLD (Zhang, Wilson & De Sa 2022)",
@@ -141,11 +150,12 @@ for _s in SAMPLERS.values():
     _s.checks.setdefault("correction_every", (1, 10 ** 6, False))
 
 # step sizes (and the like) that suit each problem's posterior scale; the config overrides them
-# (ε for SGLD; η = ε/2 for SGHMC and AMAGOLD, the step that matches SGLD's at friction 1; the
-# random-walk scale of MH about 2.4/sqrt(d) posterior standard deviations)
-def _tuned(problem, sgld, mh=None, chi=0.01):
+# Step sizes that suit each problem's posterior (ε for the SGLDs; η for SGHMC and AMAGOLD, where
+# η = ε/2 matches SGLD at friction 1; the random-walk scale for MH), picked on the default chains.
+def _tuned(problem, sgld, sghmc, amagold, mh=None, chi=1e-4):
     out = {(problem, s): {"step_size": sgld} for s in ("sgld", "sgld_lp_vc", "sgld_lp_naive", "sgld_lp_full")}
-    out.update({(problem, s): {"step_size": sgld / 2} for s in ("sghmc", "amagold")})
+    out[(problem, "sghmc")] = {"step_size": sghmc}
+    out[(problem, "amagold")] = {"step_size": amagold}
     if mh is not None:
         out.update({(problem, s): {"step_size": mh} for s in ("mh", "tfmh", "flymc")})
         out[(problem, "tunamh")] = {"step_size": mh, "chi": chi}
@@ -153,9 +163,9 @@ def _tuned(problem, sgld, mh=None, chi=0.01):
 
 
 TUNED: dict[tuple[str, str], dict] = {
-    **_tuned("gaussian_2d", 0.01), **_tuned("linear_regression", 3e-4),
-    **_tuned("logistic_regression", 2e-3, mh=0.05), **_tuned("synthetic_logistic", 1e-5, mh=0.003),
-    **_tuned("robust_regression", 1e-5, mh=0.003), **_tuned("digits_mlp", 1e-4),
+    **_tuned("gaussian_2d", 0.01, 0.005, 2e-3), **_tuned("linear_regression", 3e-4, 1.5e-4, 2.5e-4),
+    **_tuned("logistic_regression", 2e-3, 1e-3, 2.5e-4, mh=0.05), **_tuned("robust_regression", 5e-5, 5e-5, 1e-4, mh=0.01),
+    **_tuned("synthetic_logistic", 1e-5, 5e-6, 5e-6, mh=0.003), **_tuned("digits_mlp", 1e-4, 5e-5, 5e-5),
 }
 
 
@@ -168,6 +178,8 @@ def check_settings(sampler: str, settings: dict) -> str | None:
     """Why ``settings`` cannot run (``"key: why"``), or None."""
     spec = SAMPLERS[sampler]
     for key, value in settings.items():
+        if isinstance(value, bool):
+            continue
         lo, hi, lo_open = spec.checks.get(key, (-math.inf, math.inf, False))
         if not math.isfinite(value) or not (value > lo if lo_open else value >= lo) or value > hi:
             bracket = "(" if lo_open else "["
@@ -175,9 +187,12 @@ def check_settings(sampler: str, settings: dict) -> str | None:
     return None
 
 
-def skip_reason(spec: SamplerSpec, problem) -> str | None:
-    """Why ``spec`` does not run on ``problem`` (None when it does)."""
+def skip_reason(spec: SamplerSpec, problem, settings: dict) -> str | None:
+    """Why ``spec`` with ``settings`` does not run on ``problem`` (None when it does)."""
     if spec.family == "mh" and problem.name not in GLM:
         return (f"{spec.name} needs per-datum energies with bounds (logistic or robust regression); "
                 f"{problem.name} has none")
+    if settings.get("control_variate") and isinstance(problem.init, dict):
+        return (f"{spec.name}'s control_variate is centred at the posterior mode, which needs a flat parameter "
+                f"vector ({problem.name} has a dict); set control_variate = false for it")
     return None
