@@ -50,6 +50,38 @@ class ConfigChecker:
             return float(value)
         return value
 
+    def names(self, where: str, value, choices, what: str) -> list:
+        """A non-empty list of distinct names, each one of ``choices`` (None: any string)."""
+        if not isinstance(value, list) or not value:
+            self.fail(where, f"must be a non-empty list of {what} names, got {kind(value)}")
+        for v in value:
+            if not isinstance(v, str):
+                self.fail(where, f"must be a list of strings, got {kind(v)} {v!r}")
+            if choices is not None and v not in choices:
+                self.fail(where, f"unknown {what} {v!r} (choose from {', '.join(choices)})")
+        if len(set(value)) != len(value):
+            self.fail(where, "has a name twice")
+        return list(value)
+
+    def seeds(self, where: str, value) -> list[int]:
+        """A non-empty list of distinct seeds torch.Generator accepts."""
+        if not isinstance(value, list) or not value:
+            self.fail(where, f"must be a non-empty list of integers, got {kind(value)}")
+        seeds = [self.scalar(where, s, int) for s in value]
+        for s in seeds:
+            if seed_error(s):
+                self.fail(where, seed_error(s))
+        if len(set(seeds)) != len(seeds):
+            self.fail(where, "must be distinct integers >= 0")
+        return seeds
+
+    def threads(self, where: str, value) -> int:
+        """A thread count this machine can run."""
+        n = self.scalar(where, value, int)
+        if threads_error(n):
+            self.fail(where, threads_error(n))
+        return n
+
     def scalar_or_list(self, where: str, value, typ) -> list:
         """A scalar or a non-empty list of scalars of type ``typ``, as a list."""
         values = value if isinstance(value, list) else [value]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..._files import read_toml, tomllib
-from .._config import ConfigChecker, kind, range_error, seed_error, threads_error
+from .._config import ConfigChecker, range_error
 from .defaults import DEFAULT_TOML
 from .precisions import PRECISIONS
 from .problems import PROBLEM_OPTIONS, PROBLEMS
@@ -70,18 +70,6 @@ class Config:
 class _Checker(ConfigChecker):
     error = ConfigError
 
-    def names(self, where: str, value, choices, what: str) -> list:
-        if not isinstance(value, list) or not value:
-            self.fail(where, f"must be a non-empty list of {what} names, got {kind(value)}")
-        for v in value:
-            if not isinstance(v, str):
-                self.fail(where, f"must be a list of strings, got {kind(v)} {v!r}")
-            if v not in choices:
-                self.fail(where, f"unknown {what} {v!r} (choose from {', '.join(choices)})")
-        if len(set(value)) != len(value):
-            self.fail(where, "has a name twice")
-        return list(value)
-
     def sampler_settings(self, where: str, sampler: str, table: dict) -> dict:
         table = self.table(where, table)
         spec = SAMPLERS[sampler]
@@ -106,19 +94,9 @@ def parse(raw: dict, source: str | None = None) -> Config:
         if key in sweep:
             cfg.sweep[key] = c.names(f"[sweep].{key}", sweep[key], choices, what)
     if "seeds" in sweep:
-        seeds = sweep["seeds"]
-        if not isinstance(seeds, list) or not seeds:
-            c.fail("[sweep].seeds", f"must be a non-empty list of integers, got {kind(seeds)}")
-        cfg.sweep["seeds"] = [c.scalar("[sweep].seeds", s, int) for s in seeds]
-        for s in cfg.sweep["seeds"]:
-            if seed_error(s):
-                c.fail("[sweep].seeds", seed_error(s))
-        if len(set(seeds)) != len(seeds):
-            c.fail("[sweep].seeds", "must be distinct integers >= 0")
+        cfg.sweep["seeds"] = c.seeds("[sweep].seeds", sweep["seeds"])
     if "threads" in sweep:
-        cfg.sweep["threads"] = c.scalar("[sweep].threads", sweep["threads"], int)
-        if threads_error(cfg.sweep["threads"]):
-            c.fail("[sweep].threads", threads_error(cfg.sweep["threads"]))
+        cfg.sweep["threads"] = c.threads("[sweep].threads", sweep["threads"])
     chain = c.table("[chain]", raw.get("chain", {}))
     c.keys("[chain]", chain, tuple(CHAIN_DEFAULTS))
     for key, value in chain.items():

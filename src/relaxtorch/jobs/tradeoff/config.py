@@ -21,7 +21,7 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._config import ConfigChecker, kind, seed_error, threads_error
+from .._config import ConfigChecker, seed_error
 from ..._files import read_toml, tomllib
 from ...data import DATASETS
 from .algorithms import ALGORITHMS
@@ -83,18 +83,6 @@ class Config:
 class _Checker(ConfigChecker):
     error = ConfigError
 
-    def names(self, where: str, value, choices, what: str) -> list:
-        if not isinstance(value, list) or not value:
-            self.fail(where, f"must be a non-empty list of {what} names, got {kind(value)}")
-        for v in value:
-            if not isinstance(v, str):
-                self.fail(where, f"must be a list of strings, got {kind(v)} {v!r}")
-            if choices is not None and v not in choices:
-                self.fail(where, f"unknown {what} {v!r} (choose from {', '.join(choices)})")
-        if len(set(value)) != len(value):
-            self.fail(where, "has a name twice")
-        return list(value)
-
     def hyper(self, where: str, table: dict) -> dict:
         out = {}
         for key, value in table.items():
@@ -126,19 +114,9 @@ def parse(raw: dict, source: str | None = None) -> Config:
             c.fail("[sweep].pairs", "give either pairs or models and datasets, not both")
         cfg.sweep["pairs"] = _pairs(c, sweep["pairs"])
     if "seeds" in sweep:
-        seeds = sweep["seeds"]
-        if not isinstance(seeds, list) or not seeds:
-            c.fail("[sweep].seeds", f"must be a non-empty list of integers, got {kind(seeds)}")
-        cfg.sweep["seeds"] = [c.scalar("[sweep].seeds", s, int) for s in seeds]
-        for s in cfg.sweep["seeds"]:
-            if seed_error(s):
-                c.fail("[sweep].seeds", seed_error(s))
-        if len(set(seeds)) != len(seeds):
-            c.fail("[sweep].seeds", "must be distinct integers >= 0")
+        cfg.sweep["seeds"] = c.seeds("[sweep].seeds", sweep["seeds"])
     if "threads" in sweep:
-        cfg.sweep["threads"] = c.scalar("[sweep].threads", sweep["threads"], int)
-        if threads_error(cfg.sweep["threads"]):
-            c.fail("[sweep].threads", threads_error(cfg.sweep["threads"]))
+        cfg.sweep["threads"] = c.threads("[sweep].threads", sweep["threads"])
     data = c.table("[data]", raw.get("data", {}))
     c.keys("[data]", data, tuple(DATA_DEFAULTS))
     for key, typ in (("split_seed", int), ("test_fraction", float), ("max_train", int)):
