@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, List, NamedTuple, Optional
 
+import numpy as np
 import torch
 
 from ..numbers import BlockFloat, FixedPoint, FloatFormat, quantize
@@ -36,6 +37,9 @@ from ._tree import Tree
 from ._tree import batch_size as _batch_size
 from ._tree import leaves as _leaves
 from ._tree import unflatten as _unflatten
+from ._lowprec_kernels import naive_fixed, vc_fixed
+from ._noise import FI, KI, WI, Stream
+from ._noise import fast_path as _cpu_float
 from ._vc import vc_quantize
 from .sgld import check_positive as _check_positive
 from .sgld import check_temperature as _check_temperature
@@ -87,6 +91,52 @@ def lp_update(xs: List[torch.Tensor], gs: List[torch.Tensor], generator: Optiona
     True
     """
     half, var = 0.5 * step_size, step_size * temperature
+    if _fused_applies(xs, gs, fmt, generator):
+        if grad_fmt is not None:
+            gs = [quantize(g, grad_fmt, "stochastic", generator=generator) for g in gs]
+        return _lp_update_fused(xs, gs, generator, half, var, fmt, accumulator, variance_correction)
+    return _lp_update_torch(xs, gs, generator, half, var, fmt, accumulator, variance_correction, grad_fmt)
+
+
+def _fused_applies(xs, gs, fmt, generator) -> bool:
+    """The fused numba kernels take FixedPoint grids, float32/float64 CPU leaves, gradients of the
+    same dtype and shape, and a CPU torch.Generator; everything else runs the torch path."""
+    return (isinstance(fmt, FixedPoint) and isinstance(generator, torch.Generator) and generator.device.type == "cpu"
+            and _cpu_float(list(xs)) and len(gs) == len(xs)
+            and all(g.device.type == "cpu" and g.dtype == x.dtype and g.shape == x.shape for x, g in zip(xs, gs)))
+
+
+def _lp_update_fused(xs, gs, generator, half, var, fmt, accumulator, variance_correction):
+    """:func:`lp_update` on a FixedPoint grid by the one-pass kernels of ``_lowprec_kernels`` (the same
+    distribution as :func:`_lp_update_torch`, other bits): one seed from ``generator`` per call."""
+    stream, sd = Stream(generator), math.sqrt(var)
+    gap, lo, hi = float(fmt.eps), float(fmt.min), float(fmt.max)
+    positions, weights, means = [], [], []
+    for x, g in zip(xs, gs):
+        dt = np.float32 if x.dtype == torch.float32 else np.float64
+        xf, gf = _flat(x.detach().contiguous()), _flat(g.detach().contiguous())
+        new, mean = torch.empty(x.shape, dtype=x.dtype), torch.empty(x.shape, dtype=x.dtype)
+        if accumulator == "low" and variance_correction:
+            side = vc_fixed(xf, gf, dt(half), var, gap, lo, hi, _flat(new), _flat(mean), stream.seed,
+                            stream.offset, stream.side, KI, WI, FI)
+            pos = new
+        else:
+            pos = new if accumulator == "low" else torch.empty(x.shape, dtype=x.dtype)
+            side = naive_fixed(xf, gf, dt(half), dt(sd), gap, lo, hi, _flat(new), _flat(pos), _flat(mean),
+                               stream.seed, stream.offset, stream.side, KI, WI, FI)
+        stream.side, stream.offset = np.uint64(side), stream.offset + x.numel()
+        positions.append(pos)
+        weights.append(new)
+        means.append(mean)
+    return positions, weights, means
+
+
+def _flat(t: torch.Tensor) -> np.ndarray:
+    return t.reshape(-1).numpy()
+
+
+def _lp_update_torch(xs, gs, generator, half, var, fmt, accumulator, variance_correction, grad_fmt):
+    """The reference torch path of :func:`lp_update` (any device, dtype and format)."""
     sd = math.sqrt(var)
     positions, weights, means = [], [], []
     for x, g in zip(xs, gs):
