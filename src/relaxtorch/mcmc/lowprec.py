@@ -22,6 +22,11 @@ log-posterior gradient, whose scale is N times the per-datum one: use a block or
 format there, or a fixed point whose range covers it.  The kernel follows the package's
 contract (``init``/``step(generator, state, minibatch, step_size)``); :class:`SGLDLP` is the
 ``torch.optim`` shell, and both call :func:`lp_update`, so they agree bit for bit.
+
+On a FixedPoint grid with float32/float64 CPU leaves and a CPU ``torch.Generator``, :func:`lp_update`
+runs the fused one-pass numba kernels of ``_lowprec_kernels`` (one seed from the generator per
+call; same distribution as the torch path, other bits); BlockFloat and FloatFormat grids, other
+devices and dtypes run the torch path (:func:`_lp_update_torch`, the reference the tests compare with).
 """
 from __future__ import annotations
 
@@ -81,8 +86,9 @@ def lp_update(xs: List[torch.Tensor], gs: List[torch.Tensor], generator: Optiona
     ∇log p̂ at the weights.  ``positions`` are the new accumulators; ``weights`` the new
     low-precision weights (the positions themselves for "low", ``Q(position)`` for "full");
     ``means`` the drifted values ``θ + (ε/2) g`` before noise and rounding (the kernels check
-    them for NaN/inf: saturation would hide a divergence).  Draws per leaf, in order: the
-    gradient rounding (if ``grad_fmt``), then Gaussian noise and rounding.
+    them for NaN/inf: saturation would hide a divergence).  Torch path: draws per leaf, in order,
+    the gradient rounding (if ``grad_fmt``), then Gaussian noise and rounding; fused path (FixedPoint
+    on CPU, module docstring): every gradient rounding, then one seed for the whole call.
 
     >>> from relaxtorch.numbers import FixedPoint
     >>> g = torch.Generator().manual_seed(0)
