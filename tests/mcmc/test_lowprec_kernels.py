@@ -59,7 +59,7 @@ def _moments(z):
 
 def test_dispatch_takes_the_fused_path_for_fixed_point_on_cpu(monkeypatch):
     calls = []
-    monkeypatch.setattr(lowprec, "_lp_update_fused", lambda *a: calls.append(a) or ([], [], []))
+    monkeypatch.setattr(lowprec, "_lp_update_fused", lambda *a: calls.append(a) or ([], [], [], True))
     x = torch.zeros(3)
     lowprec.lp_update([x], [x], _gen(), 0.1, 1.0, FX)
     lowprec.lp_update([x.double()], [x.double()], _gen(), 0.1, 1.0, FX)
@@ -74,7 +74,7 @@ def test_dispatch_takes_the_fused_path_for_fixed_point_on_cpu(monkeypatch):
 @pytest.mark.parametrize("var", [0.0, 1e-4, GAP * GAP / 4, 0.05])
 def test_grid_mean_and_variance_match_closed_form_and_torch_path(acc, vc, var, dtype):
     n, mu = 200_000, 0.3 + GAP / 3  # off the grid, f = 0.8 - 0.333.. = fractional position
-    pos_f, w_f, mean_f = _fused(torch.full((n,), mu, dtype=dtype), var, acc, vc, dtype=dtype)
+    pos_f, w_f, mean_f, _ = _fused(torch.full((n,), mu, dtype=dtype), var, acc, vc, dtype=dtype)
     pos_t, w_t, _ = _torch(torch.full((n,), mu, dtype=dtype), var, acc, vc, dtype=dtype)
     assert pos_f[0].dtype == dtype and w_f[0].dtype == dtype and pos_f[0].shape == (n,)
     assert _on_grid(w_f[0]) and torch.equal(mean_f[0], torch.full((n,), mu, dtype=dtype))
@@ -139,7 +139,11 @@ def test_same_seed_same_bits_and_leaves_continue_the_stream(acc, vc):
     c = lowprec._lp_update_fused([x], [gr], _gen(2), 0.01, 0.02, FX, acc, vc)
     split = lowprec._lp_update_fused([x[:4000], x[4000:].reshape(3, 2000, 1)], [gr[:4000], gr[4000:].reshape(3, 2000, 1)],
                                      _gen(1), 0.01, 0.02, FX, acc, vc)
+    assert a[3] is True and split[3] is True
+    scaled = lowprec._lp_update_fused([x], [gr.mul(-7.0)], _gen(1), 0.01, 0.02, FX, acc, vc)
+    folded = lowprec._lp_update_fused([x], [gr], _gen(1), 0.01, 0.02, FX, acc, vc, -7.0)  # the shell's gscale
     for i in range(3):
+        assert torch.equal(scaled[i][0], folded[i][0])
         assert torch.equal(a[i][0].view(torch.int32), b[i][0].view(torch.int32))
         assert torch.equal(torch.cat([split[i][0], split[i][1].reshape(-1)]), a[i][0])
     assert not torch.equal(a[1][0], c[1][0])
@@ -161,7 +165,7 @@ def test_numba_kernels_match_their_python_reference(var, dtype):
     for a, b in (outs[:2], outs[2:]):
         for u, v in zip(a[:-1], b[:-1]):
             assert np.array_equal(u, v, equal_nan=True)
-        assert a[-1] == b[-1]
+        assert a[-1] == b[-1] and a[-1][1] is False  # the inf/nan means are reported
     vc_out = outs[0][0]
     assert np.isnan(vc_out[:3]).all() and not np.isnan(vc_out[3:]).any()  # non-finite means give NaN
     assert np.isnan(outs[2][0][:3]).all()
@@ -170,11 +174,11 @@ def test_numba_kernels_match_their_python_reference(var, dtype):
 def _run_kernels(outs, x, g, dtype, var, seed, side, lim):
     for fn in (K.vc_fixed, K.vc_fixed.py_func):
         out, mean = np.empty_like(x), np.empty_like(x)
-        s = fn(x, g, dtype(0.05), var, *lim, out, mean, seed, 7, side, KI, WI, FI)
+        s = fn(x, g, dtype(1.0), dtype(0.05), var, *lim, out, mean, seed, 7, side, KI, WI, FI)
         outs.append((out, mean, s))
     for fn in (K.naive_fixed, K.naive_fixed.py_func):
         out, pos, mean = np.empty_like(x), np.empty_like(x), np.empty_like(x)
-        s = fn(x, g, dtype(0.05), dtype(math.sqrt(var)), *lim, out, pos, mean, seed, 7, side, KI, WI, FI)
+        s = fn(x, g, dtype(-3.0), dtype(0.05), dtype(math.sqrt(var)), *lim, out, pos, mean, seed, 7, side, KI, WI, FI)
         outs.append((out, pos, mean, s))
 
 

@@ -45,27 +45,30 @@ def _normals(out, seed, offset, side, ki, wi, fi):
 
 
 @njit(cache=True)
-def vc_fixed(x, g, half, var, gap, lo_lim, hi_lim, out, mean_out, seed, offset, side, ki, wi, fi):
+def vc_fixed(x, g, gscale, half, var, gap, lo_lim, hi_lim, out, mean_out, seed, offset, side, ki, wi, fi):
     """VC SGLDLP-L on the lattice ``gap * Z`` clamped to [lo_lim, hi_lim], 1-D arrays.
 
-    mean_out[i] = x[i] + half·g[i] (in x's dtype; ``half`` of that dtype); out[i] = the grid sample
+    mean_out[i] = x[i] + half·(gscale·g[i]) (in x's dtype; ``gscale``, ``half`` of that dtype; gscale = 1
+    leaves g as it is, the shell passes -N to fold its gradient convention in); out[i] = the grid sample
     of expectation mean and variance ``var`` (max(var, v_sr) below gap²/4).  The wide branch
     (var >= gap²/4) uses one normal (counter stream of ``seed``, written to ``out`` first) and one
-    uniform, the narrow one two uniforms.  Non-finite means give NaN (the caller raises).  Returns
-    the ziggurat side stream's next state."""
+    uniform, the narrow one two uniforms.  Non-finite means give NaN.  Returns (the ziggurat side
+    stream's next state, every mean finite) so the caller raises without another pass."""
     n = out.shape[0]
     c = 0.25 * gap * gap
     inv_gap = 1.0 / gap
     inv2 = 1.0 / (2.0 * gap * gap)
     b1 = _mix(seed ^ _U1) + np.uint64(offset) * _GOLDEN
     b2 = _mix(seed ^ _U2) + np.uint64(offset) * _GOLDEN
+    bad = 0
     if var >= c:
         side = _normals(out, seed, offset, side, ki, wi, fi)
         s = math.sqrt(var - c)
         hg = 0.5 * gap
         for i in range(n):
-            m = x[i] + half * g[i]
+            m = x[i] + half * (gscale * g[i])
             mean_out[i] = m
+            bad += not abs(m) < math.inf
             xx = np.float64(m) + s * np.float64(out[i])
             q = np.rint(xx * inv_gap) * gap
             r = xx - q
@@ -84,8 +87,9 @@ def vc_fixed(x, g, half, var, gap, lo_lim, hi_lim, out, mean_out, seed, offset, 
             out[i] = z
     else:
         for i in range(n):
-            m = x[i] + half * g[i]
+            m = x[i] + half * (gscale * g[i])
             mean_out[i] = m
+            bad += not abs(m) < math.inf
             t = np.float64(m) * inv_gap
             lo = np.floor(t)
             f = t - lo
@@ -101,27 +105,29 @@ def vc_fixed(x, g, half, var, gap, lo_lim, hi_lim, out, mean_out, seed, offset, 
             elif z > hi_lim:
                 z = hi_lim
             out[i] = z
-    return side
+    return side, bad == 0
 
 
 @njit(cache=True)
-def naive_fixed(x, g, half, sd, gap, lo_lim, hi_lim, out, pos_out, mean_out, seed, offset, side, ki, wi, fi):
-    """Naive SGLDLP-L / SGLDLP-F: y = mean + sd·ξ (in x's dtype; ``half``, ``sd`` of that dtype;
+def naive_fixed(x, g, gscale, half, sd, gap, lo_lim, hi_lim, out, pos_out, mean_out, seed, offset, side, ki, wi, fi):
+    """Naive SGLDLP-L / SGLDLP-F: y = mean + sd·ξ (the mean of :func:`vc_fixed`; in x's dtype; ``half``, ``sd`` of that dtype;
     no noise drawn when sd = 0), then stochastic rounding of y onto the lattice ``gap * Z``
     clamped to [lo_lim, hi_lim] into ``out``; ``pos_out`` (SGLDLP-F's accumulator, may be
     ``out`` itself for SGLDLP-L, then overwritten by the rounded value) receives y first.
-    Returns the ziggurat side stream's next state."""
+    Returns (the ziggurat side stream's next state, every mean and y finite)."""
     n = out.shape[0]
     inv_gap = 1.0 / gap
     b1 = _mix(seed ^ _U1) + np.uint64(offset) * _GOLDEN
     noisy = sd > 0
+    bad = 0
     if noisy:
         side = _normals(out, seed, offset, side, ki, wi, fi)
     for i in range(n):
-        m = x[i] + half * g[i]
+        m = x[i] + half * (gscale * g[i])
         mean_out[i] = m
         y = m + sd * out[i] if noisy else m
         pos_out[i] = y
+        bad += not (abs(m) < math.inf and abs(y) < math.inf)
         t = np.float64(y) * inv_gap
         lo = np.floor(t)
         z = (lo + (1.0 if _u(b1, i) < t - lo else 0.0)) * gap
@@ -132,4 +138,4 @@ def naive_fixed(x, g, half, sd, gap, lo_lim, hi_lim, out, pos_out, mean_out, see
         elif z > hi_lim:
             z = hi_lim
         out[i] = z
-    return side
+    return side, bad == 0

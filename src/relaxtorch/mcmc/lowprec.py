@@ -39,6 +39,7 @@ import torch
 
 from ..numbers import BlockFloat, FixedPoint, FloatFormat, quantize
 from ._tree import Tree
+from ._tree import all_finite as _all_finite
 from ._tree import batch_size as _batch_size
 from ._tree import leaves as _leaves
 from ._tree import unflatten as _unflatten
@@ -96,12 +97,26 @@ def lp_update(xs: List[torch.Tensor], gs: List[torch.Tensor], generator: Optiona
     >>> bool(torch.equal(pos[0], w[0])) and bool(torch.all(pos[0] * 16 == torch.round(pos[0] * 16)))
     True
     """
+    return _lp_step(xs, gs, generator, step_size, temperature, fmt, accumulator, variance_correction, grad_fmt)[:3]
+
+
+def _lp_step(xs, gs, generator, step_size, temperature, fmt, accumulator, variance_correction, grad_fmt,
+             gscale: float = 1.0):
+    """:func:`lp_update` with the gradients ``gscale * gs`` (the shell passes -N and its raw ``.grad``),
+    returning ``(positions, weights, means, finite)``: ``finite`` says whether every mean and position
+    is finite (computed inside the fused kernels; one reduction pass on the torch path)."""
     half, var = 0.5 * step_size, step_size * temperature
     if _fused_applies(xs, gs, fmt, generator):
+        if grad_fmt is not None or gscale != 1.0:
+            gs = [g.mul(gscale) if gscale != 1.0 else g for g in gs]
+            gscale = 1.0
         if grad_fmt is not None:
             gs = [quantize(g, grad_fmt, "stochastic", generator=generator) for g in gs]
-        return _lp_update_fused(xs, gs, generator, half, var, fmt, accumulator, variance_correction)
-    return _lp_update_torch(xs, gs, generator, half, var, fmt, accumulator, variance_correction, grad_fmt)
+        return _lp_update_fused(xs, gs, generator, half, var, fmt, accumulator, variance_correction, gscale)
+    if gscale != 1.0:
+        gs = [g.mul(gscale) for g in gs]
+    pos, w, means = _lp_update_torch(xs, gs, generator, half, var, fmt, accumulator, variance_correction, grad_fmt)
+    return pos, w, means, _all_finite(means + pos)
 
 
 def _fused_applies(xs, gs, fmt, generator) -> bool:
@@ -112,29 +127,30 @@ def _fused_applies(xs, gs, fmt, generator) -> bool:
             and all(g.device.type == "cpu" and g.dtype == x.dtype and g.shape == x.shape for x, g in zip(xs, gs)))
 
 
-def _lp_update_fused(xs, gs, generator, half, var, fmt, accumulator, variance_correction):
+def _lp_update_fused(xs, gs, generator, half, var, fmt, accumulator, variance_correction, gscale: float = 1.0):
     """:func:`lp_update` on a FixedPoint grid by the one-pass kernels of ``_lowprec_kernels`` (the same
-    distribution as :func:`_lp_update_torch`, other bits): one seed from ``generator`` per call."""
+    distribution as :func:`_lp_update_torch`, other bits): one seed from ``generator`` per call; returns
+    ``(positions, weights, means, finite)`` with the gradients ``gscale * gs``."""
     stream, sd = Stream(generator), math.sqrt(var)
     gap, lo, hi = float(fmt.eps), float(fmt.min), float(fmt.max)
-    positions, weights, means = [], [], []
+    positions, weights, means, ok = [], [], [], True
     for x, g in zip(xs, gs):
         dt = np.float32 if x.dtype == torch.float32 else np.float64
         xf, gf = _flat(x.detach().contiguous()), _flat(g.detach().contiguous())
         new, mean = torch.empty(x.shape, dtype=x.dtype), torch.empty(x.shape, dtype=x.dtype)
         if accumulator == "low" and variance_correction:
-            side = vc_fixed(xf, gf, dt(half), var, gap, lo, hi, _flat(new), _flat(mean), stream.seed,
+            side, fin = vc_fixed(xf, gf, dt(gscale), dt(half), var, gap, lo, hi, _flat(new), _flat(mean), stream.seed,
                             stream.offset, stream.side, KI, WI, FI)
             pos = new
         else:
             pos = new if accumulator == "low" else torch.empty(x.shape, dtype=x.dtype)
-            side = naive_fixed(xf, gf, dt(half), dt(sd), gap, lo, hi, _flat(new), _flat(pos), _flat(mean),
+            side, fin = naive_fixed(xf, gf, dt(gscale), dt(half), dt(sd), gap, lo, hi, _flat(new), _flat(pos), _flat(mean),
                                stream.seed, stream.offset, stream.side, KI, WI, FI)
-        stream.side, stream.offset = np.uint64(side), stream.offset + x.numel()
+        stream.side, stream.offset, ok = np.uint64(side), stream.offset + x.numel(), ok and fin
         positions.append(pos)
         weights.append(new)
         means.append(mean)
-    return positions, weights, means
+    return positions, weights, means, ok
 
 
 def _flat(t: torch.Tensor) -> np.ndarray:
@@ -221,9 +237,9 @@ class SGLDLPKernel:
         eps = _check_positive("step_size", step_size)
         xs = _leaves(state.position)
         gs = _leaves(self.grad_fn(state.weights, minibatch))
-        pos, w, means = lp_update(xs, gs, generator, eps, self.temperature, self.fmt, self.accumulator,
-                                  self.variance_correction, self.grad_fmt)
-        _ensure_finite(self.name, state.step + 1, means + pos)
+        pos, w, _, finite = _lp_step(xs, gs, generator, eps, self.temperature, self.fmt, self.accumulator,
+                                     self.variance_correction, self.grad_fmt)
+        _ensure_finite(self.name, state.step + 1, finite)
         b = _batch_size(minibatch)
         evals = b * getattr(self.grad_fn, "evals_per_datum", 1)
         new_pos = _unflatten(state.position, pos)
@@ -304,11 +320,12 @@ class SGLDLP(torch.optim.Optimizer):
             if lr == 0 or not ps:
                 continue
             accs = [self.state[p]["accumulator"] if self.accumulator == "full" else p for p in ps]
-            gs = [(p.grad.add(p, alpha=wd) if wd else p.grad).mul(-self.data_size) for p in ps]
-            pos, w, means = lp_update(accs, gs, self.generator, 2.0 * lr / self.data_size, temp, self.fmt,
-                                      self.accumulator, self.variance_correction, self.grad_fmt)
-            updates.append((ps, pos, w, means))
-        _ensure_finite(self.sampler, self.steps, [x for u in updates for x in u[3] + u[1]])
+            gs = [p.grad.add(p, alpha=wd) if wd else p.grad for p in ps]
+            pos, w, _, finite = _lp_step(accs, gs, self.generator, 2.0 * lr / self.data_size, temp, self.fmt,
+                                         self.accumulator, self.variance_correction, self.grad_fmt,
+                                         gscale=-float(self.data_size))
+            updates.append((ps, pos, w, finite))
+        _ensure_finite(self.sampler, self.steps, all(u[3] for u in updates))
         for ps, pos, w, _ in updates:
             for p, x, wx in zip(ps, pos, w):
                 if self.accumulator == "full":
