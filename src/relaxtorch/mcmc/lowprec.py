@@ -107,11 +107,10 @@ def _lp_step(xs, gs, generator, step_size, temperature, fmt, accumulator, varian
     is finite (computed inside the fused kernels; one reduction pass on the torch path)."""
     half, var = 0.5 * step_size, step_size * temperature
     if _fused_applies(xs, gs, fmt, generator):
-        if grad_fmt is not None or gscale != 1.0:
-            gs = [g.mul(gscale) if gscale != 1.0 else g for g in gs]
+        if grad_fmt is not None:  # Q_G rounds the scaled gradient
+            gs = [quantize(g.mul(gscale) if gscale != 1.0 else g, grad_fmt, "stochastic", generator=generator)
+                  for g in gs]
             gscale = 1.0
-        if grad_fmt is not None:
-            gs = [quantize(g, grad_fmt, "stochastic", generator=generator) for g in gs]
         return _lp_update_fused(xs, gs, generator, half, var, fmt, accumulator, variance_correction, gscale)
     if gscale != 1.0:
         gs = [g.mul(gscale) for g in gs]
