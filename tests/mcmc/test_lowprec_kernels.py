@@ -137,8 +137,8 @@ def test_same_seed_same_bits_and_leaves_continue_the_stream(acc, vc):
     a = lowprec._lp_update_fused([x], [gr], _gen(1), 0.01, 0.02, FX, acc, vc)
     b = lowprec._lp_update_fused([x], [gr], _gen(1), 0.01, 0.02, FX, acc, vc)
     c = lowprec._lp_update_fused([x], [gr], _gen(2), 0.01, 0.02, FX, acc, vc)
-    split = lowprec._lp_update_fused([x[:4000], x[4000:].reshape(3, 2000, 1)], [gr[:4000], gr[4000:].reshape(3, 2000, 1)],
-                                     _gen(1), 0.01, 0.02, FX, acc, vc)
+    split = lowprec._lp_update_fused([x[:4000], x[4000:].reshape(3, 2000, 1)],
+                                     [gr[:4000], gr[4000:].reshape(3, 2000, 1)], _gen(1), 0.01, 0.02, FX, acc, vc)
     assert a[3] is True and split[3] is True
     scaled = lowprec._lp_update_fused([x], [gr.mul(-7.0)], _gen(1), 0.01, 0.02, FX, acc, vc)
     folded = lowprec._lp_update_fused([x], [gr], _gen(1), 0.01, 0.02, FX, acc, vc, -7.0)  # the shell's gscale
