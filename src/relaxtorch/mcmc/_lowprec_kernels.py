@@ -110,8 +110,8 @@ def vc_fixed(x, g, gscale, half, var, gap, lo_lim, hi_lim, out, mean_out, seed, 
 
 @njit(cache=True)
 def naive_fixed(x, g, gscale, half, sd, gap, lo_lim, hi_lim, out, pos_out, mean_out, seed, offset, side, ki, wi, fi):
-    """Naive SGLDLP-L / SGLDLP-F: y = mean + sd·ξ (the mean of :func:`vc_fixed`; in x's dtype; ``half``, ``sd`` of that dtype;
-    no noise drawn when sd = 0), then stochastic rounding of y onto the lattice ``gap * Z``
+    """Naive SGLDLP-L / SGLDLP-F: y = mean + sd·ξ (the mean of :func:`vc_fixed`; in x's dtype;
+    ``half``, ``sd`` of that dtype; no noise drawn when sd = 0), then stochastic rounding of y onto the lattice ``gap * Z``
     clamped to [lo_lim, hi_lim] into ``out``; ``pos_out`` (SGLDLP-F's accumulator, may be
     ``out`` itself for SGLDLP-L, then overwritten by the rounded value) receives y first.
     Returns (the ziggurat side stream's next state, every mean and y finite)."""

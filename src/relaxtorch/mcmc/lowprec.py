@@ -138,13 +138,13 @@ def _lp_update_fused(xs, gs, generator, half, var, fmt, accumulator, variance_co
         xf, gf = _flat(x.detach().contiguous()), _flat(g.detach().contiguous())
         new, mean = torch.empty(x.shape, dtype=x.dtype), torch.empty(x.shape, dtype=x.dtype)
         if accumulator == "low" and variance_correction:
-            side, fin = vc_fixed(xf, gf, dt(gscale), dt(half), var, gap, lo, hi, _flat(new), _flat(mean), stream.seed,
-                            stream.offset, stream.side, KI, WI, FI)
+            side, fin = vc_fixed(xf, gf, dt(gscale), dt(half), var, gap, lo, hi, _flat(new), _flat(mean),
+                                 stream.seed, stream.offset, stream.side, KI, WI, FI)
             pos = new
         else:
             pos = new if accumulator == "low" else torch.empty(x.shape, dtype=x.dtype)
-            side, fin = naive_fixed(xf, gf, dt(gscale), dt(half), dt(sd), gap, lo, hi, _flat(new), _flat(pos), _flat(mean),
-                               stream.seed, stream.offset, stream.side, KI, WI, FI)
+            side, fin = naive_fixed(xf, gf, dt(gscale), dt(half), dt(sd), gap, lo, hi, _flat(new), _flat(pos),
+                                    _flat(mean), stream.seed, stream.offset, stream.side, KI, WI, FI)
         stream.side, stream.offset, ok = np.uint64(side), stream.offset + x.numel(), ok and fin
         positions.append(pos)
         weights.append(new)
