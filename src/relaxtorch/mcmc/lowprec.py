@@ -22,6 +22,11 @@ log-posterior gradient, whose scale is N times the per-datum one: use a block or
 format there, or a fixed point whose range covers it.  The kernel follows the package's
 contract (``init``/``step(generator, state, minibatch, step_size)``); :class:`SGLDLP` is the
 ``torch.optim`` shell, and both call :func:`lp_update`, so they agree bit for bit.
+
+On a FixedPoint grid with float32/float64 CPU leaves and a CPU ``torch.Generator``, :func:`lp_update`
+runs the fused one-pass numba kernels of ``_lowprec_kernels`` (one seed from the generator per
+call; same distribution as the torch path, other bits); BlockFloat and FloatFormat grids, other
+devices and dtypes run the torch path (:func:`_lp_update_torch`, the reference the tests compare with).
 """
 from __future__ import annotations
 
@@ -29,13 +34,18 @@ import math
 from dataclasses import dataclass
 from typing import Callable, List, NamedTuple, Optional
 
+import numpy as np
 import torch
 
 from ..numbers import BlockFloat, FixedPoint, FloatFormat, quantize
 from ._tree import Tree
+from ._tree import all_finite as _all_finite
 from ._tree import batch_size as _batch_size
 from ._tree import leaves as _leaves
 from ._tree import unflatten as _unflatten
+from ._lowprec_kernels import naive_fixed, vc_fixed
+from ._noise import FI, KI, WI, Stream
+from ._noise import fast_path as _cpu_float
 from ._vc import vc_quantize
 from .sgld import check_positive as _check_positive
 from .sgld import check_temperature as _check_temperature
@@ -77,8 +87,9 @@ def lp_update(xs: List[torch.Tensor], gs: List[torch.Tensor], generator: Optiona
     ∇log p̂ at the weights.  ``positions`` are the new accumulators; ``weights`` the new
     low-precision weights (the positions themselves for "low", ``Q(position)`` for "full");
     ``means`` the drifted values ``θ + (ε/2) g`` before noise and rounding (the kernels check
-    them for NaN/inf: saturation would hide a divergence).  Draws per leaf, in order: the
-    gradient rounding (if ``grad_fmt``), then Gaussian noise and rounding.
+    them for NaN/inf: saturation would hide a divergence).  Torch path: draws per leaf, in order,
+    the gradient rounding (if ``grad_fmt``), then Gaussian noise and rounding; fused path (FixedPoint
+    on CPU, module docstring): every gradient rounding, then one seed for the whole call.
 
     >>> from relaxtorch.numbers import FixedPoint
     >>> g = torch.Generator().manual_seed(0)
@@ -86,7 +97,67 @@ def lp_update(xs: List[torch.Tensor], gs: List[torch.Tensor], generator: Optiona
     >>> bool(torch.equal(pos[0], w[0])) and bool(torch.all(pos[0] * 16 == torch.round(pos[0] * 16)))
     True
     """
+    return _lp_step(xs, gs, generator, step_size, temperature, fmt, accumulator, variance_correction, grad_fmt)[:3]
+
+
+def _lp_step(xs, gs, generator, step_size, temperature, fmt, accumulator, variance_correction, grad_fmt,
+             gscale: float = 1.0):
+    """:func:`lp_update` with the gradients ``gscale * gs`` (the shell passes -N and its raw ``.grad``),
+    returning ``(positions, weights, means, finite)``: ``finite`` says whether every mean and position
+    is finite (computed inside the fused kernels; one reduction pass on the torch path)."""
     half, var = 0.5 * step_size, step_size * temperature
+    if _fused_applies(xs, gs, fmt, generator):
+        if grad_fmt is not None:  # Q_G rounds the scaled gradient
+            gs = [quantize(g.mul(gscale) if gscale != 1.0 else g, grad_fmt, "stochastic", generator=generator)
+                  for g in gs]
+            gscale = 1.0
+        return _lp_update_fused(xs, gs, generator, half, var, fmt, accumulator, variance_correction, gscale)
+    if gscale != 1.0:
+        gs = [g.mul(gscale) for g in gs]
+    pos, w, means = _lp_update_torch(xs, gs, generator, half, var, fmt, accumulator, variance_correction, grad_fmt)
+    return pos, w, means, _all_finite(means + pos)
+
+
+def _fused_applies(xs, gs, fmt, generator) -> bool:
+    """The fused numba kernels take FixedPoint grids, float32/float64 CPU leaves, gradients of the
+    same dtype and shape, and a CPU torch.Generator; everything else runs the torch path."""
+    return (isinstance(fmt, FixedPoint) and isinstance(generator, torch.Generator) and generator.device.type == "cpu"
+            and _cpu_float(list(xs)) and len(gs) == len(xs)
+            and all(g.device.type == "cpu" and g.dtype == x.dtype and g.shape == x.shape for x, g in zip(xs, gs)))
+
+
+def _lp_update_fused(xs, gs, generator, half, var, fmt, accumulator, variance_correction, gscale: float = 1.0):
+    """:func:`lp_update` on a FixedPoint grid by the one-pass kernels of ``_lowprec_kernels`` (the same
+    distribution as :func:`_lp_update_torch`, other bits): one seed from ``generator`` per call; returns
+    ``(positions, weights, means, finite)`` with the gradients ``gscale * gs``."""
+    stream, sd = Stream(generator), math.sqrt(var)
+    gap, lo, hi = float(fmt.eps), float(fmt.min), float(fmt.max)
+    positions, weights, means, ok = [], [], [], True
+    for x, g in zip(xs, gs):
+        dt = np.float32 if x.dtype == torch.float32 else np.float64
+        xf, gf = _flat(x.detach().contiguous()), _flat(g.detach().contiguous())
+        new, mean = torch.empty(x.shape, dtype=x.dtype), torch.empty(x.shape, dtype=x.dtype)
+        if accumulator == "low" and variance_correction:
+            side, fin = vc_fixed(xf, gf, dt(gscale), dt(half), var, gap, lo, hi, _flat(new), _flat(mean),
+                                 stream.seed, stream.offset, stream.side, KI, WI, FI)
+            pos = new
+        else:
+            pos = new if accumulator == "low" else torch.empty(x.shape, dtype=x.dtype)
+            side, fin = naive_fixed(xf, gf, dt(gscale), dt(half), dt(sd), gap, lo, hi, _flat(new), _flat(pos),
+                                    _flat(mean), stream.seed, stream.offset, stream.side, KI, WI, FI)
+        stream.side, stream.offset, ok = np.uint64(side), stream.offset + x.numel(), ok and fin
+        positions.append(pos)
+        weights.append(new)
+        means.append(mean)
+    return positions, weights, means, ok
+
+
+def _flat(t: torch.Tensor) -> np.ndarray:
+    return t.reshape(-1).numpy()
+
+
+def _lp_update_torch(xs, gs, generator, half, var, fmt, accumulator, variance_correction, grad_fmt):
+    """The reference torch path of :func:`lp_update` (any device, dtype and format)."""
     sd = math.sqrt(var)
     positions, weights, means = [], [], []
     for x, g in zip(xs, gs):
@@ -165,9 +236,9 @@ class SGLDLPKernel:
         eps = _check_positive("step_size", step_size)
         xs = _leaves(state.position)
         gs = _leaves(self.grad_fn(state.weights, minibatch))
-        pos, w, means = lp_update(xs, gs, generator, eps, self.temperature, self.fmt, self.accumulator,
-                                  self.variance_correction, self.grad_fmt)
-        _ensure_finite(self.name, state.step + 1, means + pos)
+        pos, w, _, finite = _lp_step(xs, gs, generator, eps, self.temperature, self.fmt, self.accumulator,
+                                     self.variance_correction, self.grad_fmt)
+        _ensure_finite(self.name, state.step + 1, finite)
         b = _batch_size(minibatch)
         evals = b * getattr(self.grad_fn, "evals_per_datum", 1)
         new_pos = _unflatten(state.position, pos)
@@ -248,11 +319,12 @@ class SGLDLP(torch.optim.Optimizer):
             if lr == 0 or not ps:
                 continue
             accs = [self.state[p]["accumulator"] if self.accumulator == "full" else p for p in ps]
-            gs = [(p.grad.add(p, alpha=wd) if wd else p.grad).mul(-self.data_size) for p in ps]
-            pos, w, means = lp_update(accs, gs, self.generator, 2.0 * lr / self.data_size, temp, self.fmt,
-                                      self.accumulator, self.variance_correction, self.grad_fmt)
-            updates.append((ps, pos, w, means))
-        _ensure_finite(self.sampler, self.steps, [x for u in updates for x in u[3] + u[1]])
+            gs = [p.grad.add(p, alpha=wd) if wd else p.grad for p in ps]
+            pos, w, _, finite = _lp_step(accs, gs, self.generator, 2.0 * lr / self.data_size, temp, self.fmt,
+                                         self.accumulator, self.variance_correction, self.grad_fmt,
+                                         gscale=-float(self.data_size))
+            updates.append((ps, pos, w, finite))
+        _ensure_finite(self.sampler, self.steps, all(u[3] for u in updates))
         for ps, pos, w, _ in updates:
             for p, x, wx in zip(ps, pos, w):
                 if self.accumulator == "full":
