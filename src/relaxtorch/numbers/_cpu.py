@@ -130,9 +130,11 @@ def abs_max_bits(src):
     chunk = (src.size + nchunks - 1) // nchunks
     partial = np.zeros(nchunks, dtype=np.uint32)
     for c in prange(nchunks):
+        prefer_wide_vectors()
+        i0 = np.uint64(min(c * chunk, src.size))
         m = np.uint32(0)
-        for i in range(c * chunk, min((c + 1) * chunk, src.size)):
-            m = max(m, src[i] & _ABS)
+        for j in range(np.uint64(min((c + 1) * chunk, src.size)) - i0):  # unsigned: vector loads
+            m = umax_abs(m, src[i0 + np.uint64(j)])
         partial[c] = m
     return partial.max()
 
