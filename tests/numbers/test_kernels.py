@@ -156,3 +156,19 @@ def test_flat_stochastic_on_many_threads_matches_portable_path(fmt):
     slow = _reference.round_flat(x, _grid.element_grid(fmt), ROUNDING_CODES["stochastic"], seeds)
     assert _same_bits(fast, slow)
     assert _same_bits(inplace, slow)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 63, 64, 65, 1000, 4099, 100_003])
+def test_abs_max_bits_matches_numpy(n):
+    """The parallel abs-max over every kind of float32 pattern (NaN patterns sort above inf), each
+    length, the largest value placed in the first, a middle and the last chunk in turn."""
+    from relaxtorch.numbers import _cpu
+    g = np.random.default_rng(n)
+    for where in ("first", "middle", "last", "none"):
+        bits = g.integers(0, 2**31, n, dtype=np.uint32) >> np.uint32(g.integers(1, 31))  # small magnitudes
+        bits |= g.integers(0, 2, n, dtype=np.uint32) << np.uint32(31)  # random signs
+        if n and where != "none":
+            k = {"first": 0, "middle": n // 2, "last": n - 1}[where]
+            bits[k] = np.uint32(0xFFC00001 if n % 2 else 0x7F800000)  # a negative NaN or +inf
+        expect = int((bits & np.uint32(0x7FFFFFFF)).max()) if n else 0
+        assert int(_cpu.abs_max_bits(bits)) == expect

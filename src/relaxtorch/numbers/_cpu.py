@@ -19,7 +19,10 @@ from .._numba import njit
 from ._modes import CEIL, DIRECTED, EVEN, F32_MAX_BITS, NEAREST, NEAREST_AWAY, STOCHASTIC
 from ._cpu_ir import (prefer_wide_vectors, random_bits_i32, round_directed, round_directed_short, round_nearest,
                       round_nearest_away, round_nearest_away_short, round_nearest_short, round_stochastic,
-                      round_stochastic_short, umax_abs, abs_max_32, random_bits_at)
+                      round_stochastic_short, umax_abs, abs_max_32, random_bits_at, round_directed_fin,
+                      round_directed_short_fin, round_nearest_fin, round_nearest_away_fin,
+                      round_nearest_away_short_fin, round_nearest_short_fin, round_stochastic_fin,
+                      round_stochastic_short_fin)
 
 _ABS = np.uint32(0x7FFFFFFF)
 _INF = np.uint32(0x7F800000)
@@ -130,9 +133,11 @@ def abs_max_bits(src):
     chunk = (src.size + nchunks - 1) // nchunks
     partial = np.zeros(nchunks, dtype=np.uint32)
     for c in prange(nchunks):
+        prefer_wide_vectors()
+        i0 = np.uint64(min(c * chunk, src.size))
         m = np.uint32(0)
-        for i in range(c * chunk, min((c + 1) * chunk, src.size)):
-            m = max(m, src[i] & _ABS)
+        for j in range(np.uint64(min((c + 1) * chunk, src.size)) - i0):  # unsigned: vector loads
+            m = umax_abs(m, src[i0 + np.uint64(j)])
         partial[c] = m
     return partial.max()
 
@@ -172,35 +177,36 @@ def _round_elems(src, dst, i0, n, mx32, mode, short, seed_lo, seed_hi, away_pos,
                  man, emin, k_low, mp, mn, overflow):
     """``dst[i0 + j] = round(src[i0 + j])`` for ``j < n`` on one (block-shifted) grid.  Indices are
     unsigned (numba adds no negative-index wraparound, which stops LLVM vectorising) and ``n`` is
-    a constant when the caller passes one (then the loop has no remainder)."""
+    a constant when the caller passes one (then the loop has no remainder).  The block holds no inf or
+    NaN (the caller sends those blocks to NaN), so the routines without those cases serve."""
     for j in range(n):
         i = np.uint64(i0) + np.uint64(j)
         if mode == NEAREST:
             if short:
-                q = round_nearest_short(src[i], np.uint32(0), False, False, man, emin, k_low, mp, mn, overflow)
+                q = round_nearest_short_fin(src[i], np.uint32(0), False, False, man, emin, k_low, mp, mn, overflow)
             else:
-                q = round_nearest(src[i], np.uint32(0), False, False, man, emin, k_low, mp, mn, overflow)
+                q = round_nearest_fin(src[i], np.uint32(0), False, False, man, emin, k_low, mp, mn, overflow)
         elif mode == NEAREST_AWAY:
             if short:
-                q = round_nearest_away_short(src[i], np.uint32(0), False, False, man, emin, k_low, mp, mn,
+                q = round_nearest_away_short_fin(src[i], np.uint32(0), False, False, man, emin, k_low, mp, mn,
                                              overflow)
             else:
-                q = round_nearest_away(src[i], np.uint32(0), False, False, man, emin, k_low, mp, mn, overflow)
+                q = round_nearest_away_fin(src[i], np.uint32(0), False, False, man, emin, k_low, mp, mn, overflow)
         elif mode == STOCHASTIC:
             if mx32:  # an aligned block of 32
                 rnd = random_bits_at(np.uint64(i0), j, seed_lo, seed_hi)
             else:
                 rnd = random_bits_i32(i, seed_lo, seed_hi)
             if short:
-                q = round_stochastic_short(src[i], rnd, False, False, man, emin, k_low, mp, mn, overflow)
+                q = round_stochastic_short_fin(src[i], rnd, False, False, man, emin, k_low, mp, mn, overflow)
             else:
-                q = round_stochastic(src[i], rnd, False, False, man, emin, k_low, mp, mn, overflow)
+                q = round_stochastic_fin(src[i], rnd, False, False, man, emin, k_low, mp, mn, overflow)
         else:
             if short:
-                q = round_directed_short(src[i], np.uint32(0), away_pos, away_neg, man, emin, k_low, mp, mn,
+                q = round_directed_short_fin(src[i], np.uint32(0), away_pos, away_neg, man, emin, k_low, mp, mn,
                                          overflow)
             else:
-                q = round_directed(src[i], np.uint32(0), away_pos, away_neg, man, emin, k_low, mp, mn, overflow)
+                q = round_directed_fin(src[i], np.uint32(0), away_pos, away_neg, man, emin, k_low, mp, mn, overflow)
         dst[i] = q
 
 

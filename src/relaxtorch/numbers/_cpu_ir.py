@@ -56,12 +56,14 @@ def _tiny_threshold(b, mode, k_low):
     return _smax(b, half_bits, _c(1))
 
 
-def _emit_round(b, mode, u, rnd, away_pos, away_neg, man, emin, k_low, max_pos, max_neg, overflow, full=True):
+def _emit_round(b, mode, u, rnd, away_pos, away_neg, man, emin, k_low, max_pos, max_neg, overflow, full=True,
+                finite=False):
     """Round the float32 bits ``u``.  ``full=False`` is the shorter routine for grids with
     ``emin > -126``: every float32 subnormal then lies below the grid's normal range, so its true
     exponent is never needed; or with ``emin == -126`` and ``k_low == emin - man`` (BF16), where
     the -126 binade and the subnormals share one step (``_cpu.short_ok``).  Both agree with
-    ``_reference.py`` bit for bit on their domains."""
+    ``_reference.py`` bit for bit on their domains.  ``finite=True`` leaves out the inf and NaN
+    cases, for callers that know ``u`` is finite (a block kernel's blocks with a finite abs-max)."""
     a = b.and_(u, _c(0x7FFFFFFF))
     neg = b.icmp_unsigned("!=", b.lshr(u, _c(31)), _c(0))
     be = b.lshr(a, _c(23))
@@ -109,19 +111,20 @@ def _emit_round(b, mode, u, rnd, away_pos, away_neg, man, emin, k_low, max_pos, 
     toward_max = saturate if mode != DIRECTED else b.or_(saturate, b.not_(away))
     over = b.icmp_unsigned(">", rbits, mx)
     rbits = b.select(over, b.select(toward_max, mx, special), rbits)
-    rbits = b.select(b.icmp_unsigned("==", a, _c(0x7F800000)), b.select(saturate, mx, special), rbits)
-    rbits = b.select(b.icmp_unsigned(">", a, _c(0x7F800000)), a, rbits)
+    if not finite:
+        rbits = b.select(b.icmp_unsigned("==", a, _c(0x7F800000)), b.select(saturate, mx, special), rbits)
+        rbits = b.select(b.icmp_unsigned(">", a, _c(0x7F800000)), a, rbits)
     return b.or_(rbits, b.and_(u, _c(0x80000000)))
 
 
-def _make(mode, full=True):
+def _make(mode, full=True, finite=False):
     @intrinsic
     def round_i32(typingctx, u, rnd, away_pos, away_neg, man, emin, k_low, max_pos, max_neg, overflow):
         sig = types.uint32(u, rnd, away_pos, away_neg, man, emin, k_low, max_pos, max_neg, overflow)
 
         def codegen(context, builder, signature, args):
             vals = [_i32(builder, v) for v in args]
-            return _emit_round(builder, mode, *vals, full=full)
+            return _emit_round(builder, mode, *vals, full=full, finite=finite)
         return sig, codegen
     return round_i32
 
@@ -135,6 +138,15 @@ round_nearest_short = _make(NEAREST, False)
 round_stochastic_short = _make(STOCHASTIC, False)
 round_directed_short = _make(DIRECTED, False)
 round_nearest_away_short = _make(NEAREST_AWAY, False)
+# both, for finite inputs only (``finite=True``: the block kernels, whose blocks with inf or NaN never get here)
+round_nearest_fin = _make(NEAREST, True, True)
+round_stochastic_fin = _make(STOCHASTIC, True, True)
+round_directed_fin = _make(DIRECTED, True, True)
+round_nearest_away_fin = _make(NEAREST_AWAY, True, True)
+round_nearest_short_fin = _make(NEAREST, False, True)
+round_stochastic_short_fin = _make(STOCHASTIC, False, True)
+round_directed_short_fin = _make(DIRECTED, False, True)
+round_nearest_away_short_fin = _make(NEAREST_AWAY, False, True)
 
 
 @intrinsic
