@@ -50,6 +50,18 @@ def propose(generator: torch.Generator, position, step_size: float):
     return position + step_size * noise
 
 
+def propose_bounded(name: str, generator: torch.Generator, state, model, step_size: float):
+    """The bounded-energy kernels' first move (TunaMH, TFMH): (step number, θ, θ', M(θ, θ')),
+    with M checked finite and >= 0."""
+    k = state.step + 1
+    theta = state.position
+    theta_new = propose(generator, theta, step_size)
+    M = float(model.bound(theta, theta_new))
+    if not M >= 0 or M == float("inf"):
+        raise nonfinite(name, k, f"bound M(θ, θ') = {M!r}")
+    return k, theta, theta_new, M
+
+
 def accept(generator: torch.Generator, log_ratio: float, device) -> bool:
     """True with probability min(1, exp(log_ratio))."""
     if log_ratio >= 0:

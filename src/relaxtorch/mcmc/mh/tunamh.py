@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..poisson import AliasTable, alias_table, poisson_minibatch, thin
-from ._common import MHInfo, MHState, accept, check_finite_position, check_positive, check_step_size, device_of, nonfinite, propose
+from ._common import MHInfo, MHState, accept, check_finite_position, check_positive, check_step_size, device_of, nonfinite, propose_bounded
 from .full import check_minibatch
 
 __all__ = ["TunaMH", "check_bounds"]
@@ -81,12 +81,8 @@ class TunaMH:
     def step(self, generator: torch.Generator, state: MHState, minibatch=None, step_size: float = None):
         check_minibatch(self.name, minibatch)
         step_size = check_step_size(step_size)
-        k = state.step + 1
-        theta, model = state.position, self.model
-        theta_new = propose(generator, theta, step_size)
-        M = float(model.bound(theta, theta_new))
-        if not M >= 0 or M == float("inf"):
-            raise nonfinite(self.name, k, f"bound M(θ, θ') = {M!r}")
+        model = self.model
+        k, theta, theta_new, M = propose_bounded(self.name, generator, state, model, step_size)
         L = self.table.total * M
         lam = self.chi * L * L
         idx = poisson_minibatch(generator, self.table, lam + L)
