@@ -1,0 +1,22 @@
+"""Example orders as values: random reshuffling and its relatives, GraB and other balancing
+sorters, per-example gradients, and a ``torch.utils.data.Sampler`` adapter.
+
+>>> import torch, relaxtorch as rt
+>>> order = rt.order.make("grab", n=8, d=3)
+>>> state = order.init(torch.Generator().manual_seed(0))
+>>> perm, state = order.epoch(state)            # this epoch's visiting order
+>>> state = order.observe(state, perm[:4], torch.randn(4, 3))   # after a step of 4 examples
+>>> sorted(order.epoch(state)[0].tolist())      # the next epoch's order
+[0, 1, 2, 3, 4, 5, 6, 7]
+"""
+from ._base import Order, OrderState
+from .balance import GraB, Herding, PairBalance, ProbBalance, RecursiveBalance
+from .grads import per_example_grads
+from .projection import PROJECTIONS
+from .registry import ORDERS, make
+from .sampler import OrderSampler, WithIndices
+from .simple import Blocks, FlipFlop, RandomReshuffling, Sequential, ShuffleOnce
+
+__all__ = ["ORDERS", "PROJECTIONS", "Blocks", "FlipFlop", "GraB", "Herding", "Order", "OrderSampler", "OrderState",
+           "PairBalance", "ProbBalance", "RandomReshuffling", "RecursiveBalance", "Sequential", "ShuffleOnce",
+           "WithIndices", "make", "per_example_grads"]

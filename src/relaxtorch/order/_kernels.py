@@ -1,0 +1,151 @@
+"""Compiled (numba) balancing kernels: one call per step, one loop over its examples inside.
+
+Each kernel updates the sorter's buffers in place.  Signs follow the balancing rule of GraB
+(Lu, Guo & De Sa, NeurIPS 2022): the vector ``c`` joins the running sum ``s`` with ``+`` when
+``<s, c> <= 0`` (that is ``||s + c|| <= ||s - c||``), else with ``-``; the probabilistic rule
+(Alweiss, Liu & Sawhney, STOC 2021) takes ``+`` when ``u <= 1/2 - <s, c> / (2 c_scale)`` for a
+uniform ``u``.  Examples already seen this epoch (``seen[j]``) are skipped.  Sums and dot
+products are float64, in index order.  The slow references are in ``_reference.py``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._numba import njit
+
+
+@njit(cache=True)
+def _plus(dot, uniforms, i, c_scale):
+    if uniforms.shape[0] == 0:
+        return dot <= 0.0
+    return uniforms[i] <= 0.5 - dot / (2.0 * c_scale)
+
+
+@njit(cache=True)
+def mean_balance_(grads, idx, center, s, next_sum, seen, slots, ptr, uniforms, c_scale):
+    """Mean balance: ``c = g - center``; ``+`` sends the example to the front (``slots[ptr[0]]``,
+    ascending), ``-`` to the back (``slots[ptr[1]]``, descending).  ``next_sum`` gathers the
+    raw gradients for the next stale mean; ``ptr[2]`` counts them."""
+    b, d = grads.shape
+    for i in range(b):
+        j = idx[i]
+        if seen[j]:
+            continue
+        seen[j] = 1
+        dot = 0.0
+        for k in range(d):
+            dot += s[k] * (grads[i, k] - center[k])
+        sign = 1.0 if _plus(dot, uniforms, i, c_scale) else -1.0
+        for k in range(d):
+            g = grads[i, k]
+            s[k] += sign * (g - center[k])
+            next_sum[k] += g
+        if sign > 0:
+            slots[ptr[0]] = j
+            ptr[0] += 1
+        else:
+            slots[ptr[1]] = j
+            ptr[1] -= 1
+        ptr[2] += 1
+
+
+@njit(cache=True)
+def pair_balance_(grads, idx, s, pending, pending_idx, seen, slots, ptr, uniforms, c_scale):
+    """Pair balance: consecutive examples (a, b) pair up across steps; ``c = g_a - g_b``; ``+``
+    puts a at the front and b at the back, ``-`` the other way round.  An example waiting for
+    its partner sits in ``pending`` / ``pending_idx[0]`` (-1: none)."""
+    b, d = grads.shape
+    for i in range(b):
+        j = idx[i]
+        if seen[j]:
+            continue
+        seen[j] = 1
+        if pending_idx[0] < 0:
+            for k in range(d):
+                pending[k] = grads[i, k]
+            pending_idx[0] = j
+            continue
+        dot = 0.0
+        for k in range(d):
+            dot += s[k] * (pending[k] - grads[i, k])
+        plus = _plus(dot, uniforms, i, c_scale)
+        sign = 1.0 if plus else -1.0
+        for k in range(d):
+            s[k] += sign * (pending[k] - grads[i, k])
+        a = pending_idx[0]
+        if plus:
+            slots[ptr[0]] = a
+            slots[ptr[1]] = j
+        else:
+            slots[ptr[0]] = j
+            slots[ptr[1]] = a
+        ptr[0] += 1
+        ptr[1] -= 1
+        pending_idx[0] = -1
+
+
+@njit(cache=True)
+def recursive_balance_(grads, idx, center, acc, next_sum, seen, group, seq, ptr, depth):
+    """Recursive balance: ``c = g - center`` walks down a full binary tree of running sums
+    (``acc[node]``, heap layout) from the root, left on ``+`` and right on ``-``; at a leaf it
+    lands in the leaf's positives (visit order) or negatives (reverse visit order).
+    ``group[j] = 2 * leaf + (sign < 0)`` and ``seq[j]`` record where; ``ptr[0]`` counts."""
+    b, d = grads.shape
+    for i in range(b):
+        j = idx[i]
+        if seen[j]:
+            continue
+        seen[j] = 1
+        node = 0
+        neg = 0
+        for level in range(depth + 1):
+            dot = 0.0
+            for k in range(d):
+                dot += acc[node, k] * (grads[i, k] - center[k])
+            sign = 1.0 if dot <= 0.0 else -1.0
+            for k in range(d):
+                acc[node, k] += sign * (grads[i, k] - center[k])
+            neg = 0 if sign > 0 else 1
+            if level < depth:
+                node = 2 * node + 1 + neg
+        for k in range(d):
+            next_sum[k] += grads[i, k]
+        leaf = node - ((1 << depth) - 1)
+        group[j] = 2 * leaf + neg
+        seq[j] = ptr[0]
+        ptr[0] += 1
+
+
+@njit(cache=True)
+def herding_order(g):
+    """Greedy herding (Welling, ICML 2009; on stale gradients, Lu et al. 2022): visit next the
+    row that keeps the running sum of the (centered) rows ``g`` smallest, ``argmin ||s + g_i||``,
+    lowest index on ties.  O(m^2 d)."""
+    m, d = g.shape
+    norms = np.zeros(m)
+    dots = np.zeros(m)
+    used = np.zeros(m, dtype=np.uint8)
+    out = np.empty(m, dtype=np.int64)
+    for i in range(m):
+        acc = 0.0
+        for k in range(d):
+            acc += g[i, k] * g[i, k]
+        norms[i] = acc
+    for t in range(m):
+        best = -1
+        best_value = np.inf
+        for i in range(m):
+            if not used[i]:
+                value = 2.0 * dots[i] + norms[i]
+                if value < best_value:
+                    best_value = value
+                    best = i
+        used[best] = 1
+        out[t] = best
+        for i in range(m):
+            if not used[i]:
+                acc = 0.0
+                for k in range(d):
+                    acc += g[i, k] * g[best, k]
+                dots[i] += acc
+    return out
