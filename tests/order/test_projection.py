@@ -17,14 +17,14 @@ def test_linear_and_norm_preserving_in_expectation(kind):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, D, generator=gen)
     ratios = []
-    for seed in range(200):
+    for seed in range(60):
         p = make_projection(kind, D, DIM, torch.Generator().manual_seed(seed))
         y = project(kind, p, x)
         assert y.shape == (2, projected_dim(kind, D, DIM))
         torch.testing.assert_close(project(kind, p, x[:1] + 2 * x[1:]), y[:1] + 2 * y[1:], rtol=1e-5, atol=1e-4)
         ratios.append(y.pow(2).sum(1) / x.pow(2).sum(1))
     r = torch.cat(ratios).double()
-    # E ||Px||^2 = ||x||^2; 400 draws, relative sd of one draw about sqrt(2 / DIM) -> s.e. ~ 1.2%
+    # E ||Px||^2 = ||x||^2; 120 draws, relative sd of one draw about sqrt(2 / DIM) -> s.e. ~ 2%
     assert abs(r.mean().item() - 1) < 5 * r.std().item() / len(r) ** 0.5
 
 
