@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from relaxtorch.order import per_example_grads
+from relaxtorch.order import per_example_grads, set_grads_
 
 
 def _model(kind):
@@ -95,3 +95,16 @@ def test_bad_input_names_the_argument():
         per_example_grads(model, nn.functional.cross_entropy, X, Y, microbatch=0)
     with pytest.raises(ValueError, match="Invalid model"):
         per_example_grads(lambda x: x, nn.functional.cross_entropy, X, Y)
+
+
+def test_set_grads_writes_the_mean_gradient_of_the_batch():
+    model = _model("mlp")
+    _, grads = per_example_grads(model, nn.functional.cross_entropy, X, Y)
+    set_grads_(model, grads.mean(0))
+    mine = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    nn.functional.cross_entropy(model(X), Y).backward()
+    for a, p in zip(mine, model.parameters()):
+        torch.testing.assert_close(a, p.grad, **TOL)
+    with pytest.raises(ValueError, match="Invalid flat"):
+        set_grads_(model, grads)
