@@ -79,3 +79,15 @@ def test_bad_input_names_the_argument():
         rto.OrderSampler(rto.GraB(N, D), 0)
     with pytest.raises(ValueError, match="Invalid order"):
         rto.OrderSampler("grab", torch.Generator())
+
+
+@pytest.mark.slow
+def test_spawned_workers_keep_the_order():
+    sampler = rto.OrderSampler(rto.GraB(N, D), torch.Generator().manual_seed(3))
+    loader = DataLoader(_dataset(), batch_size=8, sampler=sampler, num_workers=1, multiprocessing_context="spawn")
+    for _ in range(2):
+        visited = []
+        for idx, x in loader:
+            sampler.observe(idx, x)
+            visited.append(idx)
+        assert torch.cat(visited).tolist() == sampler.perm.tolist()
