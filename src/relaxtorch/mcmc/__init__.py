@@ -1,10 +1,11 @@
 """Bayesian sampling, relaxed: SG-MCMC kernels and optimizer shells (SGLD, SGHMC, AMAGOLD), low-precision
 SGLD, exact minibatch Metropolis-Hastings (TunaMH, TFMH, FlyMC, full MH) on the Poisson minibatch,
 diagnostics (ESS, R-hat, MCSE), metrics and the embedded problems."""
-from . import metrics, mh, problems
+from . import factor, metrics, mh, problems
 from .amagold import AMAGOLDInfo, AMAGOLDKernel, AMAGOLDState
 from .collect import SampleCollector, posterior_predictive, stack_chains
 from .diagnostics import autocorrelation, ess, mcse, rhat
+from .factor import FactorFunction, FactorGraph
 from .gradients import GradEstimator, full_gradient, grad_estimator
 from .lowprec import SGLDLP, SGLDLPInfo, SGLDLPKernel, SGLDLPState, lp_update
 from .metrics import accuracy, average_probs, cov_error, ece, mean_error, nll, predictive_nll
@@ -24,3 +25,4 @@ __all__ = ["AMAGOLD", "AMAGOLDInfo", "AMAGOLDKernel", "AMAGOLDState", "AliasTabl
            "mcse", "mean_error", "metrics", "mh", "nll", "poisson_counts", "poisson_minibatch",
            "posterior_predictive", "predictive_nll", "problems", "reference_posterior", "rhat", "stack_chains",
            "thin", "vc_quantize"]
+__all__ += ["FactorFunction", "FactorGraph", "factor"]  # mcmc/factor (issue 12)
