@@ -20,6 +20,8 @@ BAD = {  # name: (config text, words the one-line message must contain)
                           ["[sweep].precisions", "unknown precision 'fp7'", "bfp8"]),
     "unknown model": ("[sweep]\nmodels = [\"resnet\"]\n", ["[sweep].models", "unknown model 'resnet'"]),
     "unknown algorithm": ("[sweep]\nalgorithms = [\"adam\"]\n", ["[sweep].algorithms", "unknown algorithm 'adam'"]),
+    "unknown order": ("[sweep]\norders = [\"rr\", \"gra\"]\n", ["[sweep].orders", "unknown order 'gra'", "grab"]),
+    "orders not a list": ("[sweep]\norders = \"grab\"\n", ["[sweep].orders", "list"]),
     "unknown dataset": ("[sweep]\ndatasets = [\"mnist\"]\n", ["[sweep].datasets", "unknown dataset 'mnist'"]),
     "unknown override model": ("[models.vgg]\nlr = 0.1\n", ["[models.vgg]", "unknown model"]),
     "unknown override key": ("[algorithms.halp]\nmu = 0.1\n", ["[algorithms.halp].mu", "unknown key"]),
