@@ -95,7 +95,7 @@ def test_every_key_has_a_default_and_the_examples_parse_and_plan():
     assert empty.pairs() == [("mlp", "digits")] and empty.hyper("mlp", "sgd").epochs > 0
     examples = Path(__file__).resolve().parents[3] / "examples"
     assert (examples / "default.toml").read_text() == DEFAULT_TOML
-    for name in ("default", "swalp_digits", "halp_logreg", "full_sweep"):
+    for name in ("default", "swalp_digits", "halp_logreg", "full_sweep", "tradeoff_orders"):
         cfg = load_config(examples / f"{name}.toml")
         runs, _ = plan(cfg, load_data(cfg))
         assert runs, name
