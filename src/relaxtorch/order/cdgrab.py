@@ -176,5 +176,6 @@ def _all_gather(send: np.ndarray, world: int, group) -> np.ndarray:
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else "cpu"
     mine = torch.from_numpy(send).to(device)
     out = torch.empty((world * send.shape[0], send.shape[1]), dtype=mine.dtype, device=device)
-    dist.all_gather_into_tensor(out, mine, group=group)
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # the newer name first
+    gather(out, mine, group=group)
     return np.ascontiguousarray(out.cpu().numpy())
