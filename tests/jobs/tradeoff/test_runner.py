@@ -83,7 +83,7 @@ def test_bits_and_memory_order_by_precision(tiny_run):
 def _strip_times(report):
     rows = []
     for r in report["runs"]:
-        r = {k: v for k, v in r.items() if k not in ("seconds", "train_seconds")}
+        r = {k: v for k, v in r.items() if k not in ("seconds", "train_seconds", "sort_seconds")}
         r["history"] = [{k: v for k, v in h.items() if k != "seconds"} for h in r["history"]]
         rows.append(r)
     return rows
