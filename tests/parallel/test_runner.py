@@ -115,3 +115,46 @@ def test_invalid_arguments(sparse):
                       ({"timeout": -1}, "timeout")):
         with pytest.raises(ValueError, match=match):
             hogwild(sparse, **kw)
+
+
+def test_each_workers_order_is_an_order_value_over_its_shard():
+    """Every gradient-free order: each epoch visits the shard [lo, hi) once; seeded by (seed, worker);
+    "shuffle" is random reshuffling; "blocks" streams blocks of BLOCK examples."""
+    from relaxtorch.parallel._worker import BLOCK, shard_order
+    lo, hi = 5, 5 + 3 * BLOCK + 17
+
+    def epochs(mode, seed=0, wid=0, k=3):
+        order, state = shard_order(lo, hi, mode, seed, wid)
+        out = []
+        for _ in range(k):
+            perm, state = order.epoch(state)
+            out.append(lo + perm.numpy())
+        return out
+
+    for mode in ("blocks", "shuffle", "sequential", "rr", "so", "flipflop"):
+        got = epochs(mode)
+        for e in got:
+            assert e.dtype == np.int64 and np.array_equal(np.sort(e), np.arange(lo, hi))
+        assert all(np.array_equal(a, b) for a, b in zip(got, epochs(mode)))  # deterministic
+        if mode != "sequential":
+            assert not np.array_equal(got[0], epochs(mode, wid=1)[0])  # each worker its own stream
+    assert all(np.array_equal(a, b) for a, b in zip(epochs("shuffle"), epochs("rr")))
+    so, ff = epochs("so"), epochs("flipflop")
+    assert np.array_equal(so[0], so[2]) and np.array_equal(ff[1], ff[0][::-1])
+    blocks = epochs("blocks")[0]
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(blocks) != 1) + 1])  # runs of consecutive examples
+    assert len(starts) <= 4 and np.all((blocks[starts] - lo) % BLOCK == 0)  # 4 blocks, each streamed whole
+
+
+def test_a_balancing_order_trains_a_torch_problem_and_kernels_refuse_it(sparse):
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    X = (digits.data / 16).astype(np.float32)
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    tm = TorchModel(mlp, X, digits.target, batch_size=32, lr=0.2)
+    r = hogwild(tm, workers=2, epochs=3, order="grab")
+    assert r.order == "grab" and r.final_loss < 0.3 * r.initial_loss, (r.initial_loss, r.final_loss)
+    assert r.updates == 3 * sum(-(-n // 32) for n in (898, 899))
+    with pytest.raises(ValueError, match="Invalid order: 'grab'.*per-example gradients"):
+        hogwild(sparse, order="grab")

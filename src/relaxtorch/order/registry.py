@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from ._base import Order, invalid
+from .cdgrab import CDGraB
 from .balance import GraB, Herding, PairBalance, ProbBalance, RecursiveBalance
 from .simple import Blocks, FlipFlop, RandomReshuffling, Sequential, ShuffleOnce
 
 ORDERS: dict[str, type[Order]] = {cls.name: cls for cls in (
     Sequential, RandomReshuffling, ShuffleOnce, FlipFlop, Blocks,
     Herding, GraB, PairBalance, RecursiveBalance, ProbBalance)}
+ORDERS[CDGraB.name] = CDGraB  # a collective across torch.distributed ranks (a world of one without a group)
 
 
 def make(name: str, n: int, d: int | None = None, **options) -> Order:

@@ -24,7 +24,7 @@ import traceback
 import numpy as np
 import torch
 
-from .._seeding import derive, numpy_rng
+from .._seeding import derive, generator
 from . import _kernels as K
 
 STARTING, READY, RUNNING, DONE, FAILED = 0, 1, 2, 3, 4
@@ -42,21 +42,22 @@ def shard(n: int, wid: int, nworkers: int) -> tuple[int, int]:
     return wid * n // nworkers, (wid + 1) * n // nworkers
 
 
-def make_order(lo: int, hi: int, mode: str, rng: np.random.Generator, block: int = 256) -> np.ndarray:
-    """Example indices of one epoch over ``[lo, hi)``.
+BLOCK = 256  # examples per block of the "blocks" order (streaming within a block)
+ALIASES = {"shuffle": "rr"}  # the runner's older name for random reshuffling
 
-    "sequential": in order; "shuffle": a random permutation; "blocks": blocks of
-    ``block`` consecutive examples in random order (random across the epoch,
-    streaming within a block).
+
+def shard_order(lo: int, hi: int, mode: str, seed: int, wid: int, d: int | None = None):
+    """The example order of worker ``wid``'s shard ``[lo, hi)`` (``relaxtorch.order``) and its state.
+
+    "blocks": blocks of ``BLOCK`` consecutive examples in random order (random across the epoch,
+    streaming within a block); "shuffle" (= "rr"): a fresh permutation each epoch; "sequential";
+    any other name of ``relaxtorch.order.ORDERS`` (a balancing one needs ``d``, the length of
+    the per-example gradients).  Epoch ``perm`` indexes the shard: the examples are ``lo + perm``.
     """
-    if mode == "sequential":
-        return np.arange(lo, hi, dtype=np.int64)
-    if mode == "shuffle":
-        return lo + rng.permutation(hi - lo).astype(np.int64)
-    nb = (hi - lo + block - 1) // block
-    starts = lo + rng.permutation(nb).astype(np.int64) * block
-    idx = (starts[:, None] + np.arange(block, dtype=np.int64)).ravel()
-    return idx[idx < hi]
+    from ..order import make
+    name = ALIASES.get(mode, mode)
+    order = make(name, hi - lo, d=d, **({"k": BLOCK} if name == "blocks" else {}))
+    return order, order.init(generator(seed, "order", wid))
 
 
 class _KernelRunner:
@@ -125,6 +126,11 @@ class _TorchRunner:
         self.mask = spec["stale_mask"]
         self.lam = spec["lam"]
         self.base = wid * K.STRIDE
+        self.observer = None  # a balancing order's ``observe(batch, grads)`` (set by the worker loop)
+
+    @property
+    def grad_dim(self) -> int:
+        return sum(p.numel() for p in self.module.parameters())
 
     def warmup(self) -> None:
         pass
@@ -157,6 +163,9 @@ class _TorchRunner:
                     if fmt is not None:
                         p.copy_(shared.float() * fmt.eps)
                     p.grad = None
+            if self.observer is not None:  # per-example gradients at the step's weights, for the order
+                from ..order import per_example_grads
+                self.observer(batch, per_example_grads(self.module, self._loss, xb, yb)[1])
             self._loss(self.module(xb), yb).backward()
             with torch.no_grad():
                 for p, shared, fmt, rng in self.params:
@@ -285,8 +294,15 @@ def worker_main(wid, nworkers, spec, tensors, ctl_t, err_t, run) -> None:
         chunk, fault = spec["chunk"], run.get("fault")
         counters = ctl[: glob].reshape(nworkers, K.STRIDE)[:, K.UPDATES]
         per_epoch = run["updates_per_epoch"]
+        sorter, sstate = shard_order(lo, hi, run["order"], run["seed"], wid, getattr(runner, "grad_dim", None))
+        if sorter.needs_gradients:
+            def observe(batch, grads, lo=lo):
+                nonlocal sstate
+                sstate = sorter.observe(sstate, torch.from_numpy(batch - lo), grads)
+            runner.observer = observe
         for epoch in range(run["epochs"]):
-            order = make_order(lo, hi, run["order"], numpy_rng(run["seed"], "order", wid, epoch))
+            perm, sstate = sorter.epoch(sstate)
+            order = lo + perm.numpy()
             for part in runner.chunks(order, chunk):
                 # the step size follows the global progress (all workers' updates), so a worker
                 # that was descheduled and runs late does not take early, large steps

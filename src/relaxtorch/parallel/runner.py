@@ -34,7 +34,8 @@ from .problems import Problem
 from .shared import code_range, save_checkpoint
 from .signature import parse_signature
 
-ORDERS = ("blocks", "shuffle", "sequential")
+ORDERS = ("blocks", "shuffle", "sequential", "rr", "so", "flipflop", "grab", "pair", "recursive", "prob", "herding")
+BALANCING = ("grab", "pair", "recursive", "prob", "herding")  # need per-example gradients: torch problems only
 
 
 class WorkerError(RuntimeError):
@@ -334,7 +335,10 @@ def hogwild(problem: Problem, *, workers: int = 2, signature="D32M32G32C32", epo
     float32 Hogwild!).  ``epochs`` passes over the data in total (each worker
     takes its shard); the step size is ``lr * lr_decay**e`` where ``e`` counts the
     epochs completed by all workers together.  ``order``:
-    "blocks" (default), "shuffle" or "sequential" (see ``_worker.make_order``).
+    "blocks" (default), "shuffle" (= "rr"), "sequential", "so", "flipflop" — each worker's
+    ``relaxtorch.order`` value over its shard (see ``_worker.shard_order``) — or a balancing order
+    ("grab", "pair", "recursive", "prob", "herding") on a torch problem, observed with each
+    mini-batch's per-example gradients (the compiled kernels do not expose them).
     Staleness (writes by other workers between a worker's read of the model and
     its write) is measured on every ``stale_every``-th update.  ``prefetch``: how many
     examples ahead the sparse kernels prefetch rows in random order (default 16 for
@@ -362,6 +366,9 @@ def hogwild(problem: Problem, *, workers: int = 2, signature="D32M32G32C32", epo
     _check_int("curve_points", curve_points, 0)
     if order not in ORDERS:
         raise ValueError(f"Invalid order: {order!r} (must be one of {ORDERS})")
+    if order in BALANCING and problem.kind != "torch":
+        raise ValueError(f"Invalid order: {order!r} (a balancing order needs per-example gradients, which the "
+                         f"compiled {problem.kind} kernels do not expose; use it on a torch problem)")
     if isinstance(lr_decay, bool) or not isinstance(lr_decay, (int, float)) or not 0 < lr_decay <= 1:
         raise ValueError(f"Invalid lr_decay: {lr_decay!r} (must be in (0, 1])")
     lr = problem.lr if lr is None else lr
@@ -378,7 +385,7 @@ def hogwild(problem: Problem, *, workers: int = 2, signature="D32M32G32C32", epo
         raise ValueError(f"Invalid workers: {workers} (more workers than the {problem.n_items} examples)")
 
     if prefetch is None:
-        prefetch = 16 if order == "shuffle" else 0
+        prefetch = 16 if order in ("shuffle", "rr", "so", "flipflop") else 0
     _check_int("prefetch", prefetch, 0)
     R.check(replication, sync_every, sync, merge, problem.kind)
 

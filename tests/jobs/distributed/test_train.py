@@ -21,7 +21,7 @@ from relaxtorch.jobs.distributed.train import simulated_seconds
 from tests.comm._world import World
 
 WORLD = 2
-TIMING = ("sim_s", "wall_s")
+TIMING = ("sim_s", "wall_s", "sort_s")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def _report(world, raw, out, **kw):
     return results[0]
 
 
-def _reference(model, opt, ds, scheds, steps, history, losses):
+def _reference(model, opt, ds, scheds, steps, history, losses, observe=False):
     """One process: the ranks' minibatch gradients averaged by hand, evaluated every 4 steps."""
     def evaluate(step):
         with torch.no_grad():
@@ -70,6 +70,9 @@ def _reference(model, opt, ds, scheds, steps, history, losses):
         grads = []
         for s in scheds:
             idx = s.indices(t)
+            if observe:  # a balancing order sees the step's per-example gradients first
+                from relaxtorch.order import per_example_grads
+                s.observe(t, per_example_grads(model, F.cross_entropy, ds.X_train[idx], ds.y_train[idx])[1])
             model.zero_grad()
             loss = F.cross_entropy(model(ds.X_train[idx]), ds.y_train[idx])
             loss.backward()
@@ -267,3 +270,57 @@ def test_timing_clock_is_cpu_time_only_when_ranks_share_cores(monkeypatch):
     assert timing_clock() is time.thread_time
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert timing_clock(cores // 2 + 1) is time.thread_time  # two threads per rank fill the cores
+
+
+def test_a_balancing_order_matches_the_single_process_reference(world, tmp_path):
+    """order = "pair" on breast_cancer (7 steps an epoch): the ranks' orders follow their per-example
+    gradients, as the one-process loop with the same schedules observed by hand."""
+    steps, lr = 20, 0.05
+    raw = {"dist": {"steps": steps, "lr": lr, "batch_size": 32, "eval_every": 4, "checkpoint_every": 0,
+                    "seed": 2, "data": "breast_cancer", "order": "pair"}, "runs": [{"algorithm": "allreduce"}]}
+    run = _report(world, raw, tmp_path, timeout=240)["runs"][0]
+    ds = load_dataset("breast_cancer", seed=2)
+    model = build_model("mlp", ds.n_features, ds.n_classes, seed=2)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    d = sum(p.numel() for p in model.parameters())
+    scheds = [BatchSchedule(ds.y_train, WORLD, r, 32, seed=2, order="pair", grad_dim=d) for r in range(WORLD)]
+    assert scheds[0].steps_per_epoch == 7
+    history, losses = [], []
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _reference(model, opt, ds, scheds, steps, history, losses, observe=True)
+    finally:
+        torch.set_num_threads(saved_threads)
+    # the balanced epoch differs from the first (random) one
+    assert not torch.equal(scheds[0].indices(16), BatchSchedule(ds.y_train, WORLD, 0, 32, seed=2).indices(16))
+    got = [(h["step"], h["train_loss"], h["test_acc"]) for h in run["history"]]
+    assert [g[0] for g in got] == [h[0] for h in history]
+    for g, h in zip(got, history):
+        assert g[2] == h[4] and math.isclose(g[1], h[2], rel_tol=1e-5)
+    s = run["summary"]
+    assert s["order"] == "pair" and s["sort_step_s"] > 0 and s["order_bytes"] > 8 * d
+
+
+def test_cdgrab_runs_through_the_job_and_resumes_bit_for_bit(world, tmp_path):
+    raw = {"dist": {"steps": 20, "eval_every": 4, "checkpoint_every": 6, "batch_size": 32, "lr": 0.05,
+                    "data": "breast_cancer", "order": "cdgrab"},
+           "runs": [{"algorithm": "allreduce"}, {"algorithm": "allreduce", "name": "allreduce-rr", "order": "rr"}]}
+    whole = _report(world, raw, tmp_path / "whole", timeout=240)
+    assert _report(world, raw, tmp_path / "cut", stop_after=9, timeout=240) == "stopped"  # its last checkpoint: step 6
+    resumed = _report(world, raw, tmp_path / "cut", resume=True, timeout=240)
+    a, b = whole["runs"][0], resumed["runs"][0]
+    assert _strip(a["history"]) == _strip(b["history"])
+    ca, cb = (load(tmp_path / p / "checkpoints" / "allreduce.pt") for p in ("whole", "cut"))
+    for ra, rb in zip(ca["ranks"], cb["ranks"]):
+        _assert_same_tree(ra["model"], rb["model"], "model")
+        _assert_same_tree(ra["order"]["state"], rb["order"]["state"], "order")
+    # every rank ends with the same shared running sum (one all-gather per step keeps them equal)
+    assert torch.equal(ca["ranks"][0]["order"]["state"]["buffers"]["s"], ca["ranks"][1]["order"]["state"]["buffers"]["s"])
+    s, rr = a["summary"], whole["runs"][1]["summary"]
+    assert s["order"] == "cdgrab" and s["order_bytes"] > 0 and s["sort_step_s"] > 0
+    assert rr["order"] == "rr" and rr["sort_step_s"] == 0 and rr["order_bytes"] == 0
+    assert s["bytes_per_step"] == rr["bytes_per_step"]  # the order's all-gather is not the algorithm's traffic
+    from relaxtorch.jobs.distributed.report import format_summary
+    table = format_summary(whole)
+    assert "order" in table.splitlines()[0] and "cdgrab" in table and "sort ms/step" in table

@@ -62,6 +62,39 @@ def test_fp32_sgd_is_plain_torch_sgd():
     assert result.history[-1]["train_loss"] == loss
 
 
+def test_a_balancing_order_is_the_plain_loop_with_that_order():
+    """``order="grab"``: the hand-written loop — GraB's permutation, observed before each step with
+    per-example gradients of the data loss — and its cost reported apart."""
+    from relaxtorch import order as rto
+    data = load_dataset("digits").subsample(64)
+    hp = Hyper(epochs=3, batch_size=16, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    result = RUNNERS["sgd"](build_model("mlp", data, generator(0, "model")), data, PRECISIONS["fp32"], hp, seed=5,
+                            order="grab")
+    model = build_model("mlp", data, generator(0, "model"))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    order = rto.GraB(64, sum(p.numel() for p in model.parameters()))
+    state = order.init(generator(5, "order"))
+    perms = []
+    for _ in range(3):
+        perm, state = order.epoch(state)
+        perms.append(perm)
+        for i in range(0, 64, 16):
+            idx = perm[i:i + 16]
+            x, y = data.X_train[idx], data.y_train[idx]
+            _, grads = rto.per_example_grads(model, lambda out, t: data_loss(out, t, data), x, y)
+            state = order.observe(state, idx, grads)
+            opt.zero_grad()
+            (data_loss(model(x), y, data) + l2(model, 1e-3)).backward()
+            opt.step()
+    assert not torch.equal(perms[1], perms[2])  # the order moved with the gradients
+    with torch.no_grad():
+        loss = float(data_loss(model(data.X_train), data.y_train, data) + l2(model, 1e-3))
+    assert result.history[-1]["train_loss"] == loss
+    assert result.sort_seconds > 0 and result.order_bytes >= order.state_bytes(state) > 8 * 64
+    rr = RUNNERS["sgd"](build_model("mlp", data, generator(0, "model")), data, PRECISIONS["fp32"], hp, seed=5)
+    assert rr.order_bytes == 8 * 64  # random reshuffling holds its permutation only
+
+
 def test_swalp_evaluates_the_average_and_recomputes_batch_norm():
     data = load_dataset("digits").subsample(96)
     hp = Hyper(epochs=4, batch_size=16, swa_start=0.5)

@@ -20,6 +20,8 @@ BAD = {  # name: (config text, words the one-line message must contain)
                           ["[sweep].precisions", "unknown precision 'fp7'", "bfp8"]),
     "unknown model": ("[sweep]\nmodels = [\"resnet\"]\n", ["[sweep].models", "unknown model 'resnet'"]),
     "unknown algorithm": ("[sweep]\nalgorithms = [\"adam\"]\n", ["[sweep].algorithms", "unknown algorithm 'adam'"]),
+    "unknown order": ("[sweep]\norders = [\"rr\", \"gra\"]\n", ["[sweep].orders", "unknown order 'gra'", "grab"]),
+    "orders not a list": ("[sweep]\norders = \"grab\"\n", ["[sweep].orders", "list"]),
     "unknown dataset": ("[sweep]\ndatasets = [\"mnist\"]\n", ["[sweep].datasets", "unknown dataset 'mnist'"]),
     "unknown override model": ("[models.vgg]\nlr = 0.1\n", ["[models.vgg]", "unknown model"]),
     "unknown override key": ("[algorithms.halp]\nmu = 0.1\n", ["[algorithms.halp].mu", "unknown key"]),
@@ -93,7 +95,7 @@ def test_every_key_has_a_default_and_the_examples_parse_and_plan():
     assert empty.pairs() == [("mlp", "digits")] and empty.hyper("mlp", "sgd").epochs > 0
     examples = Path(__file__).resolve().parents[3] / "examples"
     assert (examples / "default.toml").read_text() == DEFAULT_TOML
-    for name in ("default", "swalp_digits", "halp_logreg", "full_sweep"):
+    for name in ("default", "swalp_digits", "halp_logreg", "full_sweep", "tradeoff_orders"):
         cfg = load_config(examples / f"{name}.toml")
         runs, _ = plan(cfg, load_data(cfg))
         assert runs, name

@@ -83,7 +83,7 @@ def test_bits_and_memory_order_by_precision(tiny_run):
 def _strip_times(report):
     rows = []
     for r in report["runs"]:
-        r = {k: v for k, v in r.items() if k not in ("seconds", "train_seconds")}
+        r = {k: v for k, v in r.items() if k not in ("seconds", "train_seconds", "sort_seconds")}
         r["history"] = [{k: v for k, v in h.items() if k != "seconds"} for h in r["history"]]
         rows.append(r)
     return rows
@@ -112,3 +112,51 @@ def test_default_sweep_plans_every_algorithm_and_the_quick_flag_shrinks_it():
     qruns, _ = plan(q, load_data(q))
     assert len(qruns) * len(cfg.sweep["seeds"]) == len(runs)
     assert all(r.hyper.epochs <= 2 for r in qruns) and q.data["max_train"] == 256
+
+
+ORDERS_TOML = """
+[sweep]
+pairs = ["logreg/breast_cancer"]
+algorithms = ["sgd"]
+precisions = ["fp32"]
+orders = ["rr", "grab", "pair"]
+seeds = [0, 1]
+[data]
+max_train = 48
+[train]
+epochs = 2
+batch_size = 8
+lr = 0.05
+momentum = 0.0
+weight_decay = 0.05
+"""
+
+
+def test_an_order_axis_reports_each_orders_cost_next_to_its_loss(tmp_path, capsys):
+    (tmp_path / "o.toml").write_text(ORDERS_TOML)
+    rc = main(["tradeoff", "--config", str(tmp_path / "o.toml"), "--out", str(tmp_path / "out"), "--no-progress"])
+    table = capsys.readouterr().out
+    assert rc == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [r["order"] for r in report["runs"]] == ["rr", "rr", "grab", "grab", "pair", "pair"]
+    by = {s["order"]: s for s in report["summary"]}
+    assert set(by) == {"rr", "grab", "pair"} and all(len(s["seeds"]) == 2 for s in by.values())
+    n, d = 48, 31  # examples; logistic regression on 30 features + bias
+    assert by["rr"]["order_bytes"] == 8 * n and by["grab"]["order_bytes"] > 8 * n + 3 * 8 * d
+    assert by["grab"]["sort_seconds"] > by["rr"]["sort_seconds"] >= 0
+    assert by["rr"]["delta_test_error"] == 0.0
+    with open(tmp_path / "out" / "report.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["order"] for r in rows] == [r["order"] for r in report["runs"]]
+    assert all(float(r["sort_seconds"]) >= 0 and int(r["order_bytes"]) > 0 for r in rows)
+    header = next(line for line in table.splitlines() if line.startswith("| model"))
+    assert "order" in header and "sort s" in header and "order state" in header
+    assert (tmp_path / "out" / "order_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same seed and order reproduce the run (a balancing order is deterministic too)
+    again = run_sweep(parse({"sweep": {"pairs": ["logreg/breast_cancer"], "algorithms": ["sgd"],
+                                       "precisions": ["fp32"], "orders": ["grab"], "seeds": [1]},
+                             "data": {"max_train": 48},
+                             "train": {"epochs": 2, "batch_size": 8, "lr": 0.05, "momentum": 0.0,
+                                       "weight_decay": 0.05}}), progress=False)
+    first = next(r for r in report["runs"] if (r["order"], r["seed"]) == ("grab", 1))
+    assert again["runs"][0]["train_loss"] == first["train_loss"]

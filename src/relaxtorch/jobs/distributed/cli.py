@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--label-skew", type=float, metavar="S", help="fraction of examples sorted by label with --partition label "
                                                     "(default 0.9; 1: each rank a few labels)")
     a("--reshuffle", action="store_true", default=None, help="redraw the partition every epoch")
+    a("--order", help="example order of every rank (relaxtorch.order): rr (default), so, flipflop, sequential, "
+                      "grab, pair, cdgrab (pair balance shared across the ranks), ...")
     a("--steps", type=int, help="training steps per run (default 300)")
     a("--batch-size", type=int, help="minibatch per rank (default 32)")
     a("--lr", type=float, help="step size (default 0.1)")
@@ -77,13 +79,14 @@ def build_config(args, world: int | None = None):
         cfg = load_config(args.config)
         cfg = override(cfg, algorithms=algorithms, nproc=nproc, model=args.model, topology=args.topology,
                        link=args.link, partition=args.partition, label_skew=args.label_skew,
-                       reshuffle=args.reshuffle, steps=args.steps, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
+                       reshuffle=args.reshuffle, order=args.order, steps=args.steps, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
                        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed,
                        timeout=args.timeout, device=args.device)
     except ConfigError as exc:
         raise _error(str(exc)) from None
+    from .config import order_error
     for spec in cfg.runs:
-        why = check_run(spec, cfg.nproc)
+        why = check_run(spec, cfg.nproc) or order_error(spec)
         if why:
             raise _error(f"run {spec.name!r}: {why}")
     if cfg.device == "cuda" and world is None:

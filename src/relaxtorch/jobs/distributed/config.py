@@ -72,6 +72,7 @@ class RunSpec:
     partition: str = "iid"
     label_skew: float = 0.9
     reshuffle: bool = False
+    order: str = "rr"
     steps: int = 300
     batch_size: int = 32
     lr: float = 0.1
@@ -165,6 +166,10 @@ def _check_run(c: _Checker, where: str, key: str, v):
         c.fail(f"{where}{key}", range_error(v, 0, 1, hi_open=True))
     if key == "weight_decay" and range_error(v, 0, MAX_PENALTY):
         c.fail(f"{where}{key}", range_error(v, 0, MAX_PENALTY))
+    if key == "order":
+        from ...order import ORDERS
+        if v not in ORDERS:
+            c.fail(f"{where}{key}", f"unknown order {v!r} (choose from {', '.join(ORDERS)})")
     if key == "label_skew" and not 0 <= v <= 1:
         c.fail(f"{where}{key}", f"must be in [0, 1], got {v}")
     if key == "link":
@@ -198,7 +203,20 @@ def _run(c: _Checker, where: str, table: dict, defaults: dict) -> RunSpec:
         else:
             allowed = [*RUN_KEYS, *OPTIONS[algo]]
             c.fail(f"{where}.{key}", f"unknown key for algorithm {algo!r} (choose from name, {', '.join(allowed)})")
-    return RunSpec(algorithm=algo, name=name, options=options, **values)
+    spec = RunSpec(algorithm=algo, name=name, options=options, **values)
+    why = order_error(spec)
+    if why:
+        c.fail(f"{where}.order", why)
+    return spec
+
+
+def order_error(spec: RunSpec) -> str | None:
+    """Why the run's example order cannot run with its other settings (None when it can)."""
+    from ...order import ORDERS
+    if spec.reshuffle and ORDERS[spec.order].needs_gradients:
+        return (f"{spec.order!r} balances the examples of a fixed partition; reshuffle redraws it every epoch "
+                "(use a gradient-free order, e.g. rr)")
+    return None
 
 
 def parse(raw: dict, source: str | None = None) -> DistConfig:

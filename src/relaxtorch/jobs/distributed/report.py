@@ -19,13 +19,14 @@ from pathlib import Path
 from ..._files import atomic_write, finite
 from .._report import format_table, machine
 
-SUMMARY_FIELDS = ["name", "algorithm", "model", "params", "world", "partition", "link", "steps", "evaluated",
+SUMMARY_FIELDS = ["name", "algorithm", "order", "model", "params", "world", "partition", "link", "steps", "evaluated",
                   "test_acc", "test_loss", "train_loss", "consensus", "acc_vs_allreduce_pp", "bytes_per_step",
                   "messages_per_step", "compression_ratio", "vs_allreduce", "sim_step_s", "sim_unlimited_step_s",
                   "link_slowdown", "slowdown", "compute_step_s",
-                  "compress_step_s", "sim_comm_step_s", "comm_step_s", "wall_step_s", "sim_total_s"]
+                  "compress_step_s", "sim_comm_step_s", "comm_step_s", "wall_step_s", "sim_total_s", "sort_step_s",
+                  "order_bytes"]
 HISTORY_FIELDS = ["step", "epoch", "lr", "train_loss", "batch_loss", "test_loss", "test_acc", "consensus", "bytes_per_worker",
-                  "messages_per_worker", "sim_s", "wall_s"]
+                  "messages_per_worker", "sim_s", "wall_s", "sort_s"]
 FILES = ("report.json", "report.csv", "history.csv", "loss_vs_step.png", "accuracy_vs_time.png",
          "bytes_per_step.png")
 
@@ -50,7 +51,8 @@ def summarize(rec: dict) -> dict:
         "compute_step_s": totals["compute_s"] / steps,
         "compress_step_s": totals["compress_s"] / steps, "sim_comm_step_s": totals["simulated_comm_s"] / steps,
         "comm_step_s": totals["comm_s"] / steps, "wall_step_s": totals["wall_s"] / steps,
-        "sim_total_s": totals["sim_s"]}
+        "sim_total_s": totals["sim_s"], "order": rec.get("order", spec.get("order", "rr")),
+        "sort_step_s": (last.get("sort_s") or 0.0) / steps, "order_bytes": rec.get("order_bytes", 0)}
 
 
 def _baseline_key(s: dict) -> tuple:
@@ -60,7 +62,10 @@ def _baseline_key(s: dict) -> tuple:
 def build_report(cfg, records: list[dict], seconds: float) -> dict:
     """The report of finished runs: config, machine, and per run its record and summary."""
     summaries = [summarize(r) for r in records]
-    base = {_baseline_key(s): s for s in summaries if s["algorithm"] == "allreduce"}
+    base = {}
+    for s in summaries:  # the float32 all-reduce run, with random reshuffling where the job has one
+        if s["algorithm"] == "allreduce" and (_baseline_key(s) not in base or s["order"] == "rr"):
+            base[_baseline_key(s)] = s
     for s in summaries:
         b = base.get(_baseline_key(s))
         if b is not None:
@@ -112,7 +117,9 @@ def _opt(v, fmt: str) -> str:
 
 
 def format_summary(report: dict) -> str:
-    """The side-by-side table of the runs and a line of what the columns mean."""
+    """The side-by-side table of the runs and a line of what the columns mean (with example orders
+    other than random reshuffling: each run's order, its sorting time per step and state bytes)."""
+    orders = any(r["summary"].get("order", "rr") != "rr" for r in report["runs"])
     rows = []
     for r in report["runs"]:
         s = r["summary"]
@@ -123,11 +130,18 @@ def format_summary(report: dict) -> str:
                      _opt(s["link_slowdown"], ".2f"), _opt(s["slowdown"], ".2f"), f"{1e3 * s['compute_step_s']:.2f}",
                      f"{1e3 * s['compress_step_s']:.2f}", f"{1e3 * s['sim_comm_step_s']:.2f}",
                      f"{1e3 * s['comm_step_s']:.2f}", f"{1e3 * s['wall_step_s']:.2f}"])
+        if orders:
+            rows[-1][2:2] = [s["order"]]
+            rows[-1] += [f"{1e3 * s['sort_step_s']:.2f}", _bytes(s["order_bytes"])]
     headers = ["run", "model", "test acc %", "Δ allreduce", "train loss", "consensus", "sent/step", "compr.",
                "x fewer", "sim ms/step", "vs unlimited", "slowdown", "compute", "compress", "comm sim", "comm real", "real ms/step"]
+    if orders:
+        headers[2:2] = ["order"]
+        headers += ["sort ms/step", "order state"]
     links = sorted({r["summary"]["link"] for r in report["runs"]})
     world = sorted({r["summary"]["world"] for r in report["runs"]})
-    text = format_table(headers, rows, "ll" + "r" * (len(headers) - 2))
+    left = 3 if orders else 2
+    text = format_table(headers, rows, "l" * left + "r" * (len(headers) - left))
     text += (f"\n\n{'/'.join(map(str, world))} ranks, link {', '.join(links)}. sent/step: bytes each worker sent "
              "per step; compr.: float32 bytes of the same messages / bytes sent; x fewer: bytes of the float32 "
              "all-reduce run / this run's; Δ allreduce: test accuracy minus the all-reduce run's (percentage "
@@ -141,4 +155,8 @@ def format_summary(report: dict) -> str:
              "the previous exchange is on the link); "
              "vs unlimited: sim ms/step over the same steps' time on an unlimited link; slowdown: sim ms/step "
              "over the float32 all-reduce run's time on an unlimited link (the paper's comparison).")
+    if orders:
+        text += ("\norder: each rank's example order (relaxtorch.order; cdgrab: pair balance shared across the ranks, "
+                 "one all-gather per step); sort ms/step: per-example gradients + the order's observe, per rank, "
+                 "not in the times above; order state: peak bytes of rank 0's order state.")
     return text

@@ -24,6 +24,12 @@ rank waiting for a core another rank holds is not charged for it; else on wall-c
 algorithm's exchange still in flight is applied (``opt.synchronize()``) before
 the final evaluation.
 
+With a balancing example order (``order = "grab"``, ``"pair"``, ``"cdgrab"``, ...) each rank
+computes, before its step, the per-example gradients of its minibatch at the step's weights
+(``relaxtorch.order.per_example_grads``) and feeds them to its order (CD-GraB: one all-gather
+with the other ranks); that sorting is timed apart (``sort_s``, not in compute nor in the
+simulated time) and the order's peak state bytes are reported.
+
 Every ``checkpoint_every`` steps, and when a run ends, rank 0 writes every rank's
 state (``checkpoint.py``); with ``resume`` a finished run is taken from its
 checkpoint and an unfinished one continues from it, bit for bit.
@@ -44,7 +50,7 @@ from torch.nn import functional as F
 from . import checkpoint as ckpt
 from .algorithms import Context, build
 from .config import DistConfig, RunSpec
-from .data import BatchSchedule
+from .data import BatchSchedule, state_tree
 from .models import build_model, n_parameters
 from .schedule import lr_at
 
@@ -119,9 +125,12 @@ class _Run:
         from ...comm.link import parse_link
         self.spec, self.cfg, self.rc = spec, cfg, rc
         self.ds, (self.X, self.y, self.X_test, self.y_test) = _load_data(spec, cfg.seed, rc.device)
-        self.schedule = BatchSchedule(self.ds.y_train, rc.world, rc.rank, spec.batch_size, scheme=spec.partition,
-                                      skew=spec.label_skew, reshuffle=spec.reshuffle, seed=cfg.seed)
         self.model = build_model(spec.model, self.ds.n_features, self.ds.n_classes, seed=cfg.seed).to(rc.device)
+        self.schedule = BatchSchedule(self.ds.y_train, rc.world, rc.rank, spec.batch_size, scheme=spec.partition,
+                                      skew=spec.label_skew, reshuffle=spec.reshuffle, seed=cfg.seed,
+                                      order=spec.order, grad_dim=n_parameters(self.model))
+        self.sort_s = 0.0  # this rank's seconds of sorting (per-example gradients, observe)
+        self.order_bytes = 0
         self.link = parse_link(spec.link)
         ctx = Context(rank=rc.rank, world=rc.world, seed=cfg.seed, link=self.link, device=rc.device)
         self.opt = (factory or build)(spec, self.model, ctx)
@@ -142,6 +151,8 @@ class _Run:
         stats = self.opt.stats
         before = [getattr(stats, f) for f in _STEP_FIELDS[:-1]]
         idx = self.schedule.indices(self.step)
+        if self.schedule.needs_gradients:
+            self.observe(idx)
         t0 = time.perf_counter()
         self.set_lr()
         self.opt.zero_grad()
@@ -154,6 +165,15 @@ class _Run:
         self.window[0] += float(loss.detach())
         self.window[1] += 1
         self.step += 1
+
+    def observe(self, idx) -> None:
+        """Feed the balancing order this step's per-example gradients (timed as sorting)."""
+        from ...order import per_example_grads
+        t0 = time.perf_counter()
+        _, grads = per_example_grads(self.model, F.cross_entropy, self.X[idx], self.y[idx])
+        self.schedule.observe(self.step, grads)
+        self.order_bytes = max(self.order_bytes, self.schedule.order.state_bytes(self.schedule.state))
+        self.sort_s += time.perf_counter() - t0
 
     def lr(self) -> float:
         """The step size of the current step (the run's schedule; a function of the step alone)."""
@@ -205,7 +225,8 @@ class _Run:
         avg /= self.rc.world
         stats = self.opt.stats
         sums = torch.tensor([float(((vec - avg).double() ** 2).sum()), self.window[0], self.window[1],
-                             stats.bytes_sent, stats.messages_sent, stats.float32_bytes], dtype=torch.float64,
+                             stats.bytes_sent, stats.messages_sent, stats.float32_bytes, self.sort_s],
+                            dtype=torch.float64,
                             device=dev)
         dist.all_reduce(sums)
         sums = sums.tolist()
@@ -229,7 +250,7 @@ class _Run:
             "train_loss": train_loss,
             "batch_loss": sums[1] / sums[2] if sums[2] else None, "test_loss": test_loss, "test_acc": test_acc,
             "consensus": sums[0] / n, "bytes_per_worker": sums[3] / n, "messages_per_worker": sums[4] / n,
-            "float32_bytes_per_worker": sums[5] / n, "sim_s": self.totals["sim_s"], "wall_s": self.totals["wall_s"]})
+            "float32_bytes_per_worker": sums[5] / n, "sort_s": sums[6] / n, "sim_s": self.totals["sim_s"], "wall_s": self.totals["wall_s"]})
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -243,6 +264,9 @@ class _Run:
         state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                  "stats": _stats_state(self.opt.stats), "window": list(self.window),
                  "data": {"seed": self.cfg.seed, "rank": self.rc.rank, "step": self.step}}
+        if self.schedule.needs_gradients:  # a balancing order's state: it is not a function of the step
+            state["order"] = {"state": state_tree(self.schedule.state), "sort_s": self.sort_s,
+                              "bytes": self.order_bytes}
         ckpt.gather_and_save(path, state, self._header(done, record))
 
     def restore(self, header: dict, state: dict) -> None:
@@ -252,6 +276,9 @@ class _Run:
             setattr(self.opt.stats, k, v)
         self.window = list(state["window"])
         self.step = header["step"]
+        if "order" in state:
+            self.schedule.restore(state["order"]["state"], self.step)
+            self.sort_s, self.order_bytes = state["order"]["sort_s"], state["order"]["bytes"]
         self.history = list(header["shared"]["history"])
         self.totals = dict(header["shared"]["totals"])
 
@@ -283,6 +310,7 @@ class _Run:
                 "clock": "thread CPU" if self.clock is time.thread_time else "wall",
                 "evaluated": "average" if self.spec.decentralized else "rank 0",
                 "steps_per_epoch": self.schedule.steps_per_epoch, "link": str(self.link),
+                "order": self.spec.order, "order_bytes": self.order_bytes,
                 "history": self.history, "totals": self.totals, "rank_stats": rank_stats}
 
 

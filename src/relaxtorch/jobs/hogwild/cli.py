@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--lr-decay", type=float, help="step size factor per epoch (default 0.8)")
     a("--lam", type=float, help="L2 penalty (default 0)")
     a("--model-range", type=float, help="largest |weight| a fixed-point model holds (default 4)")
-    a("--order", choices=("blocks", "shuffle", "sequential"), help="example order in an epoch (default blocks)")
+    a("--order", choices=("blocks", "shuffle", "sequential", "rr", "so", "flipflop"),
+      help="example order in an epoch (relaxtorch.order; default blocks; shuffle = rr)")
     a("--loss", choices=("logistic", "squared", "hinge"), help="loss for libsvm problems (default logistic)")
     a("--seed", type=int, help="seed for data, model and rounding (default 0)")
     r = p.add_argument_group("model replication (DimmWitted)")

@@ -1,6 +1,6 @@
 """The training algorithms of the sweep: one function each, one signature.
 
-``fn(model, data, precision, hp, *, seed, objective=None) -> Result``
+``fn(model, data, precision, hp, *, seed, objective=None, order="rr") -> Result``
 
 - ``sgd``: SGD with momentum.  At a low precision this is LP-SGD:
   ``quantize_model`` rounds activations (nearest) and errors (stochastic),
@@ -16,9 +16,19 @@
 
 ``seed`` drives the data order and, through a second generator, every
 quantizer; the caller seeds torch's global RNG for the model's init.
+
+``order`` names the example order (``relaxtorch.order.ORDERS``): the epoch's permutation
+comes from it.  "rr" draws ``torch.randperm(n, generator=generator(seed, "order"))`` every
+epoch, the stream of the loop it replaced.  A balancing order gets, before each step, the
+per-example gradients of the step's examples at the step's weights (``per_example_grads`` on
+a float32 probe copy of the model, so no quantizer's random stream moves; the data loss, the
+L2 term being the same for every example) and is observed with them.  That work — probe
+copy, per-example gradients, ``observe`` and ``epoch`` — is timed apart (``sort_seconds``)
+and left out of the training clock; ``order_bytes`` is the peak of ``state_bytes``.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -29,6 +39,7 @@ from torch import nn
 from ..._seeding import generator
 from ...numbers import quantize
 from ...optim import HALP, SVRG, SWALP
+from ...order import RandomReshuffling, make, per_example_grads
 from ...quant import OptimLP, quantize_model
 from . import memory
 from .hyper import Hyper, lr_at
@@ -43,12 +54,15 @@ HALP_MIN_BITS = 6
 
 @dataclass
 class Result:
-    """Per-epoch history (epoch 0 = the initial point), bytes stored by role, bits per weight."""
+    """Per-epoch history (epoch 0 = the initial point), bytes stored by role, bits per weight,
+    and the example order's cost (seconds of sorting, peak bytes of its state)."""
 
     history: list[dict]
     memory: dict[str, int]
     weight_bits: float
     extra: dict = field(default_factory=dict)
+    sort_seconds: float = 0.0
+    order_bytes: int = 0
 
 
 def unsupported(algorithm: str, model: str, precision: Precision) -> str | None:
@@ -67,23 +81,57 @@ def unsupported(algorithm: str, model: str, precision: Precision) -> str | None:
     return None
 
 
+def build_order(name: str, n: int, model: nn.Module, seed: int):
+    """The order ``name`` for ``n`` examples and the gradients of ``model``, and its state."""
+    d = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    order = make(name, n, d=d)
+    gen = generator(seed, "order")
+    if isinstance(order, RandomReshuffling):  # the stream of the loop before orders were values
+        state = order.init(generator(seed, "order", "init"))
+        state.generator = gen
+    else:
+        state = order.init(gen)
+    return order, state
+
+
 class _Trainer:
     """Data order, loss, per-epoch evaluation and the training clock of one run."""
 
-    def __init__(self, model, data, hp: Hyper, seed: int, objective):
+    def __init__(self, model, data, hp: Hyper, seed: int, objective, order: str = "rr"):
         self.model, self.data, self.hp, self.objective = model, data, hp, objective
-        self.order = generator(seed, "order")
-        self.qgen = generator(seed, "rounding")
         self.n = data.X_train.shape[0]
+        self.order, self.order_state = build_order(order, self.n, model, seed)
+        self.probe = copy.deepcopy(model) if self.order.needs_gradients else None  # float32, no quantizers
+        self.qgen = generator(seed, "rounding")
         self.steps_per_epoch = math.ceil(self.n / hp.batch_size)
         self.history: list[dict] = []
         self.seconds = 0.0
+        self.sort_seconds = 0.0
+        self.order_bytes = self.order.state_bytes(self.order_state)
 
     def batches(self):
-        perm = torch.randperm(self.n, generator=self.order)
+        t0 = time.perf_counter()
+        perm, self.order_state = self.order.epoch(self.order_state)
+        self.order_bytes = max(self.order_bytes, self.order.state_bytes(self.order_state))
+        self.sort_seconds += time.perf_counter() - t0
         for i in range(0, self.n, self.hp.batch_size):
             idx = perm[i:i + self.hp.batch_size]
-            yield self.data.X_train[idx], self.data.y_train[idx]
+            x, y = self.data.X_train[idx], self.data.y_train[idx]
+            if self.probe is not None:
+                self._observe(idx, x, y)
+            yield x, y
+
+    def _observe(self, idx, x, y) -> None:
+        """Feed the balancing order this step's per-example gradients (timed as sorting)."""
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for p, q in zip(self.probe.parameters(), self.model.parameters()):
+                p.copy_(q)
+        self.probe.train(self.model.training)
+        _, grads = per_example_grads(self.probe, lambda out, t: data_loss(out, t, self.data), x, y)
+        self.order_state = self.order.observe(self.order_state, idx, grads)
+        self.order_bytes = max(self.order_bytes, self.order.state_bytes(self.order_state))
+        self.sort_seconds += time.perf_counter() - t0
 
     def loss(self, x, y) -> torch.Tensor:
         return data_loss(self.model(x), y, self.data) + l2(self.model, self.hp.weight_decay)
@@ -100,23 +148,27 @@ class _Trainer:
         self.history.append(dict(epoch=epoch, train_loss=train_loss, test_error=test_error,
                                  suboptimality=sub, seconds=self.seconds))
 
-    def tick(self, t0: float) -> None:
-        self.seconds += time.perf_counter() - t0
+    def tick(self, t0: float, sort0: float) -> None:
+        """Add the training time since ``t0``, less the sorting done since (``sort0``: its total then)."""
+        self.seconds += time.perf_counter() - t0 - (self.sort_seconds - sort0)
+
+    def result(self, memory, weight_bits, extra=None) -> Result:
+        return Result(self.history, memory, weight_bits, extra or {}, self.sort_seconds, self.order_bytes)
 
 
 # -- SGD and SWALP -------------------------------------------------------------------------------
-def sgd(model, data, precision: Precision, hp: Hyper, *, seed: int, objective=None) -> Result:
+def sgd(model, data, precision: Precision, hp: Hyper, *, seed: int, objective=None, order: str = "rr") -> Result:
     """(LP-)SGD with momentum and the ``lr_schedule``."""
-    return _sgd_run(model, data, precision, hp, seed, objective, average=False)
+    return _sgd_run(model, data, precision, hp, seed, objective, average=False, order=order)
 
 
-def swalp(model, data, precision: Precision, hp: Hyper, *, seed: int, objective=None) -> Result:
+def swalp(model, data, precision: Precision, hp: Hyper, *, seed: int, objective=None, order: str = "rr") -> Result:
     """LP-SGD whose iterates SWALP averages in float32 once ``swa_start`` of the epochs passed."""
-    return _sgd_run(model, data, precision, hp, seed, objective, average=True)
+    return _sgd_run(model, data, precision, hp, seed, objective, average=True, order=order)
 
 
-def _sgd_run(model, data, precision, hp, seed, objective, average: bool) -> Result:
-    tr = _Trainer(model, data, hp, seed, objective)
+def _sgd_run(model, data, precision, hp, seed, objective, average: bool, order: str) -> Result:
+    tr = _Trainer(model, data, hp, seed, objective, order)
     if not precision.is_baseline:
         model = tr.model = quantize_model(model, weight=precision.weight, activation=precision.activation,
                                           error=precision.error, generator=tr.qgen)
@@ -131,7 +183,7 @@ def _sgd_run(model, data, precision, hp, seed, objective, average: bool) -> Resu
     step = 0
     for epoch in range(1, hp.epochs + 1):
         model.train()
-        t0 = time.perf_counter()
+        t0, sort0 = time.perf_counter(), tr.sort_seconds
         for x, y in tr.batches():
             for group in opt.param_groups:  # SWALP and OptimLP share the SGD's groups
                 group["lr"] = lr_at(hp, step, total, start)
@@ -139,7 +191,7 @@ def _sgd_run(model, data, precision, hp, seed, objective, average: bool) -> Resu
             tr.loss(x, y).backward()
             opt.step()
             step += 1
-        tr.tick(t0)
+        tr.tick(t0, sort0)
         if average and opt.n_averaged > 0:
             _record_average(tr, opt, epoch)
         else:
@@ -149,7 +201,7 @@ def _sgd_run(model, data, precision, hp, seed, objective, average: bool) -> Resu
     if average:
         mem["swa_average"] = memory.count(opt.average)
         extra["n_averaged"] = opt.n_averaged
-    return Result(tr.history, mem, precision.weight_bits, extra)
+    return tr.result(mem, precision.weight_bits, extra)
 
 
 def _record_average(tr: _Trainer, opt: SWALP, epoch: int) -> None:
@@ -183,7 +235,7 @@ def _vr_run(tr: _Trainer, opt, after_step=None) -> None:
 
     tr.record(0)
     for epoch in range(1, tr.hp.epochs + 1):
-        t0 = time.perf_counter()
+        t0, sort0 = time.perf_counter(), tr.sort_seconds
         opt.recenter(full)
         for x, y in tr.batches():
             def closure(x=x, y=y):
@@ -194,13 +246,13 @@ def _vr_run(tr: _Trainer, opt, after_step=None) -> None:
             opt.step(closure)
             if after_step is not None:
                 after_step()
-        tr.tick(t0)
+        tr.tick(t0, sort0)
         tr.record(epoch)
 
 
-def svrg(model, data, precision: Precision, hp: Hyper, *, seed: int, objective=None) -> Result:
+def svrg(model, data, precision: Precision, hp: Hyper, *, seed: int, objective=None, order: str = "rr") -> Result:
     """SVRG; at a low precision the weights are rounded to ``precision.weight`` after each step."""
-    tr = _Trainer(model, data, hp, seed, objective)
+    tr = _Trainer(model, data, hp, seed, objective, order)
     opt = SVRG(model.parameters(), lr=hp.lr)
     fmt = precision.weight
     after = None
@@ -214,20 +266,20 @@ def svrg(model, data, precision: Precision, hp: Hyper, *, seed: int, objective=N
     _vr_run(tr, opt, after)
     mem = {"weights": memory.count(model.parameters(), fmt)}
     mem.update(memory.state_bytes(opt.state, {"anchor": fmt}))  # anchors are copies of the weights
-    return Result(tr.history, mem, precision.bits("weight"))
+    return tr.result(mem, precision.bits("weight"))
 
 
-def halp(model, data, precision: Precision, hp: Hyper, *, seed: int, objective=None) -> Result:
+def halp(model, data, precision: Precision, hp: Hyper, *, seed: int, objective=None, order: str = "rr") -> Result:
     """HALP, ``bits = floor(precision.weight_bits)``: a float32 anchor plus a ``bits``-bit offset."""
     bits = min(int(precision.weight_bits), 24)
-    tr = _Trainer(model, data, hp, seed, objective)
+    tr = _Trainer(model, data, hp, seed, objective, order)
     opt = HALP(model.parameters(), lr=hp.lr, mu=hp.weight_decay, bits=bits, rounding=hp.rounding,
                generator=tr.qgen)
     _vr_run(tr, opt)
     # the model's float32 parameters are anchor + offset materialized: counted as anchor and offset
     mem = memory.state_bytes(opt.state, {"offset": opt.offset_fmt})
     mem = {"weights": mem.pop("anchor") + mem.pop("offset"), **mem}
-    return Result(tr.history, mem, bits, {"offset_format": repr(opt.offset_fmt)})
+    return tr.result(mem, bits, {"offset_format": repr(opt.offset_fmt)})
 
 
 RUNNERS = {"sgd": sgd, "swalp": swalp, "svrg": svrg, "halp": halp}

@@ -4,7 +4,7 @@ Every key has a default (``Hyper``'s, ``SWEEP_DEFAULTS``, ``DATA_DEFAULTS``);
 the bare command runs ``DEFAULT_TOML`` (= examples/default.toml).  Tables::
 
     [sweep]      pairs = ["mlp/digits"] | models = [...] x datasets = [...],
-                 algorithms, precisions, seeds, threads
+                 algorithms, precisions, orders (example orders, default ["rr"]), seeds, threads
     [data]       split_seed, test_fraction, max_train (0 = all)
     [train]      the Hyper keys (epochs, batch_size, lr, ...)
     [models.<model>]                  Hyper keys for one model
@@ -24,6 +24,7 @@ from pathlib import Path
 from .._config import ConfigChecker, seed_error
 from ..._files import read_toml, tomllib
 from ...data import DATASETS
+from ...order import ORDERS
 from .algorithms import ALGORITHMS
 from .defaults import DEFAULT_TOML
 from .hyper import HYPER_KEYS, Hyper, check_hyper
@@ -42,6 +43,7 @@ SWEEP_DEFAULTS = {
     "datasets": ["digits"],
     "algorithms": list(ALGORITHMS),
     "precisions": ["fp32", "bf16", "fp8_e4m3", "fixed8", "bfp8", "mxfp4"],
+    "orders": ["rr"],  # example orders (relaxtorch.order.ORDERS): "rr", "grab", "pair", ...
     "seeds": [0, 1, 2],
     "threads": 1,
 }
@@ -106,7 +108,8 @@ def parse(raw: dict, source: str | None = None) -> Config:
     c.keys("[sweep]", sweep, tuple(SWEEP_DEFAULTS))
     cfg.explicit = set(sweep) | ({"models", "datasets"} if "pairs" in sweep else set())
     for key, choices, what in (("models", MODELS, "model"), ("datasets", DATASETS, "dataset"),
-                               ("algorithms", ALGORITHMS, "algorithm"), ("precisions", tuple(PRECISIONS), "precision")):
+                               ("algorithms", ALGORITHMS, "algorithm"), ("precisions", tuple(PRECISIONS), "precision"),
+                               ("orders", tuple(ORDERS), "order")):
         if key in sweep:
             cfg.sweep[key] = c.names(f"[sweep].{key}", sweep[key], choices, what)
     if "pairs" in sweep:

@@ -27,10 +27,12 @@ class RunSpec:
     precision: str
     seed: int
     hyper: Hyper
+    order: str = "rr"
 
     @property
     def label(self) -> str:
-        return f"{self.model}/{self.dataset} {self.algorithm}@{self.precision} seed={self.seed}"
+        order = "" if self.order == "rr" else f" order={self.order}"
+        return f"{self.model}/{self.dataset} {self.algorithm}@{self.precision}{order} seed={self.seed}"
 
 
 def load_data(cfg: Config) -> dict[str, Dataset]:
@@ -79,7 +81,8 @@ def plan(cfg: Config, datasets: dict[str, Dataset]) -> tuple[list[RunSpec], list
                                       "(HALP's strong-convexity constant mu is the L2 strength)")
                 used["models"].add(model), used["datasets"].add(ds)
                 used["algorithms"].add(alg), used["precisions"].add(prec)
-                runs.extend(RunSpec(model, ds, alg, prec, s, hp) for s in cfg.sweep["seeds"])
+                runs.extend(RunSpec(model, ds, alg, prec, s, hp, order) for order in cfg.sweep["orders"]
+                            for s in cfg.sweep["seeds"])
     names = {"algorithms": cfg.sweep["algorithms"], "precisions": cfg.sweep["precisions"],
              "models": [m for m, _ in cfg.pairs()], "datasets": [d for _, d in cfg.pairs()]}
     unused = [(key, name) for key, requested in names.items() for name in dict.fromkeys(requested)

@@ -5,7 +5,9 @@
 seeds, std as error bar), the Pareto frontier drawn as a step line.
 ``loss_curves_png``: per model and data set, relative suboptimality (convex
 models) or training loss against epoch on a log y scale, one line per
-algorithm x precision (mean over seeds).
+algorithm x precision x order (mean over seeds).
+``order_cost_png``: per model and data set, final training loss against seconds of sorting
+(log x), one marker per order, labelled with the peak bytes of its state.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from .._report import colors, figure, png
 
 _MARKERS = {"sgd": "o", "swalp": "s", "svrg": "^", "halp": "D"}
 _STYLES = {"sgd": "-", "swalp": "--", "svrg": "-.", "halp": ":"}
+_ORDER_MARKERS = {"rr": "o", "grab": "*", "pair": "P", "cdgrab": "X", "recursive": "h", "prob": "d",
+                  "herding": "v", "so": "<", "flipflop": ">", "sequential": "1", "blocks": "s"}
 _FLOOR = 1e-16  # suboptimality below float64 resolution is drawn at this floor
 
 
@@ -67,17 +71,44 @@ def loss_curves_png(runs: list[dict]) -> bytes:
         key = "suboptimality" if convex else "train_loss"
         curves: dict[tuple, list] = {}
         for r in group:
-            curves.setdefault((r["algorithm"], r["precision"]), []).append([h[key] for h in r["history"]])
-        for (alg, prec), hs in curves.items():
+            curves.setdefault((r["algorithm"], r["precision"], r.get("order", "rr")), []).append(
+                [h[key] for h in r["history"]])
+        orders = len({k[2] for k in curves}) > 1
+        for (alg, prec, order), hs in curves.items():
             n = min(len(h) for h in hs)
             y = np.array([h[:n] for h in hs], dtype=float)
             y = np.nanmean(np.where(np.isfinite(y), y, np.nan), axis=0)
+            label = f"{alg} {prec}" + (f" {order}" if orders else "")
             ax.plot(np.arange(n), np.maximum(y, _FLOOR) if convex else y, _STYLES[alg], color=color[prec],
-                    marker=_MARKERS[alg], markersize=3, label=f"{alg} {prec}")
+                    marker=_ORDER_MARKERS.get(order, _MARKERS[alg]) if orders else _MARKERS[alg], markersize=3,
+                    label=label)
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_ylabel("relative suboptimality (f - f*) / f*" if convex else "training loss (with L2)")
         ax.set_title(f"{model} on {ds}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    return png(fig)
+
+
+def order_cost_png(summary: list[dict]) -> bytes:
+    pairs = list(dict.fromkeys((s["model"], s["dataset"]) for s in summary))
+    fig, axes = figure(len(pairs))
+    color = colors(s["precision"] for s in summary)
+    for ax, (model, ds) in zip(axes, pairs):
+        for s in summary:
+            if (s["model"], s["dataset"]) != (model, ds) or s["train_loss"] is None:
+                continue
+            order = s.get("order", "rr")
+            kib = (s.get("order_bytes") or 0) / 1024
+            ax.plot(max(s.get("sort_seconds") or 0.0, 1e-6), s["train_loss"], linestyle="none",
+                    marker=_ORDER_MARKERS.get(order, "o"), color=color[s["precision"]], markersize=7,
+                    label=f"{order} {s['algorithm']} {s['precision']} ({kib:.1f} KiB)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("seconds of sorting per run (per-example gradients + sorter)")
+        ax.set_ylabel("final training loss")
+        ax.set_title(f"{model} on {ds}: cost of the example order")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
     return png(fig)

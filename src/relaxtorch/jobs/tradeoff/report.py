@@ -10,9 +10,9 @@ from pathlib import Path
 from ..._files import atomic_write, finite
 from .._report import format_table
 
-CSV_FIELDS = ["model", "dataset", "algorithm", "precision", "seed", "task", "test_error", "train_loss",
+CSV_FIELDS = ["model", "dataset", "algorithm", "precision", "order", "seed", "task", "test_error", "train_loss",
               "suboptimality", "iterate_test_error", "weight_bits", "memory_bytes", "seconds", "train_seconds",
-              "epochs", "batch_size", "lr"]
+              "epochs", "batch_size", "lr", "sort_seconds", "order_bytes"]
 
 
 
@@ -27,12 +27,12 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-FILES = ("report.json", "report.csv", "pareto.png", "loss_curves.png")
+FILES = ("report.json", "report.csv", "pareto.png", "loss_curves.png", "order_cost.png")
 
 
 def write_report(report: dict, out_dir: str | Path, *, plots: bool = True) -> list[Path]:
-    """report.json, report.csv, pareto.png and loss_curves.png in ``out_dir`` (the PNGs only
-    with ``plots``); returns the paths."""
+    """report.json, report.csv, pareto.png, loss_curves.png and order_cost.png in ``out_dir`` (the
+    PNGs only with ``plots``); returns the paths."""
     out = Path(out_dir)
     paths = [out / name for name in FILES]
     atomic_write(paths[1], to_csv(report["runs"]))
@@ -42,6 +42,7 @@ def write_report(report: dict, out_dir: str | Path, *, plots: bool = True) -> li
     from . import plots as png
     atomic_write(paths[2], png.pareto_png(report["summary"]))
     atomic_write(paths[3], png.loss_curves_png(report["runs"]))
+    atomic_write(paths[4], png.order_cost_png(report["summary"]))
     return paths
 
 
@@ -65,26 +66,41 @@ def _delta(s: dict) -> str:
     return f"{d:+.3g}" if s["task"] == "regression" else f"{100 * d:+.2f}"
 
 
+def _has_orders(summary: list[dict]) -> bool:
+    """Whether the sweep had an order axis (anything but random reshuffling alone)."""
+    return any(s.get("order", "rr") != "rr" for s in summary)
+
+
 def format_summary(report: dict) -> str:
-    """The table over seeds, then the skipped combinations."""
+    """The table over seeds, then the skipped combinations; with an order axis, each order's
+    sorting seconds and state bytes next to its loss."""
     summary = report["summary"]
     has_iterate = any(s["iterate_test_error"] is not None for s in summary)
-    headers = ["model", "data", "algorithm", "precision", "bits", "memory", "test err %", "Δ fp32 sgd"]
+    orders = _has_orders(summary)
+    headers = ["model", "data", "algorithm", "precision"] + (["order"] if orders else [])
+    headers += ["bits", "memory", "test err %", "Δ fp32 sgd"]
     headers += ["last iterate %"] if has_iterate else []
     headers += ["train loss", "rel. subopt", "seconds"]
+    headers += ["sort s", "order state"] if orders else []
     rows = []
     for s in summary:
-        row = [s["model"], s["dataset"], s["algorithm"], s["precision"], f"{s['weight_bits']:g}",
-               _bytes(s["memory_bytes"]), _err(s), _delta(s)]
+        row = [s["model"], s["dataset"], s["algorithm"], s["precision"]] + ([s["order"]] if orders else [])
+        row += [f"{s['weight_bits']:g}", _bytes(s["memory_bytes"]), _err(s), _delta(s)]
         row += [_err(s, "iterate_test_error")] if has_iterate else []
         row += [f"{s['train_loss']:.4g}" if s["train_loss"] is not None else "",
                 f"{s['suboptimality']:.2e}" if s["suboptimality"] is not None else "", f"{s['seconds']:.1f}"]
+        row += [f"{s['sort_seconds']:.2f}", _bytes(s["order_bytes"])] if orders else []
         rows.append(row)
-    text = format_table(headers, rows, "llll" + "r" * (len(headers) - 4))
+    left = 5 if orders else 4
+    text = format_table(headers, rows, "l" * left + "r" * (len(headers) - left))
     n_seeds = max((len(s["seeds"]) for s in summary), default=0)
     text += (f"\n\ntest err: mean ± std over {n_seeds} seed(s) (% misclassified; MSE for regression); "
              "Δ: difference to float32 SGD of the same model and data (percentage points); memory: weights + "
              "optimizer state; bits: per stored weight.")
+    if orders:
+        text += ("\norder: the example order (relaxtorch.order); Δ against float32 SGD with random reshuffling; "
+                 "seconds: training without sorting; sort s: seconds of sorting (per-example gradients, observe, "
+                 "epoch); order state: peak bytes of the order's state.")
     if has_iterate:
         text += "\nlast iterate: SWALP's final low-precision iterate (the same run without averaging)."
     if report["skipped"]:

@@ -1,4 +1,4 @@
-"""Run a sweep: every planned (model, data set, algorithm, precision, seed), one row each.
+"""Run a sweep: every planned (model, data set, algorithm, precision, order, seed), one row each.
 
 ``run_sweep(cfg)`` returns the report as a plain dict (config, machine, optima,
 skipped combinations, one row per run with its per-epoch history, and the
@@ -58,6 +58,11 @@ def warm_up(runs: list[RunSpec], datasets: dict) -> None:
         for fmt in dict.fromkeys(f for f in (p.weight, p.activation, p.error, p.grad, p.momentum, p.acc) if f):
             for rounding in ("nearest", "stochastic"):
                 quantize(x, fmt, rounding, generator=torch.Generator().manual_seed(0))
+    from ...order import make
+    for name in dict.fromkeys(r.order for r in runs):  # load the sorters' compiled kernels
+        order = make(name, 4, d=3)
+        perm, state = order.epoch(order.init(torch.Generator().manual_seed(0)))
+        order.observe(state, perm, torch.zeros(4, 3))
     for model, ds in dict.fromkeys((r.model, r.dataset) for r in runs):
         m = build_model(model, datasets[ds])
         opt = torch.optim.SGD(m.parameters(), lr=0.0)  # the first step imports torch._dynamo (seconds)
@@ -71,11 +76,12 @@ def run_one(spec: RunSpec, data, objective) -> dict:
     precision = PRECISIONS[spec.precision]
     t0 = time.perf_counter()
     model = build_model(spec.model, data, generator(spec.seed, "model"))
-    result = RUNNERS[spec.algorithm](model, data, precision, spec.hyper, seed=spec.seed, objective=objective)
+    result = RUNNERS[spec.algorithm](model, data, precision, spec.hyper, seed=spec.seed, objective=objective,
+                                     order=spec.order)
     seconds = time.perf_counter() - t0
     last = result.history[-1]
     return dict(model=spec.model, dataset=spec.dataset, algorithm=spec.algorithm, precision=spec.precision,
-                seed=spec.seed, task=data.task, test_error=last["test_error"], train_loss=last["train_loss"],
+                order=spec.order, sort_seconds=result.sort_seconds, order_bytes=result.order_bytes, seed=spec.seed, task=data.task, test_error=last["test_error"], train_loss=last["train_loss"],
                 suboptimality=last["suboptimality"], iterate_test_error=last.get("iterate_test_error"),
                 weight_bits=result.weight_bits, memory_bytes=sum(result.memory.values()), memory=result.memory,
                 seconds=seconds, train_seconds=last["seconds"], epochs=spec.hyper.epochs,
@@ -136,23 +142,34 @@ def _mean_std(values) -> tuple[float | None, float | None]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """One entry per (model, data set, algorithm, precision): means and stds over seeds, delta to fp32 SGD."""
+    """One entry per (model, data set, algorithm, precision, order): means and stds over seeds, delta to
+    fp32 SGD with random reshuffling (the sweep's first order when it has no "rr")."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["model"], r["dataset"], r["algorithm"], r["precision"]), []).append(r)
+        groups.setdefault((r["model"], r["dataset"], r["algorithm"], r["precision"], r.get("order", "rr")),
+                          []).append(r)
     out = []
-    for (model, ds, alg, prec), rs in groups.items():
+    for (model, ds, alg, prec, order), rs in groups.items():
         err, err_sd = _mean_std(r["test_error"] for r in rs)
         loss, loss_sd = _mean_std(r["train_loss"] for r in rs)
         sub, sub_sd = _mean_std(r["suboptimality"] for r in rs)
         it, _ = _mean_std(r["iterate_test_error"] for r in rs)
         sec, _ = _mean_std(r["seconds"] for r in rs)
-        out.append(dict(model=model, dataset=ds, algorithm=alg, precision=prec, task=rs[0]["task"],
+        sort_sec, _ = _mean_std(r.get("sort_seconds") for r in rs)
+        order_bytes = max((r.get("order_bytes") or 0) for r in rs)
+        out.append(dict(model=model, dataset=ds, algorithm=alg, precision=prec, order=order, task=rs[0]["task"],
                         seeds=[r["seed"] for r in rs], test_error=err, test_error_std=err_sd,
                         train_loss=loss, train_loss_std=loss_sd, suboptimality=sub, suboptimality_std=sub_sd,
                         iterate_test_error=it, weight_bits=rs[0]["weight_bits"],
-                        memory_bytes=rs[0]["memory_bytes"], seconds=sec))
-    base = {(s["model"], s["dataset"]): s["test_error"] for s in out if (s["algorithm"], s["precision"]) == BASELINE}
+                        memory_bytes=rs[0]["memory_bytes"], seconds=sec, sort_seconds=sort_sec,
+                        order_bytes=order_bytes))
+    first_order = {}
+    for s in out:
+        first_order.setdefault((s["model"], s["dataset"]), s["order"])
+    base_order = {k: "rr" if any(s["order"] == "rr" for s in out if (s["model"], s["dataset"]) == k) else v
+                  for k, v in first_order.items()}
+    base = {(s["model"], s["dataset"]): s["test_error"] for s in out
+            if (s["algorithm"], s["precision"]) == BASELINE and s["order"] == base_order[(s["model"], s["dataset"])]}
     for s in out:
         b = base.get((s["model"], s["dataset"]))
         s["delta_test_error"] = None if b is None or s["test_error"] is None else s["test_error"] - b
