@@ -6,8 +6,16 @@ from .builders import from_factors, ising_energy_per_site, ising_grid, magnetisa
 from .exact import exact_distribution, exact_marginals
 from .functions import FactorFunction, factor_value_reference
 from .graph import FactorGraph, GraphArrays
+from .async_gibbs import AsyncGibbs
+from .gibbs import Gibbs
+from .learn import learn_weights
+from .min_gibbs import MGPMH, DoubleMINGibbs, MINGibbs
+from .poisson_gibbs import PoissonGibbs
+from .state import GibbsState, marginals
 
-__all__ = ["FactorFunction", "FactorGraph", "GraphArrays", "builders", "conditional_logits", "exact",
+__all__ = ["AsyncGibbs", "DoubleMINGibbs", "Gibbs", "GibbsState", "MGPMH", "MINGibbs", "PoissonGibbs",
+           "learn_weights", "marginals",
+           "FactorFunction", "FactorGraph", "GraphArrays", "builders", "conditional_logits", "exact",
            "exact_distribution", "exact_marginals", "factor_bounds", "factor_value", "factor_value_reference",
            "from_factors", "functions", "graph", "ising_energy_per_site", "ising_grid", "log_potential",
            "magnetisation"]
