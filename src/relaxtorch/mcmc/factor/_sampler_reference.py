@@ -186,12 +186,14 @@ def minibatch(method: str, graph, t, x, free, sweeps: int, seed_state: int, *, l
                         d = sum(value(graph, int(f), x, v, prop) - value(graph, int(f), x, v, old)
                                 for f in graph.var_factor[graph.var_ptr[v]:graph.var_ptr[v + 1]])
                         log_a = d + u[old] - u[prop]
-                        if log_a >= 0 or s.uniform() < math.exp(log_a):
+                        w = s.uniform()  # drawn whatever log_a (as the kernel does)
+                        if log_a >= 0 or w < math.exp(log_a):
                             x[v] = prop
                 else:
                     e2 = estimate(v, prop, lam2)
                     log_a = e2 - eps + u[old] - u[prop]
-                    if log_a >= 0 or s.uniform() < math.exp(log_a):
+                    w = s.uniform()
+                    if log_a >= 0 or w < math.exp(log_a):
                         x[v], eps = prop, e2
             counts[v, x[v]] += 1
     return np.array(x, np.int32), counts, eps
