@@ -56,7 +56,7 @@ def test_biased_conditional_fails(name):
 @pytest.mark.parametrize("name", sorted(GRAPHS))
 def test_async_gibbs_marginals(name):
     g = GRAPHS[name]()
-    s = fg.AsyncGibbs(threads=2)
+    s = fg.AsyncGibbs(threads=2, sync_every=25)
     st = s.run(g, s.init(g, seed=2), 20000)
     assert np.abs(fg.marginals(st) - fg.exact_marginals(g)).max() < 0.03
     assert st.staleness["probes"] > 0 and st.staleness["mean"] >= 0

@@ -222,7 +222,7 @@ def async_sweeps(g, p, x, block, order, scan, sweeps, s, counts, record, energy_
     logits = np.zeros(max(1, g.cardinality.max()))
     scratch = np.zeros(logits.shape[0])
     nt = progress.shape[0] // stride
-    done = 0
+    done = progress[me * stride]  # cumulative over calls (a run calls once per chunk)
     energy = 0.0
     sumx = 0.0
     for sw in range(sweeps):

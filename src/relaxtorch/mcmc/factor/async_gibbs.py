@@ -8,7 +8,9 @@ assumed: every ``probe_every``-th update a thread reads the others' update count
 per thread, so counting causes no false sharing) before it reads its neighbours and after it writes,
 and records how many updates of other threads overlapped (``state.staleness``: mean, max, probes).
 
-The per-sweep energy trace adds the threads' own Δ log-potential (from possibly stale conditionals)
+The threads meet every ``sync_every`` sweeps (0: about 2^16 updates per thread between meetings):
+without meetings a thread that starts late would sample its block against a frozen rest (a
+blocked sampler that mixes only between meetings).  The per-sweep energy trace adds the threads' own Δ log-potential (from possibly stale conditionals)
 and is resynchronised to the exact log-potential at the end of each ``run`` when
 ``exact_energy`` (one pass over the factors).
 """
@@ -43,12 +45,15 @@ class AsyncGibbs:
     scan: str = "systematic"
     probe_every: int = 64
     exact_energy: bool = True
+    sync_every: int = 0
 
     def __post_init__(self):
         if not (isinstance(self.threads, (int, np.integer)) and self.threads >= 1):
             raise ValueError(f"Invalid threads: {self.threads!r} (must be an integer >= 1)")
         if not (isinstance(self.probe_every, (int, np.integer)) and self.probe_every >= 0):
             raise ValueError(f"Invalid probe_every: {self.probe_every!r} (must be an integer >= 0; 0: no probes)")
+        if not (isinstance(self.sync_every, (int, np.integer)) and self.sync_every >= 0):
+            raise ValueError(f"Invalid sync_every: {self.sync_every!r} (must be an integer >= 0; 0: automatic)")
         check_scan(self.scan)
 
     def init(self, graph, seed: int, x0=None) -> GibbsState:
@@ -76,15 +81,23 @@ class AsyncGibbs:
         stale = np.zeros((k, _PAD), np.int64)
         streams = [state.stream(t) for t in range(k)]
 
-        def work(t):
-            streams[t] = async_sweeps(g, p, state.x, blocks[t], orders[t], SCANS[self.scan], sweeps, streams[t],
-                                      state.counts, record, e_out[t], m_out[t], progress, t, _PAD,
-                                      int(self.probe_every), stale[t])
+        every = int(self.sync_every) or max(1, (1 << 16) // max(1, max(b.size for b in blocks)))
 
-        if k == 1:
-            work(0)
-        else:
-            pool = [threading.Thread(target=work, args=(t,)) for t in range(k)]
+        def work(t, a, b):
+            r = async_sweeps(g, p, state.x, blocks[t], orders[t], SCANS[self.scan], b - a, streams[t],
+                                      state.counts, record, e_out[t, a:b], m_out[t, a:b], progress, t, _PAD,
+                                      int(self.probe_every), stale[t])
+            streams[t] = np.uint64(int(r) & 0xFFFFFFFFFFFFFFFF)
+            if a > 0:  # running sums continue from the previous chunk
+                e_out[t, a:b] += e_out[t, a - 1]
+                m_out[t, a:b] += m_out[t, a - 1]
+
+        for a in range(0, sweeps, every):
+            b = min(sweeps, a + every)
+            if k == 1:
+                work(0, a, b)
+                continue
+            pool = [threading.Thread(target=work, args=(t, a, b)) for t in range(k)]
             for th in pool:
                 th.start()
             for th in pool:

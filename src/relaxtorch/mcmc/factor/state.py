@@ -63,7 +63,7 @@ class GibbsState:
         return self.streams[t * _PAD]
 
     def set_stream(self, t: int, value) -> None:
-        self.streams[t * _PAD] = np.uint64(value)
+        self.streams[t * _PAD] = np.uint64(int(value) & 0xFFFFFFFFFFFFFFFF)
 
 
 def marginals(state: GibbsState) -> np.ndarray:
