@@ -1,0 +1,53 @@
+"""The samplers ``relaxtorch gibbs`` can run, by config name, and how each is built.
+
+Each name maps to a class of :mod:`relaxtorch.mcmc.factor`; a ``[samplers.<name>]`` table
+gives its keyword settings (checked against the class's signature, then by the class
+itself, which refuses bad values with ``ValueError``).  Threaded samplers (asynchronous
+Gibbs) run once per entry of ``[sweep].threads``; the others run on one thread.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    cls: str                 # class name in relaxtorch.mcmc.factor
+    threaded: bool = False   # takes threads=k
+    about: str = ""
+
+
+SAMPLERS = {
+    "gibbs": SamplerSpec("Gibbs", about="sequential Gibbs (systematic, random or permutation scan)"),
+    "async_gibbs": SamplerSpec("AsyncGibbs", threaded=True,
+                               about="HOGWILD!-Gibbs: k threads share the assignment without locks"),
+    "poisson_gibbs": SamplerSpec("PoissonGibbs", about="Poisson-minibatched Gibbs (Zhang & De Sa 2019)"),
+    "min_gibbs": SamplerSpec("MINGibbs", about="MIN-Gibbs (De Sa, Chen & Wong 2018)"),
+    "mgpmh": SamplerSpec("MGPMH", about="minibatch-Gibbs-proposal MH (De Sa, Chen & Wong 2018)"),
+    "double_min_gibbs": SamplerSpec("DoubleMINGibbs", about="DoubleMIN-Gibbs (De Sa, Chen & Wong 2018)"),
+}
+
+
+def sampler_class(name: str):
+    from ...mcmc import factor
+    return getattr(factor, SAMPLERS[name].cls)
+
+
+def setting_names(name: str) -> tuple[str, ...]:
+    """The keyword settings a ``[samplers.<name>]`` table may give (``threads`` comes from the sweep)."""
+    params = inspect.signature(sampler_class(name)).parameters
+    return tuple(p for p in params if p != "threads" and params[p].kind in
+                 (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
+
+
+def build_sampler(name: str, settings: dict, threads: int = 1):
+    """The sampler value; ``ValueError`` (from the class) on settings it refuses."""
+    kwargs = dict(settings)
+    if SAMPLERS[name].threaded:
+        kwargs["threads"] = threads
+    return sampler_class(name)(**kwargs)
+
+
+def label(name: str, threads: int) -> str:
+    return f"{name} x{threads}" if SAMPLERS[name].threaded else name
