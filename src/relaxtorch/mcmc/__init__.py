@@ -1,7 +1,7 @@
 """Bayesian sampling, relaxed: SG-MCMC kernels and optimizer shells (SGLD, SGHMC, AMAGOLD), low-precision
 SGLD, exact minibatch Metropolis-Hastings (TunaMH, TFMH, FlyMC, full MH) on the Poisson minibatch,
 diagnostics (ESS, R-hat, MCSE), metrics and the embedded problems."""
-from . import metrics, mh, problems
+from . import factor, metrics, mh, problems
 from .amagold import AMAGOLDInfo, AMAGOLDKernel, AMAGOLDState
 from .collect import SampleCollector, posterior_predictive, stack_chains
 from .diagnostics import autocorrelation, ess, mcse, rhat
@@ -20,7 +20,7 @@ __all__ = ["AMAGOLD", "AMAGOLDInfo", "AMAGOLDKernel", "AMAGOLDState", "AliasTabl
            "GradEstimator", "PROBLEMS", "Problem", "Reference", "SGHMC", "SGHMCInfo", "SGHMCKernel", "SGHMCState",
            "SGLD", "SGLDInfo", "SGLDKernel", "SGLDLP", "SGLDLPInfo", "SGLDLPKernel", "SGLDLPState", "SGLDState",
            "SampleCollector", "TFMH", "TunaMH", "accuracy", "average_probs", "alias_table", "autocorrelation", "cov_error",
-           "cyclical_lr", "ece", "ess", "full_gradient", "grad_estimator", "grid_gap", "load_problem", "lp_update",
+           "cyclical_lr", "ece", "factor", "ess", "full_gradient", "grad_estimator", "grid_gap", "load_problem", "lp_update",
            "mcse", "mean_error", "metrics", "mh", "nll", "poisson_counts", "poisson_minibatch",
            "posterior_predictive", "predictive_nll", "problems", "reference_posterior", "rhat", "stack_chains",
            "thin", "vc_quantize"]
