@@ -5,6 +5,7 @@ from . import factor, metrics, mh, problems
 from .amagold import AMAGOLDInfo, AMAGOLDKernel, AMAGOLDState
 from .collect import SampleCollector, posterior_predictive, stack_chains
 from .diagnostics import autocorrelation, ess, mcse, rhat
+from .factor import FactorFunction, FactorGraph
 from .gradients import GradEstimator, full_gradient, grad_estimator
 from .lowprec import SGLDLP, SGLDLPInfo, SGLDLPKernel, SGLDLPState, lp_update
 from .metrics import accuracy, average_probs, cov_error, ece, mean_error, nll, predictive_nll
@@ -20,7 +21,8 @@ __all__ = ["AMAGOLD", "AMAGOLDInfo", "AMAGOLDKernel", "AMAGOLDState", "AliasTabl
            "GradEstimator", "PROBLEMS", "Problem", "Reference", "SGHMC", "SGHMCInfo", "SGHMCKernel", "SGHMCState",
            "SGLD", "SGLDInfo", "SGLDKernel", "SGLDLP", "SGLDLPInfo", "SGLDLPKernel", "SGLDLPState", "SGLDState",
            "SampleCollector", "TFMH", "TunaMH", "accuracy", "average_probs", "alias_table", "autocorrelation", "cov_error",
-           "cyclical_lr", "ece", "factor", "ess", "full_gradient", "grad_estimator", "grid_gap", "load_problem", "lp_update",
+           "cyclical_lr", "ece", "ess", "full_gradient", "grad_estimator", "grid_gap", "load_problem", "lp_update",
            "mcse", "mean_error", "metrics", "mh", "nll", "poisson_counts", "poisson_minibatch",
            "posterior_predictive", "predictive_nll", "problems", "reference_posterior", "rhat", "stack_chains",
            "thin", "vc_quantize"]
+__all__ += ["FactorFunction", "FactorGraph", "factor"]  # mcmc/factor (issue 12)

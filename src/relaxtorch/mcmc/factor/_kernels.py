@@ -13,7 +13,7 @@ from ..._numba import njit
 
 IMPLY_NATURAL, OR, AND, EQUAL, ISTRUE = 0, 1, 2, 3, 4
 LINEAR, RATIO, LOGICAL, AND_CAT, IMPLY_MLN = 7, 8, 9, 12, 13
-OR_CAT, EQUAL_CAT_CONST, IMPLY_NATURAL_CAT, IMPLY_MLN_CAT, TABLE = 14, 15, 16, 17, 100
+OR_CAT, EQUAL_CAT_CONST, IMPLY_NATURAL_CAT, IMPLY_MLN_CAT, TABLE, POTTS = 14, 15, 16, 17, 100, 101
 
 
 @njit(nogil=True, cache=True)
@@ -29,6 +29,15 @@ def factor_phi(g, f, x, v, k):
             val = k if var == v else x[var]
             index = index * g.cardinality[var] + val
         return g.table[g.table_ptr[f] + index]
+    if fn == POTTS:
+        var = g.edge_var[start]
+        first = k if var == v else x[var]
+        for e in range(start + 1, end):
+            var = g.edge_var[e]
+            val = k if var == v else x[var]
+            if val != first:
+                return 0.0
+        return 1.0
     if fn == AND or fn == ISTRUE or fn == AND_CAT or fn == EQUAL_CAT_CONST:
         for e in range(start, end):
             var = g.edge_var[e]
@@ -128,6 +137,12 @@ def _phi_range(g, f):
             lo = min(lo, g.table[t])
             hi = max(hi, g.table[t])
         return lo, hi
+    if fn == POTTS:
+        # all equal is possible (value 0 everywhere); a difference needs two variables, one with 2+ values
+        differ = False
+        for e in range(start, end):
+            differ = differ or (g.cardinality[g.edge_var[e]] >= 2 and end - start >= 2)
+        return (0.0 if differ else 1.0), 1.0
     # a literal x == e can be false iff its variable has another value (cardinality >= 2)
     any_free = False
     all_free = True

@@ -26,7 +26,9 @@ OR_CAT                 14   1 if any(L) else -1
 EQUAL_CAT_CONST        15   same as AND_CAT
 IMPLY_NATURAL_CAT      16   same as IMPLY_NATURAL
 IMPLY_MLN_CAT          17   same as IMPLY_MLN
-TABLE                 100   table[x_1, ..., x_k] (row-major; relaxtorch's own id: Ising, Potts)
+TABLE                 100   table[x_1, ..., x_k] (row-major; relaxtorch's own id: any pairwise table)
+POTTS                 101   1 if all variables take the same value else 0 (relaxtorch's own id;
+                            ignores e_i: the Potts interaction without a D×D table per factor)
 =====================  ===  ==========================================================
 
 LINEAR, RATIO and LOGICAL follow DimmWitted (``src/factor.h``), which is DeepDive's
@@ -60,6 +62,7 @@ class FactorFunction(IntEnum):
     IMPLY_NATURAL_CAT = 16
     IMPLY_MLN_CAT = 17
     TABLE = 100
+    POTTS = 101
 
 
 _CATEGORICAL = {FactorFunction.AND_CAT, FactorFunction.OR_CAT, FactorFunction.EQUAL_CAT_CONST,
@@ -93,6 +96,8 @@ def factor_value_reference(function: int, values, equal_to=None, table=None, car
         for value, card in zip(values, cardinalities):
             index = index * int(card) + value
         return float(table[index])
+    if function == FactorFunction.POTTS:
+        return 1.0 if all(v == values[0] for v in values) else 0.0
     if equal_to is None:
         equal_to = [1] * len(values)
     lits = [v == int(e) for v, e in zip(values, equal_to)]

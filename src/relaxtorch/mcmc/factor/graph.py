@@ -148,7 +148,8 @@ class FactorGraph:
             raise ValueError(f"Invalid edge_value: length {val.size} (expected {ne}, one per edge)")
         edge_card = card[ev] if ne else np.zeros(0, np.int64)
         tables = function == FactorFunction.TABLE
-        check = ~np.repeat(tables, arity) if ne else np.zeros(0, bool)
+        valueless = tables | (function == FactorFunction.POTTS)
+        check = ~np.repeat(valueless, arity) if ne else np.zeros(0, bool)
         out = check & ((val < 0) | (val >= edge_card))
         if out.any():
             e = _first_bad(out)
