@@ -5,9 +5,9 @@ graph of maximum degree Delta whose total factor bound L = max_i sum_{f touching
 fixed, a Gibbs update costs O(Delta * D) factor evaluations, while MIN-Gibbs and MGPMH evaluate a
 Poisson minibatch of expected size lambda ~ L^2, independent of Delta.
 
-The graphs: dense Potts models, the complete graph on Delta + 1 variables (every variable has
-degree Delta), D values, every edge a Potts table with ``beta / Delta`` on the diagonal (so L =
-beta for every Delta: the regime the minibatch samplers are for), Delta = 100 ... 10,000.
+The graphs: dense Potts models (``random_potts``), the complete graph on Delta + 1 variables (every variable
+has degree Delta), D values, every edge a POTTS factor of weight ``L / Delta`` (so the total bound
+per variable is L for every Delta: the regime the minibatch samplers are for), Delta = 100 ... 10,000.
 For each Delta every sampler runs for about ``--seconds`` seconds (interleaved, several
 repetitions, medians) and the table gives nanoseconds per variable update and the ratios; the
 cross-over is the degree above which Gibbs is slower than each minibatch sampler
@@ -35,14 +35,11 @@ from _common import RESULTS, describe, machine, write_json  # noqa: E402
 from relaxtorch.jobs._report import format_table  # noqa: E402
 
 
-def dense_potts(degree: int, D: int, beta: float):
-    """The complete graph on degree + 1 variables, Potts tables beta/degree * [x_i == x_j]."""
-    from relaxtorch.mcmc.factor.builders import from_pairwise
-    n = degree + 1
-    i, j = np.triu_indices(n, 1)
-    edges = np.stack([i, j], axis=1).astype(np.int64)
-    table = np.eye(D) * (beta / degree)
-    return from_pairwise(edges, table, cardinality=D)
+def dense_potts(degree: int, D: int, L: float):
+    """A degree-regular D-state Potts model on degree + 1 sites (the complete graph): every site has
+    ``degree`` POTTS factors of weight L / degree, so the total bound per site is L for every degree."""
+    from relaxtorch.mcmc.factor.builders import random_potts
+    return random_potts(degree + 1, D, degree, L / degree, seed=0)
 
 
 def ns_per_update(sampler, graph, state, seconds: float):
@@ -75,9 +72,9 @@ def crossover(degrees, gibbs, other):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--degrees", default="100,300,1000,3000,10000")
+    ap.add_argument("--degrees", default="100,300,1000,3000", help="10000 needs ~5 GB (5e7 factors)")
     ap.add_argument("--D", type=int, default=4)
-    ap.add_argument("--beta", type=float, default=1.0, help="L: the total bound per variable")
+    ap.add_argument("--L", type=float, default=1.0, help="the total factor bound per variable")
     ap.add_argument("--lam", type=float, default=None, help="minibatch parameter (default: L^2 * --lam-scale)")
     ap.add_argument("--lam-scale", type=float, default=4.0)
     ap.add_argument("--seconds", type=float, default=1.0, help="sampling time per measurement")
@@ -91,14 +88,14 @@ def main(argv=None) -> int:
 
     numba.set_num_threads(1)
     info = machine()
-    lam = args.lam if args.lam is not None else args.lam_scale * args.beta ** 2
+    lam = args.lam if args.lam is not None else args.lam_scale * args.L ** 2
     names = ("gibbs", "min_gibbs", "mgpmh")
     degrees = [int(d) for d in args.degrees.split(",")]
     results = {name: [] for name in names}
     rows, raw = [], {}
     for deg in degrees:
         t0 = time.perf_counter()
-        graph = dense_potts(deg, args.D, args.beta)
+        graph = dense_potts(deg, args.D, args.L)
         build = time.perf_counter() - t0
         samplers = {"gibbs": Gibbs(scan="systematic"), "min_gibbs": MINGibbs(lam=lam), "mgpmh": MGPMH(lam=lam)}
         states = {k: s.run(graph, s.init(graph, 0), 1) for k, s in samplers.items()}  # compile, warm up
@@ -126,7 +123,7 @@ def main(argv=None) -> int:
                           "gibbs / min_gibbs", "gibbs / mgpmh"], rows)
     print()
     print(describe(info))
-    print(f"\nFigure 4: dense Potts (complete graph on Δ+1 variables, D = {args.D}, L = {args.beta:g}), "
+    print(f"\nFigure 4: dense Potts (complete graph on Δ+1 variables, D = {args.D}, L = {args.L:g}), "
           f"lambda = {lam:g}, one thread, {args.reps} interleaved repetitions of ~{args.seconds:g} s, medians")
     print(table)
     print("growth exponent of time per update in Δ (1 = linear, 0 = flat): "

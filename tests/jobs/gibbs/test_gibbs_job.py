@@ -200,3 +200,29 @@ def test_example_config_is_the_default():
     a, b = load_config(example).to_dict(), load_config().to_dict()
     a.pop("source"), b.pop("source")
     assert a == b
+
+
+def test_the_numbskull_peer_folder_reads_as_the_ising_grid(tmp_path, capsys):
+    """The folder the Numbskull benchmark samples (written by benchmarks/_numbskull_peer.py with
+    Numbskull's loader conventions, numpy only) reads unchanged as ising_grid, and the job runs it."""
+    import importlib.util
+    from pathlib import Path
+
+    from relaxtorch.mcmc.factor.builders import ising_grid
+    from relaxtorch.mcmc.factor.deepdive import read_deepdive
+
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / "_numbskull_peer.py"
+    spec = importlib.util.spec_from_file_location("_numbskull_peer", script)
+    peer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peer)
+    meta = peer.write_folder(str(tmp_path / "ising"), 3, 4, 0.4, 0.1)
+    assert meta == {"weights": 2, "variables": 12, "factors": 17 + 12, "edges": 2 * 17 + 12}
+    got, want = read_deepdive(tmp_path / "ising"), ising_grid(3, 4, beta=0.4, h=0.1, periodic=False)
+    for name in ("cardinality", "evidence", "weight", "function", "weight_id", "feature", "factor_ptr", "edge_var",
+                 "edge_value"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    cfg = _write(tmp_path, f'graph = "deepdive:{tmp_path / "ising"}"\n[sweep]\nsamplers = ["gibbs"]\n'
+                           '[run]\nsweeps = 3000\ncheckpoints = 2\n')
+    assert _run("--config", cfg, "--out", tmp_path / "out") == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["reference"]["method"] == "exact" and report["runs"][0]["error"] < 0.03

@@ -35,7 +35,8 @@ def _builders() -> dict:
     out = {}
     for name in names:
         fn = getattr(builders, name, None)
-        if inspect.isfunction(fn) and fn.__module__ == builders.__name__:
+        if inspect.isfunction(fn) and fn.__module__ == builders.__name__ and \
+                "FactorGraph" in str(inspect.signature(fn).return_annotation):  # builders, not helpers
             out[name] = fn
     return out
 
