@@ -11,7 +11,7 @@ Figure 1: variable updates per second of relaxtorch's sequential Gibbs (systemat
 thread) and of Numbskull on 1 and 2 threads (target: relaxtorch >= 10 M/s on one thread).
 Figure 2: relaxtorch's asynchronous Gibbs (HOGWILD!-Gibbs) on 2 threads against 1 (target
 >= 1.8x), and its statistics against sequential Gibbs: the mean log-potential per site and
-the mean P(x = 1) with their Monte Carlo standard errors (from the per-sweep traces, batch
+the magnetisation (mean spin) with their Monte Carlo standard errors (from the per-sweep traces, batch
 ESS), and the per-variable marginal distance between the samplers next to the distance
 between two sequential runs with different seeds (the statistical floor).
 
@@ -76,13 +76,10 @@ def mean_and_se(trace) -> tuple[float, float]:
     return float(x.mean()), float(mcse(x.reshape(1, -1)))
 
 
-def p_true_trace(state, n: int):
-    """Per-sweep mean of x (the fraction of sites true), from the magnetisation trace when present."""
+def spin_trace(state):
+    """Per-sweep magnetisation (mean spin 2x - 1 over the sites) when the sampler records it."""
     mag = getattr(state, "magnetisation", None)
-    if mag is None:
-        return None
-    mag = np.asarray(mag, np.float64)
-    return mag  # the samplers' magnetisation of boolean variables: mean of x per sweep (see fg-samplers)
+    return None if mag is None or not np.size(mag) else np.asarray(mag, np.float64)
 
 
 def main(argv=None) -> int:
@@ -105,6 +102,7 @@ def main(argv=None) -> int:
     from relaxtorch.mcmc.factor.deepdive import read_deepdive, write_deepdive
     from relaxtorch.mcmc.factor.builders import ising_grid
     from relaxtorch.jobs.gibbs.metrics import marginal_error
+    from relaxtorch.jobs.gibbs.runner import staleness_summary
 
     info = machine(extra_packages=())
     have_peer = peer_available(args.peer)
@@ -131,12 +129,14 @@ def main(argv=None) -> int:
         numba.set_num_threads(min(k, numba.config.NUMBA_NUM_THREADS))
         states[name] = s.run(graph, s.init(graph, 0), 2)
     wall = {name: [] for name in ["numbskull x1", "numbskull x2", *samplers]}
-    cpu = {name: [] for name in samplers}
+    cpu = {name: [] for name in ["numbskull x1", "numbskull x2", *samplers] if name.startswith("relaxtorch") or have_peer}
     for r in range(args.reps):
         if have_peer:
             res = peer(args.peer, "--folder", folder, "--threads", "1,2", "--reps", 1, "--epochs", args.peer_epochs)
             wall["numbskull x1"].append(res["updates_per_s"]["1"][0])
             wall["numbskull x2"].append(res["updates_per_s"]["2"][0])
+            cpu["numbskull x1"].append(res["updates_per_cpu_s"]["1"][0])
+            cpu["numbskull x2"].append(res["updates_per_cpu_s"]["2"][0])
         for name, (s, k) in samplers.items():
             numba.set_num_threads(min(k, numba.config.NUMBA_NUM_THREADS))
             states[name], w, c, u = timed_sweeps(s, graph, states[name], args.sweeps)
@@ -148,10 +148,13 @@ def main(argv=None) -> int:
     med = {k: statistics.median(v) if v else None for k, v in wall.items()}
     per_round = lambda a, b: statistics.median(x / y for x, y in zip(wall[a], wall[b])) if wall[a] and wall[b] else None  # noqa: E731
     fig1 = [[name, "-" if med[name] is None else f"{med[name] / 1e6:.2f}",
-             "-" if name not in cpu else f"{statistics.median(cpu[name]) / 1e6:.2f}",
-             "-" if med["numbskull x1"] is None else f"{per_round(name, 'numbskull x1'):.1f}x"]
+             "-" if not cpu.get(name) else f"{statistics.median(cpu[name]) / 1e6:.2f}",
+             "-" if med["numbskull x1"] is None else f"{per_round(name, 'numbskull x1'):.2f}x",
+             "-" if not cpu.get("numbskull x1") else
+             f"{statistics.median(cpu[name]) / statistics.median(cpu['numbskull x1']):.2f}x"]
             for name in wall]
-    t1 = format_table(["sampler", "M updates/s (wall)", "M updates/s per CPU-s", "vs numbskull x1"], fig1)
+    t1 = format_table(["sampler", "M updates/s (wall)", "M updates/s per CPU-s", "vs numbskull x1 (wall)",
+                       "vs numbskull x1 (per CPU-s)"], fig1)
 
     # figure 2: statistics of async x2 against sequential Gibbs, same sweeps after the same burn-in
     stats = {}
@@ -162,11 +165,11 @@ def main(argv=None) -> int:
         st = s.run(graph, s.init(graph, seed), args.stat_burn_in)
         st = s.run(graph, s.init(graph, seed + 100, x0=st.x), args.stat_sweeps)
         e_mean, e_se = mean_and_se(np.asarray(st.energy) / n)
-        ptrace = p_true_trace(st, n)
+        ptrace = spin_trace(st)
         p_mean, p_se = mean_and_se(ptrace) if ptrace is not None else (None, None)
         stats[name] = {"energy_per_site": e_mean, "energy_se": e_se, "mean_x": p_mean, "mean_x_se": p_se,
                        "marginals": np.asarray(marginals(st), np.float64),
-                       "staleness": float(np.mean(st.staleness)) if getattr(st, "staleness", None) is not None else None}
+                       "staleness": staleness_summary(getattr(st, "staleness", None))}
     ref = stats["sequential seed 0"]
     rows2 = []
     for name, s in stats.items():
@@ -177,7 +180,7 @@ def main(argv=None) -> int:
                       "-" if name == "sequential seed 0" else f"{marginal_error(s['marginals'], ref['marginals']):.4f}",
                       "-" if s["staleness"] is None else f"{s['staleness']:.3g}"])
         s["energy_z_vs_seq0"] = dz
-    t2 = format_table(["run", "log-potential per site ± se", "z vs seq 0", "mean x ± se",
+    t2 = format_table(["run", "log-potential per site ± se", "z vs seq 0", "magnetisation ± se",
                        "marginal TV vs seq 0", "staleness"], rows2)
     speedup = per_round("relaxtorch async x2", "relaxtorch async x1")
     speedup_seq = per_round("relaxtorch async x2", "relaxtorch gibbs x1")

@@ -155,6 +155,19 @@ def run_one(graph, spec: RunSpec, cfg: Config, reference: np.ndarray, free: np.n
     return _finish(row, state, cfg)
 
 
+def staleness_summary(staleness):
+    """AsyncGibbs's measured staleness as a number (its mean), or None for the other samplers."""
+    if isinstance(staleness, dict):
+        for key in ("mean", "mean_staleness", "mean_lag"):
+            if key in staleness:
+                return float(staleness[key])
+        values = [v for v in staleness.values() if isinstance(v, (int, float))]
+        return float(values[0]) if values else None
+    if staleness is None or not np.size(staleness):
+        return None
+    return float(np.mean(staleness))
+
+
 def _finish(row: dict, state, cfg: Config) -> dict:
     eps = cfg.sweep["epsilon"]
     row["updates_per_s"] = row["updates"] / row["seconds"] if row["seconds"] > 0 else None
@@ -163,8 +176,7 @@ def _finish(row: dict, state, cfg: Config) -> dict:
     row["sweeps_to_epsilon"] = time_to(row["curve"], eps, "sweeps")
     row["mean_energy"] = _mean_trace(state, "energy")
     row["mean_magnetisation"] = _mean_trace(state, "magnetisation")
-    staleness = getattr(state, "staleness", None)
-    row["staleness"] = float(np.mean(staleness)) if staleness is not None and np.size(staleness) else None
+    row["staleness"] = staleness_summary(getattr(state, "staleness", None))
     return row
 
 
