@@ -10,7 +10,8 @@ sides sample *that folder*: Numbskull through its own ``loadFGFromFile``, relaxt
 Figure 1: variable updates per second of relaxtorch's sequential Gibbs (systematic scan, one
 thread) and of Numbskull on 1 and 2 threads (target: relaxtorch >= 10 M/s on one thread).
 Figure 2: relaxtorch's asynchronous Gibbs (HOGWILD!-Gibbs) on 2 threads against 1 (target
->= 1.8x), and its statistics against sequential Gibbs: the mean log-potential per site and
+>= 1.8x), and its statistics against sequential Gibbs: on a smaller grid of the same weights (``--stat-n``, default 100 x 100, so that
+each run has thousands of sweeps): the mean log-potential per site and
 the magnetisation (mean spin) with their Monte Carlo standard errors (from the per-sweep traces, batch
 ESS), and the per-variable marginal distance between the samplers next to the distance
 between two sequential runs with different seeds (the statistical floor).
@@ -90,7 +91,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=5, help="interleaved timing rounds")
     ap.add_argument("--sweeps", type=int, default=10, help="relaxtorch sweeps per timed repetition")
     ap.add_argument("--peer-epochs", type=int, default=3, help="Numbskull epochs per timed repetition")
-    ap.add_argument("--stat-sweeps", type=int, default=1000, help="sweeps of each statistical run (figure 2)")
+    ap.add_argument("--stat-n", type=int, default=100, help="grid side of the statistical check (figure 2; 0: --n)")
+    ap.add_argument("--stat-sweeps", type=int, default=2000, help="sweeps of each statistical run (figure 2)")
     ap.add_argument("--stat-burn-in", type=int, default=200)
     ap.add_argument("--peer", default=PEER, help="the Numbskull venv's python")
     ap.add_argument("--json", default=str(RESULTS / "bench_gibbs_ising.json"))
@@ -160,11 +162,13 @@ def main(argv=None) -> int:
     stats = {}
     runs = {"sequential seed 0": (Gibbs(scan="systematic"), 1, 0), "sequential seed 1": (Gibbs(scan="systematic"), 1, 1),
             "async x2 seed 0": (AsyncGibbs(threads=2), 2, 0)}
+    stat_n = args.stat_n or args.n
+    sgraph = graph if stat_n == args.n else ising_grid(stat_n, stat_n, beta=args.beta, h=args.h, periodic=False)
     for name, (s, k, seed) in runs.items():
         numba.set_num_threads(min(k, numba.config.NUMBA_NUM_THREADS))
-        st = s.run(graph, s.init(graph, seed), args.stat_burn_in)
-        st = s.run(graph, s.init(graph, seed + 100, x0=st.x), args.stat_sweeps)
-        e_mean, e_se = mean_and_se(np.asarray(st.energy) / n)
+        st = s.run(sgraph, s.init(sgraph, seed), args.stat_burn_in)
+        st = s.run(sgraph, s.init(sgraph, seed + 100, x0=st.x), args.stat_sweeps)
+        e_mean, e_se = mean_and_se(np.asarray(st.energy) / sgraph.num_variables)
         ptrace = spin_trace(st)
         p_mean, p_se = mean_and_se(ptrace) if ptrace is not None else (None, None)
         stats[name] = {"energy_per_site": e_mean, "energy_se": e_se, "mean_x": p_mean, "mean_x_se": p_se,
@@ -197,7 +201,8 @@ def main(argv=None) -> int:
           f"({med['relaxtorch gibbs x1'] / 1e6:.2f} M/s)")
     print(f"\nFigure 2: async Gibbs 2 threads / 1 thread = {speedup:.2f}x (per CPU-second {cpu_ratio:.2f}x; "
           f"vs sequential Gibbs {speedup_seq:.2f}x); target >= 1.8x: {'met' if speedup >= 1.8 else 'NOT met'}")
-    print(f"statistics after {args.stat_burn_in} burn-in sweeps, {args.stat_sweeps} sweeps each:")
+    print(f"statistics on the {stat_n}x{stat_n} grid (same weights), {args.stat_sweeps} sweeps each after "
+          f"{args.stat_burn_in} burn-in sweeps; se: Monte Carlo standard error (ESS of the per-sweep trace)")
     print(t2)
     payload = {"benchmark": "bench_gibbs_ising", "machine": info, "args": vars(args), "graph": {
         "variables": n, "factors": graph.num_factors, "edges": graph.num_edges, "folder_writer": writer,
