@@ -57,7 +57,11 @@ class _Checker(ConfigChecker):
 
     def sampler_settings(self, where: str, name: str, table: dict) -> dict:
         table = self.table(where, table)
-        self.keys(where, table, setting_names(name))
+        try:
+            allowed = setting_names(name)
+        except ValueError as exc:
+            self.fail(where, str(exc))
+        self.keys(where, table, allowed)
         for k, v in table.items():
             if not isinstance(v, (int, float, str, bool)):
                 self.fail(f"{where}.{k}", f"must be a number, a string or true/false, got a {type(v).__name__}")

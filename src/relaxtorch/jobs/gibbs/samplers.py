@@ -30,8 +30,12 @@ SAMPLERS = {
 
 
 def sampler_class(name: str):
+    """The class of sampler ``name``; ValueError when this build of relaxtorch.mcmc.factor lacks it."""
     from ...mcmc import factor
-    return getattr(factor, SAMPLERS[name].cls)
+    cls = getattr(factor, SAMPLERS[name].cls, None)
+    if cls is None:
+        raise ValueError(f"sampler {name!r} is not available (relaxtorch.mcmc.factor has no {SAMPLERS[name].cls})")
+    return cls
 
 
 def setting_names(name: str) -> tuple[str, ...]:
