@@ -1,0 +1,206 @@
+"""Numba kernels of single-site Gibbs sampling on a factor graph (:class:`~.gibbs.Gibbs`, the threads
+of :class:`~.async_gibbs.AsyncGibbs`).
+
+One update of a free variable v: the conditional log-potentials l_k = Σ_{f ∋ v} w·feature·φ_f(x with
+x_v = k) (``_kernels.factor_value``), then x_v ~ softmax(l).  Boolean variables take a fast path:
+only l_0 and l_1, and x_v = [u < 1 / (1 + exp(l_0 - l_1))]; categorical ones draw from the cumulative
+sums.  No allocation per update, int32 assignment, one splitmix64 draw per update (two for random
+scan).  The kernels keep the log-potential and the sum of the free values up to date from the
+update's own l (so the per-sweep energy and magnetisation traces cost nothing extra).
+
+Marginal counts: with the systematic and permutation scans every free variable is updated once per
+sweep, so counting its new value at its update counts the end-of-sweep state; random scan counts
+the state at the end of each sweep in a separate pass.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..._numba import njit
+from ._kernels import EQUAL, ISTRUE, factor_value
+from ._rng import below, categorical, uniform
+
+SYSTEMATIC, RANDOM, PERMUTATION = 0, 1, 2
+
+
+GENERIC, EQUAL2, ISTRUE1 = 0, 1, 2
+
+
+@njit(nogil=True, cache=True)
+def _boolean_edges(g, start, arity):
+    for e in range(start, start + arity):
+        if g.cardinality[g.edge_var[e]] != 2 or (g.edge_value[e] != 0 and g.edge_value[e] != 1):
+            return False
+    return True
+
+
+@njit(nogil=True, cache=True)
+def pack(g):
+    """The boolean fast path's view of the var → factor adjacency, aligned with ``var_factor``:
+    fast[v] (a boolean variable whose factors are all EQUAL2 or ISTRUE1), kind[j] (EQUAL2: a two-variable EQUAL, ISTRUE1: a one-variable ISTRUE, GENERIC: anything else),
+    coef[j] = weight·feature of the factor, other[j] (EQUAL2: the other variable), lit[j] (the
+    "equal to" value on v's edge), lit_other[j] (on the other's edge).  Read sequentially by
+    :func:`bool_logits`, so one update touches a few contiguous rows instead of the factor arrays."""
+    e = g.var_factor.shape[0]
+    kind = np.zeros(e, np.int8)
+    coef = np.zeros(e)
+    other = np.zeros(e, np.int32)
+    lit = np.zeros(e, np.int8)
+    lit_other = np.zeros(e, np.int8)
+    n = g.cardinality.shape[0]
+    for v in range(n):
+        for j in range(g.var_ptr[v], g.var_ptr[v + 1]):
+            f = g.var_factor[j]
+            fn = g.function[f]
+            start = g.factor_ptr[f]
+            arity = g.factor_ptr[f + 1] - start
+            coef[j] = g.weight[g.weight_id[f]] * g.feature[f]
+            if fn == EQUAL and arity == 2 and _boolean_edges(g, start, 2):
+                ev = start if g.edge_var[start] == v else start + 1
+                eo = start + 1 if ev == start else start
+                kind[j] = EQUAL2
+                other[j] = g.edge_var[eo]
+                lit[j] = g.edge_value[ev]
+                lit_other[j] = g.edge_value[eo]
+            elif fn == ISTRUE and arity == 1 and _boolean_edges(g, start, 1):
+                kind[j] = ISTRUE1
+                lit[j] = g.edge_value[start]
+    fast = np.zeros(n, np.bool_)
+    for v in range(n):
+        fast[v] = g.cardinality[v] == 2
+        for j in range(g.var_ptr[v], g.var_ptr[v + 1]):
+            if kind[j] == GENERIC:
+                fast[v] = False
+    return fast, coef, other, lit, lit_other, kind
+
+
+@njit(nogil=True, cache=True, inline="always")
+def bool_logits(var_ptr, coef, other, lit, lit_other, kind, x, v):
+    """(l_0, l_1) of a fast boolean variable v (all its factors EQUAL2 or ISTRUE1), with the arrays
+    of :func:`pack` (g).  Each term is the product (w·feature)·φ that ``factor_value`` forms, summed
+    in the same order, so the result equals :func:`site_logits`'s bit for bit."""
+    l0 = 0.0
+    l1 = 0.0
+    for j in range(var_ptr[v], var_ptr[v + 1]):
+        c = coef[j]
+        if kind[j] == EQUAL2:
+            # phi(k) = +1 if (k == lit) == (x_other == lit_other) else -1
+            if (lit[j] == 1) == (x[other[j]] == lit_other[j]):
+                l0 -= c
+                l1 += c
+            else:
+                l0 += c
+                l1 -= c
+        elif lit[j] == 1:  # ISTRUE1
+            l0 -= c
+            l1 += c
+        else:
+            l0 += c
+            l1 -= c
+    return l0, l1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def fast_update(var_ptr, coef, other, lit, lit_other, kind, x, v, s):
+    """Resample a fast boolean variable v in place: (stream state, old, new, Δ log-potential).
+    Takes no graph tuple: numba pays reference counting on every array of a tuple passed to an
+    inlined function, which alone made an update 10x slower."""
+    old = np.int64(x[v])
+    l0, l1 = bool_logits(var_ptr, coef, other, lit, lit_other, kind, x, v)
+    s, u = uniform(s)
+    new = np.int64(1) if u * (1.0 + math.exp(l0 - l1)) < 1.0 else np.int64(0)
+    delta = 0.0
+    if new != old:
+        delta = (l1 - l0) if new == 1 else (l0 - l1)
+    x[v] = new
+    return s, old, new, delta
+
+
+@njit(nogil=True, cache=True)
+def site_logits(g, x, v, logits):
+    """logits[k] = l_k for k < cardinality[v], summed over v's factors in ``var_factor`` order."""
+    card = g.cardinality[v]
+    for k in range(card):
+        logits[k] = 0.0
+    for j in range(g.var_ptr[v], g.var_ptr[v + 1]):
+        f = g.var_factor[j]
+        for k in range(card):
+            logits[k] += factor_value(g, f, x, v, k)
+
+
+@njit(nogil=True, cache=True)
+def draw_value(card, logits, s, scratch):
+    """(stream state, a value) ~ softmax(logits[:card]); booleans by the fast path's comparison."""
+    if card == 2:
+        s, u = uniform(s)
+        return s, (np.int64(1) if u * (1.0 + math.exp(logits[0] - logits[1])) < 1.0 else np.int64(0))
+    return categorical(s, logits, card, scratch)
+
+
+@njit(nogil=True, cache=True)
+def slow_update(g, x, v, s, logits, scratch):
+    """Resample any free variable v in place through ``factor_value`` (not inlined: see
+    :func:`fast_update`): (stream state, old, new, Δ log-potential)."""
+    old = np.int64(x[v])
+    site_logits(g, x, v, logits)
+    s, new = draw_value(g.cardinality[v], logits, s, scratch)
+    x[v] = new
+    return s, old, new, logits[new] - logits[old]
+
+
+@njit(nogil=True, cache=True)
+def shuffle(s, order):
+    """Fisher–Yates shuffle of ``order`` in place; returns the next stream state."""
+    for i in range(order.shape[0] - 1, 0, -1):
+        s, j = below(s, i + 1)
+        t = order[i]
+        order[i] = order[j]
+        order[j] = t
+    return s
+
+
+@njit(nogil=True, cache=True)
+def gibbs_sweeps(g, p, x, free, order, scan, sweeps, s, counts, record, energy, sumx,
+                 energy_out, mag_out, samples, thin, logits, scratch):
+    """``sweeps`` sweeps of len(free) updates each over the variables ``free`` (int64).
+
+    order: int64 scratch of len(free) (the permutation scan's order, kept between calls);
+    counts int64[n, K] (incremented when ``record``); energy / sumx: the log-potential and the sum of
+    the free values on entry; energy_out / mag_out [sweeps]: their values after each sweep (mag =
+    sumx / len(free)); samples int32[S, n]: the state after every ``thin``-th sweep (thin = 0: none).
+    Returns (stream state, energy, sumx, samples written)."""
+    nf = free.shape[0]
+    kept = 0
+    var_ptr = g.var_ptr
+    fast, coef, other, lit, lit_other, kind = p
+    for sw in range(sweeps):
+        if scan == PERMUTATION:
+            s = shuffle(s, order)
+        for i in range(nf):
+            if scan == SYSTEMATIC:
+                v = free[i]
+            elif scan == PERMUTATION:
+                v = order[i]
+            else:
+                s, j = below(s, nf)
+                v = free[j]
+            if fast[v]:
+                s, old, new, delta = fast_update(var_ptr, coef, other, lit, lit_other, kind, x, v, s)
+            else:
+                s, old, new, delta = slow_update(g, x, v, s, logits, scratch)
+            energy += delta
+            sumx += new - old
+            if record and scan != RANDOM:
+                counts[v, new] += 1
+        if record and scan == RANDOM:
+            for i in range(nf):
+                v = free[i]
+                counts[v, x[v]] += 1
+        energy_out[sw] = energy
+        mag_out[sw] = sumx / max(nf, 1)
+        if thin > 0 and (sw + 1) % thin == 0 and kept < samples.shape[0]:
+            samples[kept, :] = x
+            kept += 1
+    return s, energy, sumx, kept
