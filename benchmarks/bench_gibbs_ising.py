@@ -100,9 +100,9 @@ def main(argv=None) -> int:
 
     import numba
 
-    import relaxtorch.mcmc.factor as fg
-    from relaxtorch.mcmc.factor import Gibbs, marginals
-    AsyncGibbs = getattr(fg, "AsyncGibbs", None)  # noqa: N806 - figure 2 is n/a without it
+    from relaxtorch.jobs.gibbs.samplers import factor_api
+    Gibbs, marginals = factor_api("Gibbs"), factor_api("marginals")  # noqa: N806
+    AsyncGibbs = factor_api("AsyncGibbs")  # noqa: N806 - figure 2 is n/a without it
     from relaxtorch.mcmc.factor.deepdive import read_deepdive, write_deepdive
     from relaxtorch.mcmc.factor.builders import ising_grid
     from relaxtorch.jobs.gibbs.metrics import marginal_error

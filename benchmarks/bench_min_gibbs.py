@@ -84,7 +84,10 @@ def main(argv=None) -> int:
 
     import numba
 
-    from relaxtorch.mcmc.factor import MGPMH, Gibbs, MINGibbs
+    from relaxtorch.jobs.gibbs.samplers import factor_api
+    Gibbs, MINGibbs, MGPMH = (factor_api(n) for n in ("Gibbs", "MINGibbs", "MGPMH"))  # noqa: N806
+    if MINGibbs is None or MGPMH is None:
+        raise SystemExit("error: relaxtorch.mcmc.factor has no MINGibbs / MGPMH in this build")
 
     numba.set_num_threads(1)
     info = machine()

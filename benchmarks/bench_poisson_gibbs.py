@@ -79,7 +79,10 @@ def main(argv=None) -> int:
     from relaxtorch.jobs._report import colors, figure, png
     from relaxtorch._files import atomic_write
     from relaxtorch.jobs.gibbs.metrics import marginal_error, uniform_marginals
-    from relaxtorch.mcmc.factor import Gibbs, PoissonGibbs, marginals
+    from relaxtorch.jobs.gibbs.samplers import factor_api
+    Gibbs, PoissonGibbs, marginals = (factor_api(n) for n in ("Gibbs", "PoissonGibbs", "marginals"))  # noqa: N806
+    if PoissonGibbs is None:
+        raise SystemExit("error: relaxtorch.mcmc.factor has no PoissonGibbs in this build")
     from relaxtorch.mcmc.factor.builders import potts_all_pairs
 
     numba.set_num_threads(1)

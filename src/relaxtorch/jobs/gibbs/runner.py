@@ -27,7 +27,7 @@ from ..tradeoff.runner import threads as use_threads
 from .config import EXACT_LIMIT, Config
 from .graphs import build_graph, describe_spec
 from .metrics import free_states, marginal_error, time_to, uniform_marginals
-from .samplers import SAMPLERS, build_sampler, label
+from .samplers import SAMPLERS, build_sampler, factor_api, label
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,9 @@ def checkpoints(sweeps: int, count: int) -> list[int]:
 
 def reference_marginals(graph, ref: dict, bar=None) -> tuple[np.ndarray, dict]:
     """The reference marginals and how they were made (see the module docstring)."""
-    from ...mcmc.factor import Gibbs, exact_marginals, marginals
+    from ...mcmc.factor import exact_marginals
 
+    Gibbs, marginals = factor_api("Gibbs"), factor_api("marginals")  # noqa: N806
     a = graph.arrays
     method = ref["method"]
     states = free_states(a.cardinality, a.evidence)
@@ -113,8 +114,7 @@ def run_one(graph, spec: RunSpec, cfg: Config, reference: np.ndarray, free: np.n
     A Ctrl-C during the run returns the row so far with ``status = "interrupted"`` in
     ``KeyboardInterrupt.args[0]`` (the caller reports it, then stops).
     """
-    from ...mcmc.factor import marginals
-
+    marginals = factor_api("marginals")
     r = cfg.run
     row = dict(sampler=spec.sampler, label=spec.label, threads=spec.threads, seed=spec.seed, settings=spec.settings,
                status="running", sweeps=0, updates=0, seconds=0.0, curve=[])

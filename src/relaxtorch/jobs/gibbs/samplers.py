@@ -29,10 +29,29 @@ SAMPLERS = {
 }
 
 
+_MODULES = ("gibbs", "async_gibbs", "poisson_gibbs", "min_gibbs", "state")
+
+
+def factor_api(name: str):
+    """``relaxtorch.mcmc.factor.<name>`` (a sampler class, ``marginals``), also when only its module
+    (gibbs.py, async_gibbs.py, ...) defines it; None when neither does."""
+    import importlib
+
+    from ...mcmc import factor
+    found = getattr(factor, name, None)
+    for module in _MODULES:
+        if found is not None:
+            break
+        try:
+            found = getattr(importlib.import_module(f"{factor.__name__}.{module}"), name, None)
+        except ImportError:
+            continue
+    return found
+
+
 def sampler_class(name: str):
     """The class of sampler ``name``; ValueError when this build of relaxtorch.mcmc.factor lacks it."""
-    from ...mcmc import factor
-    cls = getattr(factor, SAMPLERS[name].cls, None)
+    cls = factor_api(SAMPLERS[name].cls)
     if cls is None:
         raise ValueError(f"sampler {name!r} is not available (relaxtorch.mcmc.factor has no {SAMPLERS[name].cls})")
     return cls
