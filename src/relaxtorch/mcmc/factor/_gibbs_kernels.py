@@ -204,3 +204,68 @@ def gibbs_sweeps(g, p, x, free, order, scan, sweeps, s, counts, record, energy, 
             samples[kept, :] = x
             kept += 1
     return s, energy, sumx, kept
+
+
+@njit(nogil=True, cache=True)
+def async_sweeps(g, p, x, block, order, scan, sweeps, s, counts, record, energy_out, sumx_out, progress,
+                 me, stride, every, stale):
+    """One thread of HOGWILD!-Gibbs: ``sweeps`` sweeps over its ``block`` of free variables, reading
+    and writing the shared x without locks.  progress[t * stride]: updates done by thread t (its own
+    cache line); every ``every``-th update reads the other threads' progress before computing and
+    after writing, and records the difference in stale[0] (sum), stale[1] (count), stale[2] (max):
+    how many updates by other threads overlapped that update.  energy_out / sumx_out[sweeps]: this
+    thread's running change of the log-potential (from its own, possibly stale, conditionals) and of
+    the free values' sum.  Returns the stream state."""
+    nb = block.shape[0]
+    var_ptr = g.var_ptr
+    fast, coef, other, lit, lit_other, kind = p
+    logits = np.zeros(max(1, g.cardinality.max()))
+    scratch = np.zeros(logits.shape[0])
+    nt = progress.shape[0] // stride
+    done = 0
+    energy = 0.0
+    sumx = 0.0
+    for sw in range(sweeps):
+        if scan == PERMUTATION:
+            s = shuffle(s, order)
+        for i in range(nb):
+            if scan == SYSTEMATIC:
+                v = block[i]
+            elif scan == PERMUTATION:
+                v = order[i]
+            else:
+                s, j = below(s, nb)
+                v = block[j]
+            probe = every > 0 and done % every == 0
+            before = 0
+            if probe:
+                for t in range(nt):
+                    if t != me:
+                        before += progress[t * stride]
+            if fast[v]:
+                s, old, new, delta = fast_update(var_ptr, coef, other, lit, lit_other, kind, x, v, s)
+            else:
+                s, old, new, delta = slow_update(g, x, v, s, logits, scratch)
+            done += 1
+            progress[me * stride] = done
+            if probe:
+                after = 0
+                for t in range(nt):
+                    if t != me:
+                        after += progress[t * stride]
+                d = after - before
+                stale[0] += d
+                stale[1] += 1
+                if d > stale[2]:
+                    stale[2] = d
+            energy += delta
+            sumx += new - old
+            if record and scan != RANDOM:
+                counts[v, new] += 1
+        if record and scan == RANDOM:
+            for i in range(nb):
+                v = block[i]
+                counts[v, x[v]] += 1
+        energy_out[sw] = energy
+        sumx_out[sw] = sumx
+    return s

@@ -1,0 +1,111 @@
+"""Asynchronous Gibbs sampling on k threads sharing one assignment without locks (De Sa, Olukotun &
+Ré, "Ensuring Rapid Mixing and Low Bias for Asynchronous Gibbs Sampling", ICML 2016: HOGWILD!-Gibbs).
+
+Each of k Python threads runs a nogil numba kernel over its own contiguous block of the free
+variables (its own splitmix64 stream, its own rows of the marginal counts), reading neighbours that
+other threads may be writing at that moment: the reads can be stale.  Staleness is measured, not
+assumed: every ``probe_every``-th update a thread reads the others' update counters (one cache line
+per thread, so counting causes no false sharing) before it reads its neighbours and after it writes,
+and records how many updates of other threads overlapped (``state.staleness``: mean, max, probes).
+
+The per-sweep energy trace adds the threads' own Δ log-potential (from possibly stale conditionals)
+and is resynchronised to the exact log-potential at the end of each ``run`` when
+``exact_energy`` (one pass over the factors).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._gibbs_kernels import async_sweeps
+from ._kernels import log_potential
+from .gibbs import SCANS, check_scan, packed
+from .state import _PAD, GibbsState, append, check_sweeps, start_state
+
+__all__ = ["AsyncGibbs"]
+
+
+@dataclass(frozen=True)
+class AsyncGibbs:
+    """HOGWILD!-Gibbs on ``threads`` threads (scan within each thread's block).
+
+    >>> import relaxtorch.mcmc.factor as fg
+    >>> g = fg.ising_grid(16, 16, beta=0.3, h=0.1)
+    >>> s = fg.AsyncGibbs(threads=2)
+    >>> st = s.run(g, s.init(g, seed=0), 10)
+    >>> st.updates, sorted(st.staleness)
+    (2560, ['max', 'mean', 'probes'])
+    """
+
+    threads: int = 2
+    scan: str = "systematic"
+    probe_every: int = 64
+    exact_energy: bool = True
+
+    def __post_init__(self):
+        if not (isinstance(self.threads, (int, np.integer)) and self.threads >= 1):
+            raise ValueError(f"Invalid threads: {self.threads!r} (must be an integer >= 1)")
+        if not (isinstance(self.probe_every, (int, np.integer)) and self.probe_every >= 0):
+            raise ValueError(f"Invalid probe_every: {self.probe_every!r} (must be an integer >= 0; 0: no probes)")
+        check_scan(self.scan)
+
+    def init(self, graph, seed: int, x0=None) -> GibbsState:
+        st = start_state(graph, seed, x0, name="async-gibbs", threads=int(self.threads))
+        st.staleness = {"mean": 0.0, "max": 0, "probes": 0}
+        st.order = np.zeros(0, np.int64)
+        return st
+
+    def blocks(self, state: GibbsState):
+        return np.array_split(state.free, int(self.threads))
+
+    def run(self, graph, state: GibbsState, sweeps: int, *, record: bool = True, thin: int = 0) -> GibbsState:
+        """``sweeps`` sweeps of every thread over its block (no barrier between sweeps); ``thin``
+        must be 0 (the threads do not stop together, so there is no common state to keep)."""
+        sweeps, thin = check_sweeps(sweeps, thin)
+        if thin:
+            raise ValueError(f"Invalid thin: {thin!r} (AsyncGibbs keeps no samples; use 0)")
+        g, p = graph.arrays, packed(graph)
+        k = int(self.threads)
+        blocks = self.blocks(state)
+        orders = [b.copy() for b in blocks]
+        e_out = np.zeros((k, sweeps))
+        m_out = np.zeros((k, sweeps))
+        progress = np.zeros(k * _PAD, np.int64)
+        stale = np.zeros((k, _PAD), np.int64)
+        streams = [state.stream(t) for t in range(k)]
+
+        def work(t):
+            streams[t] = async_sweeps(g, p, state.x, blocks[t], orders[t], SCANS[self.scan], sweeps, streams[t],
+                                      state.counts, record, e_out[t], m_out[t], progress, t, _PAD,
+                                      int(self.probe_every), stale[t])
+
+        if k == 1:
+            work(0)
+        else:
+            pool = [threading.Thread(target=work, args=(t,)) for t in range(k)]
+            for th in pool:
+                th.start()
+            for th in pool:
+                th.join()
+        for t in range(k):
+            state.set_stream(t, streams[t])
+        energy = state.log_potential + e_out.sum(axis=0)
+        mag = (state.sumx + m_out.sum(axis=0)) / max(state.num_free, 1)
+        state.sumx = float(state.sumx + m_out[:, -1].sum()) if sweeps else state.sumx
+        state.log_potential = float(energy[-1]) if sweeps else state.log_potential
+        if self.exact_energy and sweeps:
+            state.log_potential = float(log_potential(g, state.x))
+            energy[-1] = state.log_potential
+        self._stale(state, stale)
+        return append(state, sweeps, energy, mag, np.zeros((0, state.x.shape[0]), np.int32), record,
+                      sweeps * state.num_free)
+
+    @staticmethod
+    def _stale(state: GibbsState, stale: np.ndarray) -> None:
+        old = state.staleness
+        probes = int(old["probes"]) + int(stale[:, 1].sum())
+        total = old["mean"] * old["probes"] + float(stale[:, 0].sum())
+        state.staleness = {"mean": total / probes if probes else 0.0, "probes": probes,
+                           "max": max(int(old["max"]), int(stale[:, 2].max()) if stale.size else 0)}
