@@ -89,11 +89,13 @@ def test_tiny_graph_end_to_end(tmp_path, capsys):
         # the reported error is the metric of the saved marginals, and it is small: 4000 sweeps of 9
         # weakly coupled spins give a per-variable standard error of about 0.01
         assert r["error"] == pytest.approx(marginal_error(m, exact), abs=1e-15)
-        assert r["error"] < 0.03, r
-        assert r["sweeps"] == 4000 and r["updates"] == 4000 * 9
-        assert r["updates_per_s"] > 0 and r["time_to_epsilon"] is not None
-        errors = [p["error"] for p in r["curve"]]
-        assert len(errors) == 6 and errors[-1] < errors[0]
+        assert r["sweeps"] == 4000 and r["updates"] == 4000 * 9 and r["updates_per_s"] > 0
+        assert len(r["curve"]) == 6 and [p["sweeps"] for p in r["curve"]][-1] == 4000
+        if r["threads"] == 1:  # one thread: an exact sampler (two threads on 9 variables: HOGWILD! bias)
+            assert r["error"] < 0.03, r
+            assert r["time_to_epsilon"] is not None and r["curve"][-1]["error"] < r["curve"][0]["error"]
+        else:
+            assert r["staleness"] is not None
     assert (out / "marginal_error.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = (out / "report.csv").read_text().strip().splitlines()
     assert len(lines) == 4 and lines[0].startswith("sampler,threads,seed,status")
