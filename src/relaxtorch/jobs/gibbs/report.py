@@ -90,7 +90,8 @@ def format_summary(report: dict) -> str:
                           "mean log-potential", "staleness", "s"], rows, align="ll" + "r" * 7)
     g, ref = report["graph"], report["reference"]
     how = {"exact": "exact enumeration", "uniform (symmetry)": "uniform marginals (symmetry)"}.get(
-        ref["method"], f"sequential Gibbs, {ref.get('sweeps')} sweeps after {ref.get('burn_in')} (seed {ref.get('seed')})")
+        ref["method"],
+        f"sequential Gibbs, {ref.get('sweeps')} sweeps after {ref.get('burn_in')} (seed {ref.get('seed')})")
     lines = [describe(report["machine"]), "",
              f"graph: {g['spec']}: {g['variables']} variables ({g['free']} free), {g['factors']} factors, "
              f"{g['weights']} weights; reference: {how}", "", table,
