@@ -133,6 +133,7 @@ def test_bounds_with_negative_weight_and_several_factors():
                            [(int(g.function[f]), int(g.weight_id[f]),
                              g.edge_var[g.factor_ptr[f]:g.factor_ptr[f + 1]].tolist(),
                              g.edge_value[g.factor_ptr[f]:g.factor_ptr[f + 1]].tolist(), float(g.feature[f]))])
-        vals = [log_potential(sub.arrays, np.array(v, np.int32)) for v in itertools.product(range(2), range(2), range(3))]
+        states = itertools.product(range(2), range(2), range(3))
+        vals = [log_potential(sub.arrays, np.array(v, np.int32)) for v in states]
         assert (lo[f], hi[f]) == pytest.approx((min(vals), max(vals)), abs=1e-15)
     assert hi[0] == pytest.approx(-2.0 * 0.0) and lo[0] == pytest.approx(-2.0 * math.log2(3))

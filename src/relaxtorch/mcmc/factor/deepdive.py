@@ -216,7 +216,7 @@ def read_deepdive(folder) -> FactorGraph:
         ("role", v["role"] > 2, "must be 0 (query), 1 (evidence) or 2 (observation)", 0, None),
         ("data_type", v["data_type"] > 1, "must be 0 (boolean) or 1 (categorical)", 2, lambda x: x <= 1),
         ("cardinality", v["cardinality"] == 0, "cardinality 0: a variable needs at least one value", 0, None),
-        ("cardinality", v["cardinality"] >= _MAX_CARDINALITY, f"implausible (>= 2**31)", 8,
+        ("cardinality", v["cardinality"] >= _MAX_CARDINALITY, "implausible (>= 2**31)", 8,
          lambda x: 0 < x < _MAX_CARDINALITY),
         ("cardinality", (v["data_type"] == 0) & (v["cardinality"] != 2), "a boolean variable has cardinality 2",
          8, lambda x: x == 2),
