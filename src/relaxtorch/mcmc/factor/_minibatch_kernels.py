@@ -15,7 +15,7 @@ import numpy as np
 from ..._numba import njit
 from ..poisson import _vose
 from ._gibbs_kernels import PERMUTATION, RANDOM, SYSTEMATIC, draw_value, shuffle
-from ._kernels import factor_value
+from ._values import value
 from ._rng import alias_draw, below, poisson, uniform
 
 POISSON_GIBBS, MIN_GIBBS, MGPMH, DOUBLE_MIN = 0, 1, 2, 3
@@ -58,10 +58,12 @@ def global_table(span):
 @njit(nogil=True, cache=True)
 def exact_delta(g, x, v, old, new):
     """Σ_{f ∋ v} factor_value(new) - factor_value(old): the exact change of the log-potential."""
+    fn, fp, ev, evv, cd, tp, tb, wt, wi, ft = (g.function, g.factor_ptr, g.edge_var, g.edge_value, g.cardinality,
+                                               g.table_ptr, g.table, g.weight, g.weight_id, g.feature)
     d = 0.0
     for j in range(g.var_ptr[v], g.var_ptr[v + 1]):
         f = g.var_factor[j]
-        d += factor_value(g, f, x, v, new) - factor_value(g, f, x, v, old)
+        d += value(fn, fp, ev, evv, cd, tp, tb, wt, wi, ft, f, x, v, new) - value(fn, fp, ev, evv, cd, tp, tb, wt, wi, ft, f, x, v, old)
     return d
 
 
@@ -69,12 +71,14 @@ def exact_delta(g, x, v, old, new):
 def global_estimate(g, x, v, k, lo, span, gprob, galias, lam, psi, s):
     """(stream, ε): MIN-Gibbs's estimate of Σ_f φ'_f(y), y = x with x_v = k (v = -1: x):
     B ~ Poisson(λ) factors drawn ∝ M_f, ε = Σ_b log(1 + Ψ φ'_f(y) / (λ M_f)); E[exp ε] = exp Σ φ'."""
+    fn, fp, ev, evv, cd, tp, tb, wt, wi, ft = (g.function, g.factor_ptr, g.edge_var, g.edge_value, g.cardinality,
+                                               g.table_ptr, g.table, g.weight, g.weight_id, g.feature)
     s, b = poisson(s, lam)
     m = span.shape[0]
     eps = 0.0
     for _ in range(b):
         s, f = alias_draw(s, gprob, galias, 0, m)
-        eps += math.log1p(psi * (factor_value(g, f, x, v, k) - lo[f]) / (lam * span[f]))
+        eps += math.log1p(psi * (value(fn, fp, ev, evv, cd, tp, tb, wt, wi, ft, f, x, v, k) - lo[f]) / (lam * span[f]))
     return s, eps
 
 
@@ -82,6 +86,8 @@ def global_estimate(g, x, v, k, lo, span, gprob, galias, lam, psi, s):
 def local_proposal(g, x, v, lo, span, vprob, valias, vtotal, lam, big_l, s, u):
     """MGPMH's minibatch energies u[k] = Σ_b (L / (λ M_f)) φ'_f(x with x_v = k), B ~ Poisson(λ L_v / L)
     factors of v drawn ∝ M_f (an unbiased estimate of v's local energy); returns the stream."""
+    fn, fp, ev, evv, cd, tp, tb, wt, wi, ft = (g.function, g.factor_ptr, g.edge_var, g.edge_value, g.cardinality,
+                                               g.table_ptr, g.table, g.weight, g.weight_id, g.feature)
     card = g.cardinality[v]
     for k in range(card):
         u[k] = 0.0
@@ -95,7 +101,7 @@ def local_proposal(g, x, v, lo, span, vprob, valias, vtotal, lam, big_l, s, u):
         f = g.var_factor[j]
         scale = big_l / (lam * span[f])
         for k in range(card):
-            u[k] += scale * (factor_value(g, f, x, v, k) - lo[f])
+            u[k] += scale * (value(fn, fp, ev, evv, cd, tp, tb, wt, wi, ft, f, x, v, k) - lo[f])
     return s
 
 
@@ -104,6 +110,8 @@ def poisson_gibbs_energies(g, x, v, lo, span, vprob, valias, vtotal, lam, big_l,
     """Poisson-Gibbs's auxiliary energies: s_f ~ Poisson(λ M_f / L + φ'_f(x)) for f ∋ v (drawn as
     Poisson((λ/L + 1) L_v) candidates ∝ M_f, each kept with prob (λ M_f / L + φ'_f(x)) / ((λ/L + 1) M_f)),
     u[k] = Σ_f s_f log(1 + L φ'_f(x with x_v = k) / (λ M_f)); returns the stream."""
+    fn, fp, ev, evv, cd, tp, tb, wt, wi, ft = (g.function, g.factor_ptr, g.edge_var, g.edge_value, g.cardinality,
+                                               g.table_ptr, g.table, g.weight, g.weight_id, g.feature)
     card = g.cardinality[v]
     for k in range(card):
         u[k] = 0.0
@@ -118,9 +126,9 @@ def poisson_gibbs_energies(g, x, v, lo, span, vprob, valias, vtotal, lam, big_l,
         f = g.var_factor[j]
         mf = span[f]
         s, w = uniform(s)
-        if w * ((c + 1.0) * mf) < c * mf + (factor_value(g, f, x, -1, 0) - lo[f]):
+        if w * ((c + 1.0) * mf) < c * mf + (value(fn, fp, ev, evv, cd, tp, tb, wt, wi, ft, f, x, -1, 0) - lo[f]):
             for k in range(card):
-                u[k] += math.log1p(big_l * (factor_value(g, f, x, v, k) - lo[f]) / (lam * mf))
+                u[k] += math.log1p(big_l * (value(fn, fp, ev, evv, cd, tp, tb, wt, wi, ft, f, x, v, k) - lo[f]) / (lam * mf))
     return s
 
 
