@@ -19,6 +19,7 @@ JOBS = {
     "hogwild": "relaxtorch.jobs.hogwild.cli",
     "dist": "relaxtorch.jobs.distributed.cli",
     "sample": "relaxtorch.jobs.sample.cli",
+    "gibbs": "relaxtorch.jobs.gibbs.cli",
 }
 
 
