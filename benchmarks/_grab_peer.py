@@ -21,7 +21,40 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 
+def torch_sparse_status() -> str:
+    """grab-sampler imports torch_sparse eagerly (utils/random_projection/JLVerySparseRP.py:
+    ``from torch_sparse import SparseTensor``) though only its very-sparse JL projection uses it.
+    torch-sparse 0.6.18 is a source distribution whose C++ build needs torch at build time (and
+    takes hours on 2 loaded cores).  Where it is not installed, an empty stand-in module lets
+    the import pass; mean and pair balance without projection never touch it."""
+    try:
+        import torch_sparse  # noqa: F401
+        return "installed"
+    except ImportError:
+        import types
+        stub = types.ModuleType("torch_sparse")
+        stub.SparseTensor = None  # never used by the sorters run here
+        sys.modules["torch_sparse"] = stub
+        return "absent: an empty stand-in module was put in sys.modules for the eager import"
+
+
+def sampler_init_status() -> str:
+    """grab-sampler's ``GraBSampler.__init__`` calls ``Sampler.__init__(self, data_source)``; torch
+    dropped that argument (torch 2.2 deprecated it; in 2.13 Sampler has no __init__, so the call
+    is ``object.__init__`` with an argument: TypeError).  Where that is so, the peer process gives
+    ``Sampler`` an ``__init__`` that accepts and ignores it."""
+    from torch.utils.data import Sampler
+    try:
+        Sampler.__init__(object.__new__(Sampler), None)
+        return "accepts data_source"
+    except TypeError:
+        Sampler.__init__ = lambda self, data_source=None: None
+        return "torch.utils.data.Sampler.__init__ takes no data_source in this torch: shimmed to ignore it"
+
+
 def main(npz_path: str, out_path: str, setting_json: str, orders: str) -> None:
+    sparse = torch_sparse_status()
+    sampler_init = sampler_init_status()
     import grabsampler
     from grabsampler import GraBSampler
 
@@ -65,7 +98,8 @@ def main(npz_path: str, out_path: str, setting_json: str, orders: str) -> None:
         runs[balance] = {"losses": losses, "seconds": seconds}
     with open(out_path, "w") as f:
         json.dump({"version": grabsampler.__version__ if hasattr(grabsampler, "__version__") else "0.1.3",
-                   "torch": torch.__version__, "runs": runs}, f)
+                   "torch": torch.__version__, "torch_sparse": sparse,
+                   "sampler_init": sampler_init, "runs": runs}, f)
 
 
 if __name__ == "__main__":

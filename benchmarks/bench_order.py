@@ -57,30 +57,41 @@ def epochs_to_reach(curve: list[float], level: float) -> int | None:
 
 # ----------------------------------------------------------------------------- figure 1
 
+def figure1_table(out: dict) -> str:
+    """Per problem and order: the first epoch at which the mean loss is at most RR's final mean
+    loss, and that over the epochs RR itself took to get there (RR's final loss may be reached
+    before the last epoch, once the loss has flattened)."""
+    rows = []
+    for name, res in out.items():
+        mean, level = res["mean"], res["rr_final"]
+        epochs = len(mean["rr"]) - 1
+        rr_reach = epochs_to_reach(mean["rr"], level)
+        for o, m in mean.items():
+            reach = epochs_to_reach(m, level)
+            ratio = None if reach is None or not rr_reach else reach / rr_reach
+            res[f"{o}_epochs_to_rr_final"] = reach
+            rows.append([name, o, epochs, f"{m[-1]:.5f}", f"{(m[-1] - level) / level:+.2%}",
+                         "never" if reach is None else reach, C.fmt_ratio(ratio),
+                         "" if o == "rr" else ("met" if ratio is not None and ratio <= EPOCH_TARGET else "not met")])
+    return format_table(["problem", "order", "epochs", "final loss (mean)", "vs RR final", "epochs to RR final",
+                         "/ RR's epochs", f"<= {EPOCH_TARGET}x"], rows)
+
+
 def figure1(args) -> dict:
     orders = args.orders.split(",")
     rows, out = [], {}
-    for name in T.PROBLEMS:
+    for name in args.problems.split(","):
         epochs = args.mlp_epochs if name.startswith("mlp") else args.epochs
-        setting = T.Setting(epochs=epochs)
+        setting = T.Setting(lr=args.lr, momentum=args.momentum, batch=args.batch, epochs=epochs)
         curves = {o: [] for o in orders}
         for seed in range(args.seeds):
             for o in orders:  # orders take turns seed by seed
                 losses, _ = T.train(name, o, seed, setting)
                 curves[o].append(losses)
         mean = {o: np.mean(np.array(curves[o]), axis=0).tolist() for o in orders}
-        level = mean["rr"][-1]
-        out[name] = {"setting": vars(setting), "curves": curves, "mean": mean, "rr_final": level}
-        for o in orders:
-            reach = epochs_to_reach(mean[o], level)
-            ratio = None if reach is None else reach / epochs
-            out[name][f"{o}_epochs_to_rr_final"] = reach
-            rows.append([name, o, epochs, f"{mean[o][-1]:.5f}", f"{level:.5f}",
-                         "never" if reach is None else reach, C.fmt_ratio(ratio),
-                         "" if o == "rr" else ("met" if ratio is not None and ratio <= EPOCH_TARGET else "not met")])
+        out[name] = {"setting": vars(setting), "curves": curves, "mean": mean, "rr_final": mean["rr"][-1]}
         print(f"  {name} done", file=sys.stderr, flush=True)
-    table = format_table(["problem", "order", "epochs", "final loss (mean)", "RR final", "epochs to RR final",
-                          "ratio", f"<= {EPOCH_TARGET}x"], rows)
+    table = figure1_table(out)
     fig, axes = figure(len(out), cols=2)
     for ax, (name, res) in zip(np.ravel(axes), out.items()):
         for o, m in res["mean"].items():
@@ -89,7 +100,7 @@ def figure1(args) -> dict:
         ax.set_xlabel("epoch")
         ax.set_ylabel("training loss")
         ax.legend()
-    (C.RESULTS / "bench_order_fig1.png").write_bytes(png(fig))
+    (C.RESULTS / f"bench_order_fig1{args.tag}.png").write_bytes(png(fig))
     return {"table": table, "results": out, "orders": orders, "seeds": args.seeds}
 
 
@@ -127,9 +138,9 @@ def figure2(args) -> dict:
 def figure3(args) -> dict:
     setting = T.Setting()
     runs = {}
-    for o in ("rr", "grab", "pair"):
+    for o in ("rr", "rr+per-example-grads", "grab", "pair", "grab+outer-product-grads"):
         data, model, loss_fn = T.problem("mlp-digits", 0)
-        order = rt.order.make(o, n=len(data.X_train), d=T.n_params(model))
+        order = rt.order.make(o.split("+")[0], n=len(data.X_train), d=T.n_params(model))
         opt = torch.optim.SGD(model.parameters(), lr=setting.lr, momentum=setting.momentum,
                               weight_decay=setting.weight_decay)
         runs[o] = [data, model, loss_fn, order, order.init(torch.Generator().manual_seed(0)), opt]
@@ -137,7 +148,9 @@ def figure3(args) -> dict:
     def epoch_of(o):
         def go():
             data, model, loss_fn, order, state, opt = runs[o]
-            runs[o][4] = T.run_epoch(model, loss_fn, data.X_train, data.y_train, order, state, opt, setting.batch)
+            runs[o][4] = T.run_epoch(model, loss_fn, data.X_train, data.y_train, order, state, opt, setting.batch,
+                                     per_example=True if o.endswith("grads") else None,
+                                     grads_fn=T.linear_per_example_grads if "outer" in o else None)
         return go
 
     times = C.time_interleaved({o: epoch_of(o) for o in runs}, reps=args.reps, warmup=1)
@@ -146,7 +159,7 @@ def figure3(args) -> dict:
     for o in runs:
         r = C.paired_ratio(times[o], times["rr"])
         rows.append([o, f"{med[o] * 1e3:.1f}", C.fmt_ratio(r),
-                     "" if o == "rr" else ("met" if r <= TIME_TARGET else "not met")])
+                     "" if o.startswith("rr") else ("met" if r <= TIME_TARGET else "not met")])
     table = format_table(["order", "ms / epoch (median)", "ratio to rr (paired median)", f"<= {TIME_TARGET}x"], rows)
     d = T.n_params(runs["rr"][1])
     return {"table": table, "times_s": times, "n": len(runs["rr"][0].X_train), "d": d, "setting": vars(setting),
@@ -204,23 +217,36 @@ FIGURES = {"1": figure1, "2": figure2, "3": figure3, "4": figure4}
 def main(argv=None) -> None:
     p = C.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--figure", choices=[*FIGURES, "all"], default="all")
+    p.add_argument("--retable", action="store_true", help="reprint figure 1's tables from its JSON files")
     p.add_argument("--seeds", type=C.positive_int, default=5)
     p.add_argument("--epochs", type=C.positive_int, default=100)
     p.add_argument("--mlp-epochs", type=C.positive_int, default=50)
     p.add_argument("--orders", default="rr,grab,pair")
+    p.add_argument("--problems", default=",".join(T.PROBLEMS), help="figure 1's problems")
+    p.add_argument("--tag", default="", help="suffix of the JSON/PNG names (figure 1 run in parts)")
+    p.add_argument("--lr", type=float, default=T.Setting.lr, help="figure 1's SGD step size")
+    p.add_argument("--momentum", type=float, default=T.Setting.momentum, help="figure 1's momentum")
+    p.add_argument("--batch", type=C.positive_int, default=T.Setting.batch, help="figure 1's batch size")
     p.add_argument("--reps", type=C.positive_int, default=7)
     p.add_argument("--threads", type=C.positive_int, default=1)
     p.add_argument("--peer-python", default="/work/peer-grab/bin/python")
     p.add_argument("--peer-orders", default="rr,mean,pair")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.retable:
+        for path in sorted(C.RESULTS.glob("bench_order_fig1*.json")):
+            res = json.loads(path.read_text())
+            res["table"] = figure1_table(res["results"])
+            C.write_json(path, res)
+            print(f"\n{path.name}\n{C.describe(res['machine'])}\n{res['table']}")
+        return
     info = C.machine(extra_packages=("numba",))
     for key in (FIGURES if args.figure == "all" else [args.figure]):
         t0 = time.perf_counter()
         res = FIGURES[key](args)
         res.update(machine=info, timestamp=C.timestamp(), wall_s=time.perf_counter() - t0,
                    command=" ".join(sys.argv))
-        C.write_json(C.RESULTS / f"bench_order_fig{key}.json", res)
+        C.write_json(C.RESULTS / f"bench_order_fig{key}{args.tag if key == '1' else ''}.json", res)
         print(f"\nFigure {key}\n{C.describe(info)}\n{res['table']}", flush=True)
 
 
