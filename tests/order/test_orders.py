@@ -80,3 +80,17 @@ def test_make_rejects_unknown_names_and_options():
         rto.make("grab", 3)
     with pytest.raises(ValueError, match="Invalid n"):
         rto.make("rr", 0)
+
+
+@pytest.mark.parametrize("name", ["rr", "grab", "pair", "herding"])
+def test_clone_branches_without_touching_the_original(name):
+    order = _make(name)
+    state = order.init(torch.Generator().manual_seed(4))
+    perm, state = order.epoch(state)
+    state = order.observe(state, perm[:8], torch.randn(8, D))
+    branch = state.clone()
+    branch = order.observe(branch, perm[8:], torch.randn(N - 8, D))
+    order.epoch(branch)
+    assert state.epoch == 1 and torch.equal(state.perm, perm)
+    again = state.clone()
+    assert torch.equal(order.epoch(state)[0], order.epoch(again)[0])

@@ -11,7 +11,7 @@ sorters, per-example gradients, and a ``torch.utils.data.Sampler`` adapter.
 """
 from ._base import Order, OrderState
 from .balance import GraB, Herding, PairBalance, ProbBalance, RecursiveBalance
-from .grads import per_example_grads
+from .grads import per_example_grads, set_grads_
 from .projection import PROJECTIONS
 from .registry import ORDERS, make
 from .sampler import OrderSampler, WithIndices
@@ -19,4 +19,4 @@ from .simple import Blocks, FlipFlop, RandomReshuffling, Sequential, ShuffleOnce
 
 __all__ = ["ORDERS", "PROJECTIONS", "Blocks", "FlipFlop", "GraB", "Herding", "Order", "OrderSampler", "OrderState",
            "PairBalance", "ProbBalance", "RandomReshuffling", "RecursiveBalance", "Sequential", "ShuffleOnce",
-           "WithIndices", "make", "per_example_grads"]
+           "WithIndices", "make", "per_example_grads", "set_grads_"]

@@ -140,6 +140,11 @@ def herding_order(g):
                 if value < best_value:
                     best_value = value
                     best = i
+        if best < 0:  # every remaining value is NaN: take the first remaining row
+            for i in range(m):
+                if not used[i]:
+                    best = i
+                    break
         used[best] = 1
         out[t] = best
         for i in range(m):

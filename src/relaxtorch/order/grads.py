@@ -64,6 +64,23 @@ def per_example_grads(model: nn.Module, loss_fn, inputs: Tensor, targets: Tensor
     return _batched_backward(model, loss_fn, inputs, targets, names, chunk)
 
 
+def set_grads_(model: nn.Module, flat: Tensor) -> nn.Module:
+    """Write the flat gradient ``flat`` [d] (``per_example_grads`` layout: trainable parameters in
+    ``model.parameters()`` order) into each parameter's ``.grad``; returns ``model``.
+
+    >>> model = nn.Linear(2, 1); _ = set_grads_(model, torch.arange(3.))
+    >>> model.weight.grad.tolist(), model.bias.grad.tolist()
+    ([[0.0, 1.0]], [2.0])
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    total = sum(p.numel() for p in params)
+    if not isinstance(flat, Tensor) or flat.shape != (total,):
+        raise invalid("flat", getattr(flat, "shape", flat), f"a Tensor[{total}] (the model's trainable parameters)")
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad = g.detach().view_as(p).to(p.dtype).clone()
+    return model
+
+
 def _vmapped(model, loss_fn, inputs, targets, names, chunk):
     named = dict(model.named_parameters())
     params = {k: named[k].detach() for k in names}

@@ -75,5 +75,7 @@ def project(kind: str, tensors: dict, grads: Tensor) -> Tensor:
     a = tensors["proj_a"].to(x.device)
     bm = tensors["proj_b"].to(x.device)
     d1, d2 = a.shape[1], bm.shape[1]
-    padded = torch.nn.functional.pad(x, (0, d1 * d2 - d)).view(b, d1, d2)
-    return (a @ padded @ bm.T).reshape(b, -1)
+    padded = torch.nn.functional.pad(x, (0, d1 * d2 - d))
+    right = (padded.view(b * d1, d2) @ bm.T).view(b, d1, -1)  # X Bᵀ, as one 2-d product
+    both = right.transpose(1, 2).reshape(-1, d1) @ a.T  # (X Bᵀ)ᵀ Aᵀ = (A X Bᵀ)ᵀ
+    return both.view(b, bm.shape[0], a.shape[0]).transpose(1, 2).reshape(b, -1)
