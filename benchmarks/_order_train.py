@@ -64,16 +64,6 @@ def full_loss(model, loss_fn, X, y) -> float:
     return float(loss_fn(model(X), y))
 
 
-def set_grads(model: nn.Module, flat: torch.Tensor) -> None:
-    """Write the flattened gradient ``flat`` (model.parameters() order) into ``p.grad``."""
-    start = 0
-    for p in model.parameters():
-        if p.requires_grad:
-            k = p.numel()
-            p.grad = flat[start:start + k].view_as(p).clone()
-            start += k
-
-
 def run_epoch(model, loss_fn, X, y, order, state, opt, batch: int, per_example: bool | None = None,
               grads_fn=None):
     """One epoch of minibatch SGD in ``order``'s visiting order; returns the state.
@@ -89,7 +79,7 @@ def run_epoch(model, loss_fn, X, y, order, state, opt, batch: int, per_example: 
         opt.zero_grad(set_to_none=True)
         if per_example:
             _, grads = grads_fn(model, loss_fn, xb, yb)
-            set_grads(model, grads.mean(0))
+            rt.order.set_grads_(model, grads.mean(0))
             if balancing:
                 state = order.observe(state, idx, grads)
         else:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 import relaxtorch as rt
 from relaxtorch.data import load_dataset
-from relaxtorch.order import OrderSampler, WithIndices, per_example_grads
+from relaxtorch.order import OrderSampler, WithIndices, per_example_grads, set_grads_
 
 
 def train(order_name: str, epochs: int, seed: int = 0) -> list[float]:
@@ -38,8 +38,7 @@ def train(order_name: str, epochs: int, seed: int = 0) -> list[float]:
             if order.needs_gradients:
                 _, grads = per_example_grads(model, F.cross_entropy, x, y)   # [b, d]
                 sampler.observe(idx, grads)
-                for p, g in zip(params, grads.mean(0).split([p.numel() for p in params])):
-                    p.grad = g.view_as(p).clone()
+                set_grads_(model, grads.mean(0))                            # the batch's gradient
             else:
                 F.cross_entropy(model(x), y).backward()
             opt.step()
