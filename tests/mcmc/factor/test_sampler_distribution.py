@@ -60,3 +60,13 @@ def test_async_gibbs_marginals(name):
     st = s.run(g, s.init(g, seed=2), 20000)
     assert np.abs(fg.marginals(st) - fg.exact_marginals(g)).max() < 0.03
     assert st.staleness["probes"] > 0 and st.staleness["mean"] >= 0
+
+
+def test_async_gibbs_default_meetings_on_a_tiny_graph():
+    """With the default meeting interval the threads start each stretch together and meet often
+    enough: on 9 variables a stretch of 2^16 updates left the blocks sampled against a frozen rest
+    (marginal error 0.17 at 20000 sweeps)."""
+    g = fg.ising_grid(3, 3, beta=0.3, h=0.2)
+    s = fg.AsyncGibbs(threads=2)
+    st = s.run(g, s.run(g, s.init(g, seed=0), 200, record=False), 20000)
+    assert np.abs(fg.marginals(st) - fg.exact_marginals(g)).max() < 0.03

@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from ..._numba import njit
+from ...parallel._intrinsics import load_relaxed, store_relaxed
 from ._kernels import EQUAL, ISTRUE, factor_value
 from ._rng import below, categorical, uniform
 
@@ -208,14 +209,16 @@ def gibbs_sweeps(g, p, x, free, order, scan, sweeps, s, counts, record, energy, 
 
 @njit(nogil=True, cache=True)
 def async_sweeps(g, p, x, block, order, scan, sweeps, s, counts, record, energy_out, sumx_out, progress,
-                 me, stride, every, stale):
+                 me, stride, every, stale, ready, ticket):
     """One thread of HOGWILD!-Gibbs: ``sweeps`` sweeps over its ``block`` of free variables, reading
     and writing the shared x without locks.  progress[t * stride]: updates done by thread t (its own
     cache line); every ``every``-th update reads the other threads' progress before computing and
     after writing, and records the difference in stale[0] (sum), stale[1] (count), stale[2] (max):
     how many updates by other threads overlapped that update.  energy_out / sumx_out[sweeps]: this
     thread's running change of the log-potential (from its own, possibly stale, conditionals) and of
-    the free values' sum.  Returns the stream state."""
+    the free values' sum.  ``ready``/``ticket``: a start barrier (each thread posts ``ticket`` in its
+    slot and spins, boundedly, until every thread has), so the threads' sweeps overlap instead of one
+    finishing its chunk before another has started.  Returns the stream state."""
     nb = block.shape[0]
     var_ptr = g.var_ptr
     fast, coef, other, lit, lit_other, kind = p
@@ -223,6 +226,14 @@ def async_sweeps(g, p, x, block, order, scan, sweeps, s, counts, record, energy_
     scratch = np.zeros(logits.shape[0])
     nt = progress.shape[0] // stride
     done = progress[me * stride]  # cumulative over calls (a run calls once per chunk)
+    store_relaxed(ready, me * stride, ticket)
+    for _ in range(1 << 30):  # bounded: a thread that never starts delays the others, never hangs them
+        waiting = False
+        for t in range(nt):
+            if load_relaxed(ready, t * stride) < ticket:
+                waiting = True
+        if not waiting:
+            break
     energy = 0.0
     sumx = 0.0
     for sw in range(sweeps):
@@ -241,18 +252,18 @@ def async_sweeps(g, p, x, block, order, scan, sweeps, s, counts, record, energy_
             if probe:
                 for t in range(nt):
                     if t != me:
-                        before += progress[t * stride]
+                        before += load_relaxed(progress, t * stride)
             if fast[v]:
                 s, old, new, delta = fast_update(var_ptr, coef, other, lit, lit_other, kind, x, v, s)
             else:
                 s, old, new, delta = slow_update(g, x, v, s, logits, scratch)
             done += 1
-            progress[me * stride] = done
+            store_relaxed(progress, me * stride, done)  # atomic: the other threads' probes see it
             if probe:
                 after = 0
                 for t in range(nt):
                     if t != me:
-                        after += progress[t * stride]
+                        after += load_relaxed(progress, t * stride)
                 d = after - before
                 stale[0] += d
                 stale[1] += 1

@@ -8,7 +8,8 @@ assumed: every ``probe_every``-th update a thread reads the others' update count
 per thread, so counting causes no false sharing) before it reads its neighbours and after it writes,
 and records how many updates of other threads overlapped (``state.staleness``: mean, max, probes).
 
-The threads meet every ``sync_every`` sweeps (0: about 2^16 updates per thread between meetings):
+The threads meet every ``sync_every`` sweeps (0: about 2^12 updates per thread between meetings),
+and start each stretch together (a spin barrier in the kernel):
 without meetings a thread that starts late would sample its block against a frozen rest (a
 blocked sampler that mixes only between meetings).  The per-sweep energy trace adds the threads' own Δ log-potential (from possibly stale conditionals)
 and is resynchronised to the exact log-potential at the end of each ``run`` when
@@ -79,14 +80,15 @@ class AsyncGibbs:
         m_out = np.zeros((k, sweeps))
         progress = np.zeros(k * _PAD, np.int64)
         stale = np.zeros((k, _PAD), np.int64)
+        ready = np.zeros(k * _PAD, np.int64)
         streams = [state.stream(t) for t in range(k)]
 
-        every = int(self.sync_every) or max(1, (1 << 16) // max(1, max(b.size for b in blocks)))
+        every = int(self.sync_every) or max(1, (1 << 12) // max(1, max(b.size for b in blocks)))
 
         def work(t, a, b):
             r = async_sweeps(g, p, state.x, blocks[t], orders[t], SCANS[self.scan], b - a, streams[t],
                                       state.counts, record, e_out[t, a:b], m_out[t, a:b], progress, t, _PAD,
-                                      int(self.probe_every), stale[t])
+                                      int(self.probe_every), stale[t], ready, a // every + 1)
             streams[t] = np.uint64(int(r) & 0xFFFFFFFFFFFFFFFF)
             if a > 0:  # running sums continue from the previous chunk
                 e_out[t, a:b] += e_out[t, a - 1]
