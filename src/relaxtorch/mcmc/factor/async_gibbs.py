@@ -8,7 +8,7 @@ assumed: every ``probe_every``-th update a thread reads the others' update count
 per thread, so counting causes no false sharing) before it reads its neighbours and after it writes,
 and records how many updates of other threads overlapped (``state.staleness``: mean, max, probes).
 
-The threads meet every ``sync_every`` sweeps (0: about 2^12 updates per thread between meetings),
+The threads meet every ``sync_every`` sweeps (0: 16 sweeps, within 2^12 to 2^21 updates per thread),
 and start each stretch together (a spin barrier in the kernel):
 without meetings a thread that starts late would sample its block against a frozen rest (a
 blocked sampler that mixes only between meetings).  The per-sweep energy trace adds the threads' own Δ log-potential (from possibly stale conditionals)
@@ -83,7 +83,8 @@ class AsyncGibbs:
         ready = np.zeros(k * _PAD, np.int64)
         streams = [state.stream(t) for t in range(k)]
 
-        every = int(self.sync_every) or max(1, (1 << 12) // max(1, max(b.size for b in blocks)))
+        size = max(1, max(b.size for b in blocks))
+        every = int(self.sync_every) or max(1, min(max(16 * size, 1 << 12), 1 << 21) // size)
 
         def work(t, a, b):
             r = async_sweeps(g, p, state.x, blocks[t], orders[t], SCANS[self.scan], b - a, streams[t],
