@@ -65,19 +65,27 @@ def full_loss(model, loss_fn, X, y) -> float:
 
 
 def run_epoch(model, loss_fn, X, y, order, state, opt, batch: int, per_example: bool | None = None,
-              grads_fn=None):
+              grads_fn=None, factored: bool = False):
     """One epoch of minibatch SGD in ``order``'s visiting order; returns the state.
     ``per_example=True`` takes the step from per-example gradients even for an order that
-    does not need them (to time the gradients apart from the sorter)."""
+    does not need them (to time the gradients apart from the sorter).  ``factored=True``: an
+    ordinary step recorded by ``rt.order.LinearGrads``, the order observing the factored
+    gradients (no per-example gradient formed)."""
     perm, state = order.epoch(state)
     balancing = order.needs_gradients
     per_example = balancing if per_example is None else per_example
     grads_fn = grads_fn or rt.order.per_example_grads
+    recorder = rt.order.LinearGrads(model) if factored else None
     for start in range(0, len(perm), batch):
         idx = perm[start:start + batch]
         xb, yb = X[idx], y[idx]
         opt.zero_grad(set_to_none=True)
-        if per_example:
+        if recorder is not None:
+            with recorder:
+                loss_fn(model(xb), yb).backward()
+            if balancing:
+                state = order.observe(state, idx, recorder.grads())
+        elif per_example:
             _, grads = grads_fn(model, loss_fn, xb, yb)
             rt.order.set_grads_(model, grads.mean(0))
             if balancing:

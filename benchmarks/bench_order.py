@@ -138,7 +138,8 @@ def figure2(args) -> dict:
 def figure3(args) -> dict:
     setting = T.Setting()
     runs = {}
-    for o in ("rr", "rr+per-example-grads", "grab", "pair", "grab+outer-product-grads"):
+    for o in ("rr", "rr+per-example-grads", "grab", "pair", "grab+outer-product-grads", "grab+LinearGrads",
+              "pair+LinearGrads"):
         data, model, loss_fn = T.problem("mlp-digits", 0)
         order = rt.order.make(o.split("+")[0], n=len(data.X_train), d=T.n_params(model))
         opt = torch.optim.SGD(model.parameters(), lr=setting.lr, momentum=setting.momentum,
@@ -149,8 +150,9 @@ def figure3(args) -> dict:
         def go():
             data, model, loss_fn, order, state, opt = runs[o]
             runs[o][4] = T.run_epoch(model, loss_fn, data.X_train, data.y_train, order, state, opt, setting.batch,
-                                     per_example=True if o.endswith("grads") else None,
-                                     grads_fn=T.linear_per_example_grads if "outer" in o else None)
+                                     per_example=True if o.endswith("-grads") else None,
+                                     grads_fn=T.linear_per_example_grads if "outer" in o else None,
+                                     factored=o.endswith("LinearGrads"))
         return go
 
     times = C.time_interleaved({o: epoch_of(o) for o in runs}, reps=args.reps, warmup=1)

@@ -12,12 +12,14 @@ sorters, per-example gradients, and a ``torch.utils.data.Sampler`` adapter.
 from ._base import Order, OrderState
 from .balance import GraB, Herding, PairBalance, ProbBalance, RecursiveBalance
 from .cdgrab import CDGraB
+from .factored import FactoredGrads
 from .grads import per_example_grads, set_grads_
 from .projection import PROJECTIONS
+from .recorder import LinearGrads
 from .registry import ORDERS, make
 from .sampler import OrderSampler, WithIndices
 from .simple import Blocks, FlipFlop, RandomReshuffling, Sequential, ShuffleOnce
 
-__all__ = ["ORDERS", "PROJECTIONS", "Blocks", "CDGraB", "FlipFlop", "GraB", "Herding", "Order", "OrderSampler", "OrderState",
+__all__ = ["ORDERS", "PROJECTIONS", "Blocks", "CDGraB", "FactoredGrads", "FlipFlop", "GraB", "Herding", "LinearGrads", "Order", "OrderSampler", "OrderState",
            "PairBalance", "ProbBalance", "RandomReshuffling", "RecursiveBalance", "Sequential", "ShuffleOnce",
            "WithIndices", "make", "per_example_grads", "set_grads_"]

@@ -119,8 +119,9 @@ class Order:
 
     def observe(self, state: OrderState, indices, grads=None) -> OrderState:
         """Record one step: ``indices`` LongTensor[b] of the examples it used (in visit order)
-        and ``grads`` Tensor[b, d] their per-example gradients (ignored by orders that do not
-        balance)."""
+        and ``grads`` their per-example gradients, a Tensor[b, d] or a :class:`~.factored.FactoredGrads`
+        (from :class:`~.recorder.LinearGrads`: balanced without forming them; ignored by orders that do
+        not balance)."""
         self._check_state(state)
         if not self.needs_gradients:
             return state
@@ -168,8 +169,14 @@ class Order:
             raise invalid("indices", bad, f"example indices lie in [0, {self.n})")
         return np.ascontiguousarray(idx)
 
-    def _check_grads(self, grads, b: int) -> Tensor:
+    def _check_grads(self, grads, b: int):
+        from .factored import FactoredGrads  # factored.py builds on this module
+
         d = getattr(self, "d", None)
+        if isinstance(grads, FactoredGrads):
+            if grads.batch != b or grads.dim != d:
+                raise invalid("grads", grads, f"expected batch={b}, dim={d}: one gradient per index")
+            return grads
         if not isinstance(grads, Tensor):
             raise invalid("grads", type(grads).__name__, f"a Tensor[{b}, {d}] of per-example gradients")
         if grads.ndim != 2 or grads.shape[0] != b or grads.shape[1] != d:

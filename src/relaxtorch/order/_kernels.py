@@ -154,3 +154,46 @@ def herding_order(g):
                     acc += g[i, k] * g[best, k]
                 dots[i] += acc
     return out
+
+
+@njit(cache=True)
+def gram_signs(u, gram, uniforms, c_scale):
+    """Signs of a balancing walk over ``m`` vectors known only through ``u[k] = <s0, c_k>`` (the
+    running sum before them) and their Gram matrix: vector k's rule sees
+    ``<s0 + Σ_{j<k} ε_j c_j, c_k> = u[k] + Σ_{j<k} ε_j gram[j, k]`` (the factored path of
+    ``mean_balance_`` and ``pair_balance_``).  O(m²)."""
+    m = u.shape[0]
+    r = u.copy()
+    eps = np.empty(m)
+    for k in range(m):
+        sign = 1.0 if _plus(r[k], uniforms, k, c_scale) else -1.0
+        eps[k] = sign
+        for j in range(k + 1, m):
+            r[j] += sign * gram[k, j]
+    return eps
+
+
+@njit(cache=True)
+def gram_tree_signs(u, gram, depth):
+    """``recursive_balance_`` on vectors known through ``u[node, k] = <acc[node], c_k>`` and their
+    Gram matrix: returns (weights [nodes, m]: the sign with which vector k joined node's sum, 0 if
+    it did not pass there; leaf [m]; negative [m]: the sign at the leaf was ``-``)."""
+    nodes, m = u.shape
+    r = u.copy()
+    weights = np.zeros((nodes, m))
+    leaf = np.empty(m, dtype=np.int64)
+    negative = np.empty(m, dtype=np.int64)
+    for k in range(m):
+        node = 0
+        neg = 0
+        for level in range(depth + 1):
+            sign = 1.0 if r[node, k] <= 0.0 else -1.0
+            weights[node, k] = sign
+            for j in range(k + 1, m):
+                r[node, j] += sign * gram[k, j]
+            neg = 0 if sign > 0 else 1
+            if level < depth:
+                node = 2 * node + 1 + neg
+        leaf[k] = node - ((1 << depth) - 1)
+        negative[k] = neg
+    return weights, leaf, negative

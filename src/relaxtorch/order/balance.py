@@ -36,6 +36,7 @@ from torch import Tensor
 
 from . import _kernels
 from ._base import Order, OrderState, check_positive_int, invalid
+from .factored import FactoredGrads, as_rows
 from .projection import make_projection, project, projected_dim
 
 _NO_UNIFORMS = np.zeros(0)
@@ -71,6 +72,25 @@ class _Balancing(Order):
     def _setup_sorter(self, state: OrderState, k: int) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _observe(self, state: OrderState, indices: np.ndarray, grads) -> None:
+        if isinstance(grads, FactoredGrads):
+            if self.projection is None and self._factored_ok():
+                dtype = grads.dtype if grads.dtype in (torch.float32, torch.float64) else torch.float32
+                self._observe_factored(state, indices, grads.to(dtype))
+                return
+            grads = grads.dense()
+        self._observe_dense(state, indices, grads)
+
+    def _factored_ok(self) -> bool:
+        """True when the sorter balances factored gradients without forming them."""
+        return False
+
+    def _observe_dense(self, state: OrderState, indices: np.ndarray, grads: Tensor) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _observe_factored(self, state: OrderState, indices: np.ndarray, grads: FactoredGrads) -> None:  # pragma: no cover
+        raise NotImplementedError
+
     def _vectors(self, state: OrderState, grads: Tensor) -> np.ndarray:
         if self.projection is not None:
             grads = project(self.projection, state.buffers, grads)
@@ -92,6 +112,57 @@ def _with_middle(front: np.ndarray, back: np.ndarray, perm: np.ndarray, n: int) 
     placed[front] = True
     placed[back] = True
     return np.concatenate([front, perm[~placed[perm]], back]).astype(np.int64)
+
+
+def _take_fresh(seen: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Positions in ``idx`` of the examples the kernels would place: not seen this epoch, first
+    occurrence in the step; marks them seen."""
+    _, first = np.unique(idx, return_index=True)
+    keep = np.zeros(idx.shape[0], dtype=bool)
+    keep[first] = True
+    keep &= seen[idx] == 0
+    pos = np.flatnonzero(keep)
+    seen[idx[pos]] = 1
+    return pos
+
+
+def _fresh_rows(seen: np.ndarray, idx: np.ndarray, grads: FactoredGrads):
+    """(positions, their factored gradients) of the step's examples to place (:func:`_take_fresh`)."""
+    pos = _take_fresh(seen, idx)
+    return pos, grads if pos.size == idx.shape[0] else grads.rows(torch.from_numpy(pos))
+
+
+def _dots(f: FactoredGrads, *buffers: np.ndarray) -> Tensor:
+    """``<v, g_k>`` [rows, k] (float64) for the rows of the float64 ``buffers`` ([d] or [r, d]),
+    computed in the factors' dtype."""
+    return f.dots(torch.cat([as_rows(b) for b in buffers]).to(f.dtype)).double()
+
+
+def _accumulate(f: FactoredGrads, *targets) -> None:
+    """``target[r] += Σ_k weights[r, k] g_k`` for each (float64 buffer, float64 weights [r, k]) pair,
+    in one pass over the factors."""
+    weights = torch.cat([w for _, w in targets]).to(f.dtype)
+    sums = f.add_weighted_(torch.zeros(weights.shape[0], f.dim, dtype=f.dtype), weights)
+    start = 0
+    for buffer, w in targets:
+        rows = as_rows(buffer)
+        rows += sums[start:start + w.shape[0]]
+        start += w.shape[0]
+
+
+def _centered(dots: Tensor, mean_dots: Tensor, gram: Tensor, vec_mean: Tensor, mean: Tensor):
+    """For c_k = g_k - m: ``<v_r, c_k>`` from ``dots`` [r, k] = <v_r, g_k>, and the Gram of the c's,
+    given ``mean_dots`` [k] = <m, g_k>, ``vec_mean`` [r] = <v_r, m>."""
+    mm = mean @ mean
+    return dots - vec_mean[:, None], gram - mean_dots[:, None] - mean_dots[None, :] + mm
+
+
+def _place(b: dict, front: np.ndarray, back: np.ndarray) -> None:
+    """``front`` to the next front slots (ascending), ``back`` to the next back slots (descending)."""
+    left, right = int(b["ptr"][0]), int(b["ptr"][1])
+    b["slots"][left:left + front.size] = front
+    b["slots"][right - back.size + 1:right + 1] = back[::-1]
+    b["ptr"][0], b["ptr"][1] = left + front.size, right - back.size
 
 
 @dataclass(frozen=True)
@@ -133,11 +204,32 @@ class GraB(_FrontBack):
     def _c_scale(self) -> float:
         return 1.0
 
-    def _observe(self, state: OrderState, indices: np.ndarray, grads: Tensor) -> None:
+    def _observe_dense(self, state: OrderState, indices: np.ndarray, grads: Tensor) -> None:
         g = self._vectors(state, grads)
         b = state.buffers
         _kernels.mean_balance_(g, indices, b["mean"], b["s"], b["next_sum"], b["seen"], b["slots"], b["ptr"],
                                self._uniforms(state, g.shape[0]), self._c_scale())
+
+    def _factored_ok(self) -> bool:
+        return True
+
+    def _observe_factored(self, state: OrderState, indices: np.ndarray, grads: FactoredGrads) -> None:
+        b = state.buffers
+        uniforms = self._uniforms(state, indices.shape[0])
+        pos, f = _fresh_rows(b["seen"], indices, grads)
+        if pos.size == 0:
+            return
+        s, mean = as_rows(b["s"]), as_rows(b["mean"])
+        dots = _dots(f, b["s"], b["mean"])
+        u, gram = _centered(dots[:1], dots[1], f.gram().double(), s @ mean[0], mean[0])
+        eps = _kernels.gram_signs(u[0].numpy(), gram.numpy(), uniforms[pos] if uniforms.size else uniforms,
+                                  self._c_scale())
+        ones = torch.ones(1, pos.size, dtype=torch.float64)
+        _accumulate(f, (b["s"], torch.from_numpy(eps)[None]), (b["next_sum"], ones))
+        s -= float(eps.sum()) * mean
+        j = indices[pos]
+        _place(b, j[eps > 0], j[eps < 0])
+        b["ptr"][2] += pos.size
 
     def _assemble(self, state: OrderState, perm: np.ndarray) -> np.ndarray:
         b = state.buffers
@@ -192,11 +284,47 @@ class PairBalance(_FrontBack):
             s=np.zeros(k), pending=np.zeros(k), pending_idx=np.array([-1], dtype=np.int64),
             slots=np.zeros(self.n, dtype=np.int64), ptr=np.array([0, self.n - 1], dtype=np.int64))
 
-    def _observe(self, state: OrderState, indices: np.ndarray, grads: Tensor) -> None:
+    def _observe_dense(self, state: OrderState, indices: np.ndarray, grads: Tensor) -> None:
         g = self._vectors(state, grads)
         b = state.buffers
         _kernels.pair_balance_(g, indices, b["s"], b["pending"], b["pending_idx"], b["seen"], b["slots"], b["ptr"],
                                _NO_UNIFORMS, 1.0)
+
+    def _factored_ok(self) -> bool:
+        return True
+
+    def _observe_factored(self, state: OrderState, indices: np.ndarray, grads: FactoredGrads) -> None:
+        b = state.buffers
+        pos, f = _fresh_rows(b["seen"], indices, grads)
+        if pos.size == 0:
+            return
+        s, pending = as_rows(b["s"]), as_rows(b["pending"])
+        dots = _dots(f, b["s"], b["pending"])
+        u, gram, ids = dots[0], f.gram().double(), indices[pos]
+        waiting = int(b["pending_idx"][0])
+        if waiting >= 0:  # the example waiting from the last step leads: vectors [pending, fresh...]
+            u = torch.cat([(s[0] @ pending[0]).view(1), u])
+            gram = torch.cat([torch.cat([(pending[0] @ pending[0]).view(1, 1), dots[1:]], dim=1),
+                              torch.cat([dots[1][:, None], gram], dim=1)])
+            ids = np.concatenate([[waiting], ids])
+        pairs = ids.size // 2
+        first, second = np.arange(0, 2 * pairs, 2), np.arange(1, 2 * pairs, 2)
+        diff_gram = (gram[first][:, first] - gram[first][:, second] - gram[second][:, first]
+                     + gram[second][:, second])
+        eps = _kernels.gram_signs((u[first] - u[second]).numpy(), diff_gram.numpy(), _NO_UNIFORMS, 1.0)
+        coef = np.zeros(ids.size)
+        coef[first], coef[second] = eps, -eps
+        if waiting >= 0:
+            s += float(coef[0]) * pending
+            coef = coef[1:]
+        _accumulate(f, (b["s"], torch.from_numpy(coef)[None]))
+        plus = eps > 0
+        _place(b, np.where(plus, ids[first], ids[second]), np.where(plus, ids[second], ids[first]))
+        if ids.size % 2:
+            pending[0] = f.rows(torch.tensor([pos.size - 1])).dense()[0].double()
+            b["pending_idx"][0] = ids[-1]
+        else:
+            b["pending_idx"][0] = -1
 
     def _assemble(self, state: OrderState, perm: np.ndarray) -> np.ndarray:
         state.buffers["pending_idx"][0] = -1
@@ -230,11 +358,31 @@ class RecursiveBalance(_Balancing):
             group=np.zeros(self.n, dtype=np.int64), seq=np.zeros(self.n, dtype=np.int64),
             ptr=np.zeros(1, dtype=np.int64))
 
-    def _observe(self, state: OrderState, indices: np.ndarray, grads: Tensor) -> None:
+    def _observe_dense(self, state: OrderState, indices: np.ndarray, grads: Tensor) -> None:
         g = self._vectors(state, grads)
         b = state.buffers
         _kernels.recursive_balance_(g, indices, b["mean"], b["acc"], b["next_sum"], b["seen"], b["group"], b["seq"],
                                     b["ptr"], self.depth)
+
+    def _factored_ok(self) -> bool:
+        return self.depth <= 5  # the tree's 2^(depth+1) - 1 sums are dotted with every gradient
+
+    def _observe_factored(self, state: OrderState, indices: np.ndarray, grads: FactoredGrads) -> None:
+        b = state.buffers
+        pos, f = _fresh_rows(b["seen"], indices, grads)
+        if pos.size == 0:
+            return
+        acc, mean = torch.from_numpy(b["acc"]), as_rows(b["mean"])
+        dots = _dots(f, b["acc"], b["mean"])
+        u, gram = _centered(dots[:-1], dots[-1], f.gram().double(), acc @ mean[0], mean[0])
+        weights, leaf, negative = _kernels.gram_tree_signs(u.numpy(), gram.numpy(), self.depth)
+        weights = torch.from_numpy(weights)
+        _accumulate(f, (b["acc"], weights), (b["next_sum"], torch.ones(1, pos.size, dtype=torch.float64)))
+        acc -= weights.sum(1, keepdim=True) * mean
+        j, start = indices[pos], int(b["ptr"][0])
+        b["group"][j] = 2 * leaf + negative
+        b["seq"][j] = np.arange(start, start + pos.size)
+        b["ptr"][0] = start + pos.size
 
     def _assemble(self, state: OrderState, perm: np.ndarray) -> np.ndarray:
         b = state.buffers
@@ -270,7 +418,7 @@ class Herding(_Balancing):
     def _setup_sorter(self, state: OrderState, k: int) -> None:
         state.buffers["table"] = np.zeros((self.n, k))
 
-    def _observe(self, state: OrderState, indices: np.ndarray, grads: Tensor) -> None:
+    def _observe_dense(self, state: OrderState, indices: np.ndarray, grads: Tensor) -> None:
         g = self._vectors(state, grads)
         b = state.buffers
         fresh = b["seen"][indices] == 0

@@ -147,7 +147,10 @@ class CDGraB(PairBalance):
         state.buffers.update(send=np.zeros((cap, k + 1)), pair_a=np.zeros(cap, dtype=np.int64),
                              pair_b=np.zeros(cap, dtype=np.int64))
 
-    def _observe(self, state: OrderState, indices: np.ndarray, grads: Tensor) -> None:
+    def _factored_ok(self) -> bool:
+        return False  # the message carries (projected) pair differences: formed gradients
+
+    def _observe_dense(self, state: OrderState, indices: np.ndarray, grads: Tensor) -> None:
         world, rank = _world(self.group)
         steps = indices.shape[0]
         if self.batch_size is None and world > 1:
