@@ -20,7 +20,7 @@ def _factored(b, seed=0, dtype=F64, layers=LAYERS):
     blocks = []
     for o, i in layers:
         dz, a = torch.randn(b, o, generator=gen, dtype=dtype), torch.randn(b, i, generator=gen, dtype=dtype)
-        blocks += [Outer(dz, a), Dense(dz)]
+        blocks += [Outer(dz, a, bias=True)] if o == 5 else [Outer(dz, a), Dense(dz)]  # a bias both ways
     return FactoredGrads(blocks)
 
 

@@ -157,6 +157,36 @@ def herding_order(g):
 
 
 @njit(cache=True)
+def take_fresh(seen, idx):
+    """Positions in ``idx`` of the examples the kernels above would place (not seen this epoch,
+    first occurrence in the step), marking them seen."""
+    pos = np.empty(idx.shape[0], dtype=np.int64)
+    m = 0
+    for i in range(idx.shape[0]):
+        j = idx[i]
+        if seen[j]:
+            continue
+        seen[j] = 1
+        pos[m] = i
+        m += 1
+    return pos[:m]
+
+
+@njit(cache=True)
+def center_(dots, gram, vm, mm):
+    """In place, for c_k = g_k - m: rows r < R of ``dots`` [R + 1, b], ``<v_r, g_k>``, become
+    ``<v_r, c_k>`` and the Gram matrix of the g's that of the c's, given the last row
+    ``<m, g_k>``, ``vm[r] = <v_r, m>`` and ``mm = <m, m>``."""
+    rows, b = dots.shape[0] - 1, gram.shape[0]
+    for r in range(rows):
+        for k in range(b):
+            dots[r, k] -= vm[r]
+    for j in range(b):
+        for k in range(b):
+            gram[j, k] += mm - dots[rows, j] - dots[rows, k]
+
+
+@njit(cache=True)
 def gram_signs(u, gram, uniforms, c_scale):
     """Signs of a balancing walk over ``m`` vectors known only through ``u[k] = <s0, c_k>`` (the
     running sum before them) and their Gram matrix: vector k's rule sees

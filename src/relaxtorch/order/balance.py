@@ -114,21 +114,9 @@ def _with_middle(front: np.ndarray, back: np.ndarray, perm: np.ndarray, n: int) 
     return np.concatenate([front, perm[~placed[perm]], back]).astype(np.int64)
 
 
-def _take_fresh(seen: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Positions in ``idx`` of the examples the kernels would place: not seen this epoch, first
-    occurrence in the step; marks them seen."""
-    _, first = np.unique(idx, return_index=True)
-    keep = np.zeros(idx.shape[0], dtype=bool)
-    keep[first] = True
-    keep &= seen[idx] == 0
-    pos = np.flatnonzero(keep)
-    seen[idx[pos]] = 1
-    return pos
-
-
 def _fresh_rows(seen: np.ndarray, idx: np.ndarray, grads: FactoredGrads):
-    """(positions, their factored gradients) of the step's examples to place (:func:`_take_fresh`)."""
-    pos = _take_fresh(seen, idx)
+    """(positions, their factored gradients) of the step's examples to place (``take_fresh``)."""
+    pos = _kernels.take_fresh(seen, idx)
     return pos, grads if pos.size == idx.shape[0] else grads.rows(torch.from_numpy(pos))
 
 
@@ -148,13 +136,6 @@ def _accumulate(f: FactoredGrads, *targets) -> None:
         rows = as_rows(buffer)
         rows += sums[start:start + w.shape[0]]
         start += w.shape[0]
-
-
-def _centered(dots: Tensor, mean_dots: Tensor, gram: Tensor, vec_mean: Tensor, mean: Tensor):
-    """For c_k = g_k - m: ``<v_r, c_k>`` from ``dots`` [r, k] = <v_r, g_k>, and the Gram of the c's,
-    given ``mean_dots`` [k] = <m, g_k>, ``vec_mean`` [r] = <v_r, m>."""
-    mm = mean @ mean
-    return dots - vec_mean[:, None], gram - mean_dots[:, None] - mean_dots[None, :] + mm
 
 
 def _place(b: dict, front: np.ndarray, back: np.ndarray) -> None:
@@ -220,10 +201,9 @@ class GraB(_FrontBack):
         if pos.size == 0:
             return
         s, mean = as_rows(b["s"]), as_rows(b["mean"])
-        dots = _dots(f, b["s"], b["mean"])
-        u, gram = _centered(dots[:1], dots[1], f.gram().double(), s @ mean[0], mean[0])
-        eps = _kernels.gram_signs(u[0].numpy(), gram.numpy(), uniforms[pos] if uniforms.size else uniforms,
-                                  self._c_scale())
+        dots, gram = _dots(f, b["s"], b["mean"]).numpy(), f.gram().double().numpy()
+        _kernels.center_(dots, gram, np.array([b["s"] @ b["mean"]]), float(b["mean"] @ b["mean"]))
+        eps = _kernels.gram_signs(dots[0], gram, uniforms[pos] if uniforms.size else uniforms, self._c_scale())
         ones = torch.ones(1, pos.size, dtype=torch.float64)
         _accumulate(f, (b["s"], torch.from_numpy(eps)[None]), (b["next_sum"], ones))
         s -= float(eps.sum()) * mean
@@ -373,9 +353,9 @@ class RecursiveBalance(_Balancing):
         if pos.size == 0:
             return
         acc, mean = torch.from_numpy(b["acc"]), as_rows(b["mean"])
-        dots = _dots(f, b["acc"], b["mean"])
-        u, gram = _centered(dots[:-1], dots[-1], f.gram().double(), acc @ mean[0], mean[0])
-        weights, leaf, negative = _kernels.gram_tree_signs(u.numpy(), gram.numpy(), self.depth)
+        dots, gram = _dots(f, b["acc"], b["mean"]).numpy(), f.gram().double().numpy()
+        _kernels.center_(dots, gram, b["acc"] @ b["mean"], float(b["mean"] @ b["mean"]))
+        weights, leaf, negative = _kernels.gram_tree_signs(dots[:-1], gram, self.depth)
         weights = torch.from_numpy(weights)
         _accumulate(f, (b["acc"], weights), (b["next_sum"], torch.ones(1, pos.size, dtype=torch.float64)))
         acc -= weights.sum(1, keepdim=True) * mean

@@ -28,14 +28,24 @@ from ._base import invalid
 
 @dataclass(frozen=True)
 class Outer:
-    """Per-example gradients ``vec(δ_i a_iᵀ)`` (row-major ``o x i``, as ``nn.Linear.weight``)."""
+    """Per-example gradients ``vec(δ_i a_iᵀ)`` (row-major ``o x i``, as ``nn.Linear.weight``),
+    followed by ``δ_i`` when ``bias`` (the layer's bias): then ``a`` is treated as ``[a, 1]``."""
 
     dz: Tensor  # [b, o]
     a: Tensor   # [b, i]
+    bias: bool = False
 
     @property
     def size(self) -> int:
-        return self.dz.shape[1] * self.a.shape[1]
+        return self.dz.shape[1] * (self.a.shape[1] + self.bias)
+
+    def augmented(self) -> Tensor:
+        """``a``, with a column of ones when ``bias``: [b, i (+1)] (made once)."""
+        cached = self.__dict__.get("_augmented")
+        if cached is None:
+            cached = torch.nn.functional.pad(self.a, (0, 1), value=1.0) if self.bias else self.a
+            object.__setattr__(self, "_augmented", cached)
+        return cached
 
 
 @dataclass(frozen=True)
@@ -55,9 +65,9 @@ class FactoredGrads:
     orders use ``dots``, ``gram`` and ``add_weighted_`` instead.
 
     >>> dz, a = torch.randn(3, 2), torch.randn(3, 4)
-    >>> f = FactoredGrads([Outer(dz, a), Dense(dz)])
+    >>> f = FactoredGrads([Outer(dz, a, bias=True), Dense(torch.randn(3, 5))])
     >>> f.batch, f.dim
-    (3, 10)
+    (3, 15)
     >>> dense = f.dense()
     >>> torch.allclose(f.gram(), dense @ dense.T)
     True
@@ -93,36 +103,49 @@ class FactoredGrads:
 
     def rows(self, index: Tensor) -> "FactoredGrads":
         """The examples ``index`` (a LongTensor), as factored gradients."""
-        return FactoredGrads([Outer(b.dz[index], b.a[index]) if isinstance(b, Outer) else Dense(b.v[index])
+        return FactoredGrads([Outer(b.dz[index], b.a[index], b.bias) if isinstance(b, Outer) else Dense(b.v[index])
                               for b in self.blocks])
 
     def to(self, dtype: torch.dtype) -> "FactoredGrads":
         """The same gradients with every factor in ``dtype``, on the CPU (itself if they are)."""
         if all(t.dtype == dtype and t.device.type == "cpu" and not t.requires_grad for t in self._tensors()):
             return self
-        return FactoredGrads([Outer(b.dz.detach().to("cpu", dtype), b.a.detach().to("cpu", dtype))
+        return FactoredGrads([Outer(b.dz.detach().to("cpu", dtype), b.a.detach().to("cpu", dtype), b.bias)
                               if isinstance(b, Outer) else Dense(b.v.detach().to("cpu", dtype)) for b in self.blocks])
 
     def dense(self) -> Tensor:
         """The gradients formed: [b, d]."""
-        parts = [torch.einsum("bo,bi->boi", b.dz, b.a).reshape(self.batch, -1) if isinstance(b, Outer) else b.v
-                 for b in self.blocks]
+        parts = []
+        for b in self.blocks:
+            if isinstance(b, Outer):
+                parts.append(torch.einsum("bo,bi->boi", b.dz, b.a).reshape(self.batch, -1))
+                if b.bias:
+                    parts.append(b.dz)
+            else:
+                parts.append(b.v)
         return torch.cat(parts, dim=1)
 
     def _views(self, vectors: Tensor):
-        """Each block's slice of ``vectors`` [m, d], shaped [m, o, i] for Outer and [m, k] for Dense."""
+        """Each block's slice of ``vectors`` [m, d]: for Outer the weight part [m, o, i] and the
+        bias part [m, o] (None without a bias), for Dense [m, k]."""
         start = 0
         for b in self.blocks:
             piece = vectors[:, start:start + b.size]
             start += b.size
-            yield b, (piece.reshape(-1, b.dz.shape[1], b.a.shape[1]) if isinstance(b, Outer) else piece)
+            if isinstance(b, Outer):
+                o, i = b.dz.shape[1], b.a.shape[1]
+                yield b, (piece[:, :o * i].reshape(-1, o, i), piece[:, o * i:] if b.bias else None)
+            else:
+                yield b, piece
 
     def dots(self, vectors: Tensor) -> Tensor:
         """``<vectors[r], g_i>`` for each row r of ``vectors`` [m, d] and example i: [m, b]."""
         out = None
         for b, view in self._views(vectors):
             if isinstance(b, Outer):
-                part = ((b.dz @ view) * b.a).sum(-1)  # δ_iᵀ S_r a_i: [b, o] @ [m, o, i] -> [m, b, i]
+                weight, bias = view
+                full = weight if bias is None else torch.cat([weight, bias[:, :, None]], dim=2)
+                part = ((b.dz @ full) * b.augmented()).sum(-1)  # δ_iᵀ S_r a_i: [b, o] @ [m, o, i] -> [m, b, i]
             else:
                 part = view @ b.v.T
             out = part if out is None else out.add_(part)
@@ -132,7 +155,11 @@ class FactoredGrads:
         """``<g_i, g_j>``: [b, b]."""
         out = None
         for b in self.blocks:
-            part = (b.dz @ b.dz.T).mul_(b.a @ b.a.T) if isinstance(b, Outer) else b.v @ b.v.T
+            if isinstance(b, Outer):
+                a = b.augmented()
+                part = (b.dz @ b.dz.T).mul_(a @ a.T)
+            else:
+                part = b.v @ b.v.T
             out = part if out is None else out.add_(part)
         return out
 
@@ -140,8 +167,14 @@ class FactoredGrads:
         """``vectors[r] += Σ_i weights[r, i] g_i`` in place, for ``vectors`` [m, d] and ``weights`` [m, b]."""
         for b, view in self._views(vectors):
             if isinstance(b, Outer):
-                # (w_r ⊙ δ)ᵀ A for every r: [m, o, b] @ [b, i]
-                view += (weights[:, None, :] * b.dz.T[None]) @ b.a
+                weight, bias = view
+                # (w_r ⊙ δ)ᵀ [A, 1] for every r: [m, o, b] @ [b, i (+1)]
+                sums = (weights[:, None, :] * b.dz.T[None]) @ b.augmented()
+                if bias is None:
+                    weight += sums
+                else:
+                    weight += sums[:, :, :-1]
+                    bias += sums[:, :, -1]
             else:
                 view += weights @ b.v
         return vectors

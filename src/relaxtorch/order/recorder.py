@@ -113,7 +113,9 @@ class LinearGrads:
                               "batch statistics couple the examples, so a layer's output gradient is not "
                               "one example's; use per_example_grads")
         blocks = []
-        for module, p_name in self._params:
+        for k, (module, p_name) in enumerate(self._params):
+            if p_name == "bias" and k and self._params[k - 1] == (module, "weight"):
+                continue  # joined to the weight's block
             calls = self._calls.get(module, 0)
             if calls != 1:
                 why = ("no forward pass with gradients was recorded since the last grads()" if calls == 0 else
@@ -129,5 +131,36 @@ class LinearGrads:
                               "LinearGrads takes [batch, features] inputs; use per_example_grads for sequences")
             if self.reduction == "mean":
                 dz = dz * dz.shape[0]
-            blocks.append(Outer(dz, a) if p_name == "weight" else Dense(dz))
+            with_bias = k + 1 < len(self._params) and self._params[k + 1] == (module, "bias")
+            blocks.append(Outer(dz, a, bias=with_bias) if p_name == "weight" else Dense(dz))
         return blocks
+
+
+def _factorable(model: nn.Module) -> bool:
+    try:
+        _linear_params(model)
+    except ValueError:
+        return False
+    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
+
+
+def example_grads(model: nn.Module, loss_fn, inputs: Tensor, targets: Tensor):
+    """The per-example gradients of a batch at the model's weights, for ``order.observe``: factored
+    (one forward and backward pass under :class:`LinearGrads`, nothing formed) when the model is
+    an MLP of ``nn.Linear`` layers with [batch, features] inputs, else the tensor of
+    :func:`~relaxtorch.order.grads.per_example_grads`.  Leaves every ``.grad`` as it was.
+
+    >>> model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> example_grads(model, nn.functional.cross_entropy, torch.randn(5, 3), torch.tensor([0, 1, 1, 0, 1]))
+    FactoredGrads(batch=5, dim=26, blocks=2)
+    """
+    if _factorable(model) and inputs.ndim == 2:
+        params = [p for p in model.parameters() if p.requires_grad]
+        with torch.enable_grad(), LinearGrads(model) as rec:
+            torch.autograd.grad(loss_fn(model(inputs), targets), params, allow_unused=True)
+        try:
+            return rec.grads()
+        except (ValueError, RuntimeError):
+            pass  # a layer ran twice or saw a sequence: the formed gradients below
+    from .grads import per_example_grads
+    return per_example_grads(model, loss_fn, inputs, targets)[1]

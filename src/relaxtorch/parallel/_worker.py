@@ -164,8 +164,8 @@ class _TorchRunner:
                         p.copy_(shared.float() * fmt.eps)
                     p.grad = None
             if self.observer is not None:  # per-example gradients at the step's weights, for the order
-                from ..order import per_example_grads
-                self.observer(batch, per_example_grads(self.module, self._loss, xb, yb)[1])
+                from ..order import example_grads
+                self.observer(batch, example_grads(self.module, self._loss, xb, yb))
             self._loss(self.module(xb), yb).backward()
             with torch.no_grad():
                 for p, shared, fmt, rng in self.params:

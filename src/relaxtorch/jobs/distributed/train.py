@@ -26,7 +26,7 @@ the final evaluation.
 
 With a balancing example order (``order = "grab"``, ``"pair"``, ``"cdgrab"``, ...) each rank
 computes, before its step, the per-example gradients of its minibatch at the step's weights
-(``relaxtorch.order.per_example_grads``) and feeds them to its order (CD-GraB: one all-gather
+(``relaxtorch.order.example_grads``) and feeds them to its order (CD-GraB: one all-gather
 with the other ranks); that sorting is timed apart (``sort_s``, not in compute nor in the
 simulated time) and the order's peak state bytes are reported.
 
@@ -168,9 +168,9 @@ class _Run:
 
     def observe(self, idx) -> None:
         """Feed the balancing order this step's per-example gradients (timed as sorting)."""
-        from ...order import per_example_grads
+        from ...order import example_grads
         t0 = time.perf_counter()
-        _, grads = per_example_grads(self.model, F.cross_entropy, self.X[idx], self.y[idx])
+        grads = example_grads(self.model, F.cross_entropy, self.X[idx], self.y[idx])
         self.schedule.observe(self.step, grads)
         self.order_bytes = max(self.order_bytes, self.schedule.order.state_bytes(self.schedule.state))
         self.sort_s += time.perf_counter() - t0

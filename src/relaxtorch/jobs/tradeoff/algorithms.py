@@ -20,7 +20,7 @@ quantizer; the caller seeds torch's global RNG for the model's init.
 ``order`` names the example order (``relaxtorch.order.ORDERS``): the epoch's permutation
 comes from it.  "rr" draws ``torch.randperm(n, generator=generator(seed, "order"))`` every
 epoch, the stream of the loop it replaced.  A balancing order gets, before each step, the
-per-example gradients of the step's examples at the step's weights (``per_example_grads`` on
+per-example gradients of the step's examples at the step's weights (``example_grads`` on
 a float32 probe copy of the model, so no quantizer's random stream moves; the data loss, the
 L2 term being the same for every example) and is observed with them.  That work — probe
 copy, per-example gradients, ``observe`` and ``epoch`` — is timed apart (``sort_seconds``)
@@ -39,7 +39,7 @@ from torch import nn
 from ..._seeding import generator
 from ...numbers import quantize
 from ...optim import HALP, SVRG, SWALP
-from ...order import RandomReshuffling, make, per_example_grads
+from ...order import RandomReshuffling, example_grads, make
 from ...quant import OptimLP, quantize_model
 from . import memory
 from .hyper import Hyper, lr_at
@@ -128,7 +128,7 @@ class _Trainer:
             for p, q in zip(self.probe.parameters(), self.model.parameters()):
                 p.copy_(q)
         self.probe.train(self.model.training)
-        _, grads = per_example_grads(self.probe, lambda out, t: data_loss(out, t, self.data), x, y)
+        grads = example_grads(self.probe, lambda out, t: data_loss(out, t, self.data), x, y)
         self.order_state = self.order.observe(self.order_state, idx, grads)
         self.order_bytes = max(self.order_bytes, self.order.state_bytes(self.order_state))
         self.sort_seconds += time.perf_counter() - t0
