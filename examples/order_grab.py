@@ -2,9 +2,10 @@
 
     PYTHONPATH=src python examples/order_grab.py [--epochs 20]
 
-The only lines that differ from an ordinary loop are the sampler, built from an order, and
-the two lines after each step's backward pass: the per-example gradients (whose mean is the
-batch's gradient, so the step reuses them) and ``sampler.observe``.  GraB (Lu, Guo & De Sa,
+The only lines that differ from an ordinary loop are the sampler, built from an order, the
+``with LinearGrads(model)`` around the step's own forward and backward pass (it records each
+layer's input and output gradient: the per-example gradients in factored form, never formed)
+and ``sampler.observe``.  GraB (Lu, Guo & De Sa,
 NeurIPS 2022) reorders the next epoch so that the running sum of the centred gradients
 stays small; random reshuffling ignores them.  Prints the training loss after each epoch.
 """
@@ -17,7 +18,7 @@ from torch.utils.data import DataLoader
 
 import relaxtorch as rt
 from relaxtorch.data import load_dataset
-from relaxtorch.order import OrderSampler, WithIndices, per_example_grads, set_grads_
+from relaxtorch.order import LinearGrads, OrderSampler, WithIndices
 
 
 def train(order_name: str, epochs: int, seed: int = 0) -> list[float]:
@@ -31,16 +32,14 @@ def train(order_name: str, epochs: int, seed: int = 0) -> list[float]:
     sampler = OrderSampler(order, torch.Generator().manual_seed(seed))
     loader = DataLoader(dataset, batch_size=64, sampler=sampler)
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
+    recorder = LinearGrads(model)
     losses = []
     for _ in range(epochs):
         for idx, x, y in loader:
             opt.zero_grad()
-            if order.needs_gradients:
-                _, grads = per_example_grads(model, F.cross_entropy, x, y)   # [b, d]
-                sampler.observe(idx, grads)
-                set_grads_(model, grads.mean(0))                            # the batch's gradient
-            else:
+            with recorder:                                  # the step's own forward and backward
                 F.cross_entropy(model(x), y).backward()
+            sampler.observe(idx, recorder.grads())          # ignored by orders that do not balance
             opt.step()
         with torch.no_grad():
             losses.append(F.cross_entropy(model(data.X_train), data.y_train).item())
