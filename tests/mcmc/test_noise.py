@@ -23,60 +23,118 @@ def mix(z):
     return z ^ (z >> 31)
 
 
-def normals_reference(n, seed, offset, side):
-    """The ziggurat of mcmc._noise written with Python ints and floats, one draw at a time."""
-    ki, wi, fi = [int(k) for k in Z.KI], [float(w) for w in Z.WI], [float(f) for f in Z.FI]
+SIDE = 0x6A09E667F3BCC909
+
+
+def _ziggurat(z, side, bits):
+    """One normal from the ``bits``-bit word ``z`` (8 bits layer, 1 sign, the rest abscissa), the slow
+    path reading the splitmix64 stream at ``side``; Python ints and floats, float32 arithmetic by numpy
+    for ``bits`` = 23."""
+    f32 = bits == 23
+    ki = [int(k) for k in (Z.KI32 if f32 else Z.KI)]
+    wi = [Z.WI32[i] if f32 else float(Z.WI[i]) for i in range(256)]
+    fi = [float(f) for f in Z.FI]
 
     def uniform():
         nonlocal side
         side = (side + GOLDEN) & M64
         return (mix(side) >> 11) * 2.0 ** -53
 
+    while True:
+        idx, r = z & 0xFF, (z >> 9) & ((1 << bits) - 1)
+        x = (np.float32(r) * wi[idx]) if f32 else r * wi[idx]
+        x = -x if (z >> 8) & 1 else x
+        if r < ki[idx]:
+            return x
+        if idx == 0:
+            while True:
+                xx = -math.log1p(-uniform()) / Z._R
+                yy = -math.log1p(-uniform())
+                if yy + yy > xx * xx:
+                    return -(Z._R + xx) if x < 0 else Z._R + xx
+        if (fi[idx - 1] - fi[idx]) * uniform() + fi[idx] < math.exp(-0.5 * float(x) * float(x)):
+            return x
+        side = (side + GOLDEN) & M64
+        z = mix(side) >> 32 if f32 else mix(side)
+
+
+def normals_reference(n, seed, offset, dtype):
+    """The normals of mcmc._noise one draw at a time.  float64: element i is draw i (counter state
+    seed + (offset + i + 1)·golden).  float32: per chunk of _CHUNK elements, with m = ceil(len/2),
+    element j < m is the low half of the chunk's draw j and element m + j its high half.  A draw that
+    misses its rectangle goes on with the splitmix64 stream at mix(its state ^ mix(seed ^ SIDE))."""
+    key = mix(seed ^ SIDE)
     out = []
-    for i in range(n):
-        z = mix((seed + (offset + i + 1) * GOLDEN) & M64)
-        while True:
-            idx, rabs = z & 0xFF, (z >> 9) & ((1 << 52) - 1)
-            x = rabs * wi[idx] * (-1.0 if (z >> 8) & 1 else 1.0)
-            if rabs < ki[idx]:
-                break
-            if idx == 0:
-                while True:
-                    xx = -math.log1p(-uniform()) / Z._R
-                    yy = -math.log1p(-uniform())
-                    if yy + yy > xx * xx:
-                        break
-                x = -(Z._R + xx) if x < 0 else Z._R + xx
-                break
-            if (fi[idx - 1] - fi[idx]) * uniform() + fi[idx] < math.exp(-0.5 * x * x):
-                break
-            side = (side + GOLDEN) & M64
-            z = mix(side)
-        out.append(x)
-    return np.array(out), side
+    if dtype == np.float64:
+        for i in range(n):
+            state = (seed + (offset + i + 1) * GOLDEN) & M64
+            out.append(_ziggurat(mix(state), mix(state ^ key), 52))
+        return np.array(out)
+    for lo in range(0, n, Z._CHUNK):
+        length = min(Z._CHUNK, n - lo)
+        m = (length + 1) // 2
+        for i in range(length):
+            j, high = (i, False) if i < m else (i - m, True)
+            state = (seed + (offset + lo // 2 + j + 1) * GOLDEN) & M64
+            w = mix(state)
+            out.append(_ziggurat(w >> 32 if high else w & 0xFFFFFFFF, mix(state ^ key), 23))
+    return np.array(out, dtype=np.float32)
 
 
 def test_kernels_match_python_reference():
     for dtype in (np.float32, np.float64):
-        fast, slow = np.empty(3000, dtype), np.empty(3000, dtype)
-        s1 = Z.normal_fill(fast, np.uint64(12345), 7, np.uint64(99), Z.KI, Z.WI, Z.FI)
-        slow, s2 = normals_reference(3000, 12345, 7, 99)
-        assert np.array_equal(fast, slow.astype(dtype)) and int(s1) == s2
-        x = np.linspace(-2, 2, 3000).astype(dtype)
-        g = np.cos(np.arange(3000)).astype(dtype)
-        a, noise = np.empty(3000, dtype), np.empty(3000, dtype)
+        for n in (3 * Z._CHUNK + 77, 5):  # several parallel chunks and an odd short one; one short chunk
+            fast = np.empty(n, dtype)
+            Z.normal_fill(fast, np.uint64(12345), 7)
+            slow = normals_reference(n, 12345, 7, dtype)
+            assert np.array_equal(fast, slow.astype(dtype))
+            serial = np.empty(n, dtype)
+            Z.fill_serial(serial, np.uint64(12345), 7)
+            assert np.array_equal(serial, fast)
+        x = np.linspace(-2, 2, n).astype(dtype)
+        g = np.cos(np.arange(n)).astype(dtype)
+        a, noise = np.empty(n, dtype), np.empty(n, dtype)
         scale = dtype(-37.0)
-        ra = Z.sgld_fill(x, g, scale, a, False, math.inf, np.uint64(5), 0, np.uint64(1), 0.01, 0.3, Z.KI, Z.WI, Z.FI)
-        Z.normal_fill(noise, np.uint64(5), 0, np.uint64(1), Z.KI, Z.WI, Z.FI)
+        ok = Z.sgld_fill(x, g, scale, a, math.inf, np.uint64(5), 0, 0.01, 0.3)
+        Z.normal_fill(noise, np.uint64(5), 0)
         gs = scale * g  # in g's dtype, as torch.mul rounds
         ref = (x.astype(np.float64) + 0.01 * gs.astype(np.float64) + 0.3 * noise.astype(np.float64)).astype(dtype)
-        assert np.array_equal(a, ref) and ra[1] is True
+        assert np.array_equal(a, ref) and ok is True
 
 
-def test_normals_have_the_standard_normal_law():
+def test_the_slow_paths_are_exercised():
+    """The reference comparison above covers the wedge and the tail: enough draws miss the rectangles."""
+    for dtype in (np.float32, np.float64):
+        z = np.empty(3 * Z._CHUNK + 77, dtype)
+        Z.normal_fill(z, np.uint64(12345), 7)
+        assert np.sum(np.abs(z) > Z._R) >= 3 and np.sum(np.abs(z) < Z._R) > 0
+
+
+def test_the_bits_do_not_depend_on_the_number_of_threads():
+    import numba
+    n = 5 * Z._CHUNK + 3
+    outs = []
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            out = np.empty(n)
+            Z.normal_fill(out, np.uint64(77), 0)
+            outs.append(out)
+    finally:
+        numba.set_num_threads(before)
+    assert all(np.array_equal(outs[0], o) for o in outs)
+    split = np.empty(n)  # leaves continue the counter: two calls at offsets give the one call's draws
+    Z.normal_fill(split[:1000], np.uint64(77), 0)
+    Z.normal_fill(split[1000:], np.uint64(77), 1000)
+    assert np.array_equal(split, outs[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_normals_have_the_standard_normal_law(dtype):
     g = torch.Generator().manual_seed(3)
-    z = torch.cat([t.reshape(-1) for t in Z.randn_leaves_fast([torch.zeros(400_000, dtype=torch.float64),
-                                                               torch.zeros(3, 5, dtype=torch.float64)], g)]).numpy()
+    z = torch.cat([t.reshape(-1) for t in Z.randn_leaves_fast([torch.zeros(400_000, dtype=dtype),
+                                                               torch.zeros(3, 5, dtype=dtype)], g)]).double().numpy()
     n = len(z)
     assert stats.kstest(z, "norm").pvalue > 1e-3
     se = {1: 1 / math.sqrt(n), 2: math.sqrt(2 / n), 3: math.sqrt(15 / n), 4: math.sqrt(96 / n)}

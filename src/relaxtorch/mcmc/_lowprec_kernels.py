@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from .._numba import njit
-from ._noise import _GOLDEN, _fast_pass, _fix, _mix
+from ._noise import _GOLDEN, _mix, fill_serial
 
 _DOUBLE = 1.0 / 9007199254740992.0  # 2**-53
 _U1 = np.uint64(0x3C6EF372FE94F82B)  # stream keys (SHA-2 initial values) for the two uniforms
@@ -37,23 +37,15 @@ def _u(base, i):
 
 
 @njit(cache=True)
-def _normals(out, seed, offset, side, ki, wi, fi):
-    """Standard normals into ``out`` from counter ``offset`` of ``seed`` (``_noise.normal_fill``)."""
-    base = seed + np.uint64(offset) * _GOLDEN
-    _fast_pass(out, base, ki, wi)
-    return _fix(out, base, side, ki, wi, fi)
-
-
-@njit(cache=True)
-def vc_fixed(x, g, gscale, half, var, gap, lo_lim, hi_lim, out, mean_out, seed, offset, side, ki, wi, fi):
+def vc_fixed(x, g, gscale, half, var, gap, lo_lim, hi_lim, out, mean_out, seed, offset):
     """VC SGLDLP-L on the lattice ``gap * Z`` clamped to [lo_lim, hi_lim], 1-D arrays.
 
     mean_out[i] = x[i] + half·(gscale·g[i]) (in x's dtype; ``gscale``, ``half`` of that dtype; gscale = 1
     leaves g as it is, the shell passes -N to fold its gradient convention in); out[i] = the grid sample
     of expectation mean and variance ``var`` (max(var, v_sr) below gap²/4).  The wide branch
     (var >= gap²/4) uses one normal (counter stream of ``seed``, written to ``out`` first) and one
-    uniform, the narrow one two uniforms.  Non-finite means give NaN.  Returns (the ziggurat side
-    stream's next state, every mean finite) so the caller raises without another pass."""
+    uniform, the narrow one two uniforms.  Non-finite means give NaN.  Returns whether every mean is
+    finite, so the caller raises without another pass."""
     n = out.shape[0]
     c = 0.25 * gap * gap
     inv_gap = 1.0 / gap
@@ -62,7 +54,7 @@ def vc_fixed(x, g, gscale, half, var, gap, lo_lim, hi_lim, out, mean_out, seed, 
     b2 = _mix(seed ^ _U2) + np.uint64(offset) * _GOLDEN
     bad = 0
     if var >= c:
-        side = _normals(out, seed, offset, side, ki, wi, fi)
+        fill_serial(out, seed, offset)
         s = math.sqrt(var - c)
         hg = 0.5 * gap
         for i in range(n):
@@ -105,23 +97,23 @@ def vc_fixed(x, g, gscale, half, var, gap, lo_lim, hi_lim, out, mean_out, seed, 
             elif z > hi_lim:
                 z = hi_lim
             out[i] = z
-    return side, bad == 0
+    return bad == 0
 
 
 @njit(cache=True)
-def naive_fixed(x, g, gscale, half, sd, gap, lo_lim, hi_lim, out, pos_out, mean_out, seed, offset, side, ki, wi, fi):
+def naive_fixed(x, g, gscale, half, sd, gap, lo_lim, hi_lim, out, pos_out, mean_out, seed, offset):
     """Naive SGLDLP-L / SGLDLP-F: y = mean + sd·ξ (the mean of :func:`vc_fixed`; in x's dtype;
     ``half``, ``sd`` of that dtype; no noise drawn when sd = 0), then stochastic rounding of y onto the lattice ``gap * Z``
     clamped to [lo_lim, hi_lim] into ``out``; ``pos_out`` (SGLDLP-F's accumulator, may be
     ``out`` itself for SGLDLP-L, then overwritten by the rounded value) receives y first.
-    Returns (the ziggurat side stream's next state, every mean and y finite)."""
+    Returns whether every mean and y is finite."""
     n = out.shape[0]
     inv_gap = 1.0 / gap
     b1 = _mix(seed ^ _U1) + np.uint64(offset) * _GOLDEN
     noisy = sd > 0
     bad = 0
     if noisy:
-        side = _normals(out, seed, offset, side, ki, wi, fi)
+        fill_serial(out, seed, offset)
     for i in range(n):
         m = x[i] + half * (gscale * g[i])
         mean_out[i] = m
@@ -138,4 +130,4 @@ def naive_fixed(x, g, gscale, half, sd, gap, lo_lim, hi_lim, out, pos_out, mean_
         elif z > hi_lim:
             z = hi_lim
         out[i] = z
-    return side, bad == 0
+    return bad == 0

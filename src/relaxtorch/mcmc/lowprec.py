@@ -44,7 +44,7 @@ from ._tree import batch_size as _batch_size
 from ._tree import leaves as _leaves
 from ._tree import unflatten as _unflatten
 from ._lowprec_kernels import naive_fixed, vc_fixed
-from ._noise import FI, KI, WI, Stream
+from ._noise import Stream
 from ._noise import fast_path as _cpu_float
 from ._vc import vc_quantize
 from .sgld import check_positive as _check_positive
@@ -138,14 +138,14 @@ def _lp_update_fused(xs, gs, generator, half, var, fmt, accumulator, variance_co
         xf, gf = _flat(x.detach().contiguous()), _flat(g.detach().contiguous())
         new, mean = torch.empty(x.shape, dtype=x.dtype), torch.empty(x.shape, dtype=x.dtype)
         if accumulator == "low" and variance_correction:
-            side, fin = vc_fixed(xf, gf, dt(gscale), dt(half), var, gap, lo, hi, _flat(new), _flat(mean),
-                                 stream.seed, stream.offset, stream.side, KI, WI, FI)
+            fin = vc_fixed(xf, gf, dt(gscale), dt(half), var, gap, lo, hi, _flat(new), _flat(mean),
+                           stream.seed, stream.offset)
             pos = new
         else:
             pos = new if accumulator == "low" else torch.empty(x.shape, dtype=x.dtype)
-            side, fin = naive_fixed(xf, gf, dt(gscale), dt(half), dt(sd), gap, lo, hi, _flat(new), _flat(pos),
-                                    _flat(mean), stream.seed, stream.offset, stream.side, KI, WI, FI)
-        stream.side, stream.offset, ok = np.uint64(side), stream.offset + x.numel(), ok and fin
+            fin = naive_fixed(xf, gf, dt(gscale), dt(half), dt(sd), gap, lo, hi, _flat(new), _flat(pos),
+                              _flat(mean), stream.seed, stream.offset)
+        stream.offset, ok = stream.offset + x.numel(), ok and fin
         positions.append(pos)
         weights.append(new)
         means.append(mean)
