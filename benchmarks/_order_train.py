@@ -96,20 +96,58 @@ def run_epoch(model, loss_fn, X, y, order, state, opt, batch: int, per_example: 
     return state
 
 
-def train(name: str, order_name: str, seed: int, setting: Setting, **order_options):
-    """Training losses after 0, 1, ..., epochs epochs and the seconds of each epoch."""
+@torch.no_grad()
+def objective(model, loss_fn, X, y, weight_decay: float) -> float:
+    """The objective SGD with ``weight_decay`` minimises: the training loss + (wd / 2) ||w||²."""
+    return full_loss(model, loss_fn, X, y) + 0.5 * weight_decay * sum(float(p.square().sum())
+                                                                      for p in model.parameters())
+
+
+def optimum(name: str, weight_decay: float) -> float | None:
+    """The minimum of a logistic regression's regularised objective (L-BFGS in float64 on the whole
+    training set, from zero; convex, so the seed does not matter); None for the (non-convex) MLP."""
+    if not name.startswith("logreg"):
+        return None
+    data, model, loss_fn = problem(name, 0)
+    model = model.double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    X, y = data.X_train.double(), data.y_train
+    opt = torch.optim.LBFGS(model.parameters(), lr=1, max_iter=5000, tolerance_grad=1e-12, tolerance_change=1e-16,
+                            history_size=50, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        f = loss_fn(model(X), y) + 0.5 * weight_decay * sum(p.square().sum() for p in model.parameters())
+        f.backward()
+        return f
+
+    for _ in range(3):
+        opt.step(closure)
+    return objective(model, loss_fn, X, y, weight_decay)
+
+
+def train(name: str, order_name: str, seed: int, setting: Setting, *, regularised: bool = False,
+          factored: bool = False, **order_options):
+    """Training losses after 0, 1, ..., epochs epochs and the seconds of each epoch.
+    ``regularised``: the objective with the weight-decay term instead of the bare loss.
+    ``factored``: balancing orders observe through ``rt.order.LinearGrads`` (MLPs)."""
     data, model, loss_fn = problem(name, seed)
     X, y = data.X_train, data.y_train
     order = rt.order.make(order_name, n=len(X), d=n_params(model), **order_options)
     state = order.init(torch.Generator().manual_seed(seed))
     opt = torch.optim.SGD(model.parameters(), lr=setting.lr, momentum=setting.momentum,
                           weight_decay=setting.weight_decay)
-    losses, seconds = [full_loss(model, loss_fn, X, y)], []
+    def measure():
+        return objective(model, loss_fn, X, y, setting.weight_decay) if regularised else full_loss(model, loss_fn, X, y)
+
+    losses, seconds = [measure()], []
     for _ in range(setting.epochs):
         t0 = time.perf_counter()
-        state = run_epoch(model, loss_fn, X, y, order, state, opt, setting.batch)
+        state = run_epoch(model, loss_fn, X, y, order, state, opt, setting.batch, factored=factored)
         seconds.append(time.perf_counter() - t0)
-        losses.append(full_loss(model, loss_fn, X, y))
+        losses.append(measure())
     return losses, seconds
 
 

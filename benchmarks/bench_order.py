@@ -58,23 +58,24 @@ def epochs_to_reach(curve: list[float], level: float) -> int | None:
 # ----------------------------------------------------------------------------- figure 1
 
 def figure1_table(out: dict) -> str:
-    """Per problem and order: the first epoch at which the mean loss is at most RR's final mean
-    loss, and that over the epochs RR itself took to get there (RR's final loss may be reached
-    before the last epoch, once the loss has flattened)."""
+    """Per problem and order: the first epoch at which the mean objective is at most RR's final mean
+    objective, over RR's epochs (the claim, as the issue words it), and over the epoch at which RR
+    itself first got there (stricter: RR's curve may flatten at its noise floor early)."""
     rows = []
     for name, res in out.items():
-        mean, level = res["mean"], res["rr_final"]
+        mean, level, fstar = res["mean"], res["rr_final"], res.get("optimum")
         epochs = len(mean["rr"]) - 1
         rr_reach = epochs_to_reach(mean["rr"], level)
         for o, m in mean.items():
             reach = epochs_to_reach(m, level)
-            ratio = None if reach is None or not rr_reach else reach / rr_reach
+            ratio = None if reach is None else reach / epochs
+            strict = None if reach is None or not rr_reach else reach / rr_reach
             res[f"{o}_epochs_to_rr_final"] = reach
-            rows.append([name, o, epochs, f"{m[-1]:.5f}", f"{(m[-1] - level) / level:+.2%}",
-                         "never" if reach is None else reach, C.fmt_ratio(ratio),
+            rows.append([name, o, epochs, f"{m[-1]:.5f}", "-" if fstar is None else f"{m[-1] - fstar:.2e}",
+                         "never" if reach is None else reach, C.fmt_ratio(ratio), C.fmt_ratio(strict),
                          "" if o == "rr" else ("met" if ratio is not None and ratio <= EPOCH_TARGET else "not met")])
-    return format_table(["problem", "order", "epochs", "final loss (mean)", "vs RR final", "epochs to RR final",
-                         "/ RR's epochs", f"<= {EPOCH_TARGET}x"], rows)
+    return format_table(["problem", "order", "epochs", "final objective (mean)", "minus optimum", "epochs to RR final",
+                         "/ RR's epochs", "/ RR's first reach", f"<= {EPOCH_TARGET}x"], rows)
 
 
 def figure1(args) -> dict:
@@ -82,23 +83,26 @@ def figure1(args) -> dict:
     rows, out = [], {}
     for name in args.problems.split(","):
         epochs = args.mlp_epochs if name.startswith("mlp") else args.epochs
-        setting = T.Setting(lr=args.lr, momentum=args.momentum, batch=args.batch, epochs=epochs)
+        setting = T.Setting(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, batch=args.batch,
+                            epochs=epochs)
         curves = {o: [] for o in orders}
         for seed in range(args.seeds):
             for o in orders:  # orders take turns seed by seed
-                losses, _ = T.train(name, o, seed, setting)
+                losses, _ = T.train(name, o, seed, setting, regularised=True, factored=True)
                 curves[o].append(losses)
         mean = {o: np.mean(np.array(curves[o]), axis=0).tolist() for o in orders}
-        out[name] = {"setting": vars(setting), "curves": curves, "mean": mean, "rr_final": mean["rr"][-1]}
+        out[name] = {"setting": vars(setting), "curves": curves, "mean": mean, "rr_final": mean["rr"][-1],
+                     "optimum": T.optimum(name, setting.weight_decay)}
         print(f"  {name} done", file=sys.stderr, flush=True)
     table = figure1_table(out)
     fig, axes = figure(len(out), cols=2)
     for ax, (name, res) in zip(np.ravel(axes), out.items()):
+        fstar = res["optimum"]
         for o, m in res["mean"].items():
-            ax.semilogy(m, label=o)
+            ax.semilogy(m if fstar is None else np.array(m) - fstar, label=o)
         ax.set_title(f"{name} (mean of {args.seeds} seeds)")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("training loss")
+        ax.set_ylabel("training objective" + ("" if fstar is None else " minus its optimum"))
         ax.legend()
     (C.RESULTS / f"bench_order_fig1{args.tag}.png").write_bytes(png(fig))
     return {"table": table, "results": out, "orders": orders, "seeds": args.seeds}
@@ -228,6 +232,7 @@ def main(argv=None) -> None:
     p.add_argument("--tag", default="", help="suffix of the JSON/PNG names (figure 1 run in parts)")
     p.add_argument("--lr", type=float, default=T.Setting.lr, help="figure 1's SGD step size")
     p.add_argument("--momentum", type=float, default=T.Setting.momentum, help="figure 1's momentum")
+    p.add_argument("--weight-decay", type=float, default=T.Setting.weight_decay, help="figure 1's weight decay")
     p.add_argument("--batch", type=C.positive_int, default=T.Setting.batch, help="figure 1's batch size")
     p.add_argument("--reps", type=C.positive_int, default=7)
     p.add_argument("--threads", type=C.positive_int, default=1)
