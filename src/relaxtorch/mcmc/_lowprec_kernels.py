@@ -9,9 +9,9 @@ Dynamics", ICML 2022, Algorithm 2), saturation at the format's range, written as
 
 The distribution is that of the torch path (``_vc.py``: the same branches, probabilities and
 saturation), the bits are not: each call draws **one** seed from the user's ``torch.Generator``
-and expands it with counter-based splitmix64 streams, the normals by the ziggurat of
-``_noise.py`` (Marsaglia & Tsang, J. Stat. Softw. 2000) and the uniforms from two further streams
-(53-bit doubles).  Inside a call leaf after leaf continue the counters, so the bits do not depend on
+and expands it with counter-based splitmix64 streams: the normals those of ``_noise.py``
+(Box–Muller for float32, the ziggurat of Marsaglia & Tsang for float64), the uniforms from two
+further streams (53-bit doubles).  Inside a call leaf after leaf continue the counters, so the bits do not depend on
 how the parameters are split into leaves of equal order.  The rounding arithmetic runs in float64
 (the lattice arithmetic is exact there: the gap is a power of two).  Each kernel's ``py_func`` is
 its slow reference.

@@ -48,7 +48,8 @@ def tree_map(fn: Callable[..., torch.Tensor], tree: Tree, *rest: Tree) -> Tree:
 def randn_leaves(like: List[torch.Tensor], generator: torch.Generator) -> List[torch.Tensor]:
     """Standard normal noise shaped like each tensor of ``like``, drawn in order from ``generator``
     (on the tensor's device and dtype; the generator must live on that device).  CPU float32/64
-    leaves take relaxtorch's ziggurat (:mod:`._noise`, one seed drawn from ``generator``), other
+    leaves take relaxtorch's counter-based normals (:mod:`._noise`: one seed drawn from ``generator``;
+    Box–Muller for float32, the ziggurat for float64), other
     leaves ``torch.randn``."""
     from . import _noise
     if _noise.fast_path(like):

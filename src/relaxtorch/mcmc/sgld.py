@@ -70,7 +70,7 @@ def sgld_update(xs: List[torch.Tensor], gs: List[torch.Tensor], generator: Optio
                 step_size: float, temperature: float) -> tuple:
     """(new tensors θ + (ε/2) g + sqrt(ε T) ξ, all finite), leaf by leaf; ``generator`` None or T = 0:
     no noise.  CPU float32/float64 leaves take the fused numba kernel (:mod:`._noise`: one seed from
-    ``generator``, ziggurat normals); other devices draw ``torch.randn``.  The optimizer shell
+    ``generator``, its counter-based normals); other devices draw ``torch.randn``.  The optimizer shell
     (:func:`sgld_step_`) evaluates the same expression, so the two agree bit for bit."""
     half = 0.5 * step_size
     if generator is None or temperature == 0:
