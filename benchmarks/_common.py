@@ -187,3 +187,39 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
+
+
+def two_thread_ceiling(seconds: float = 0.25) -> float:
+    """How much two threads get done against one on this machine, right now: a throughput-bound
+    numba loop over an L1-resident array (vector multiply-adds, no memory traffic, no sharing) run
+    for about ``seconds`` on one thread, then the same on each of two threads at once; returns
+    2·t1/t2.  On a VM whose two vCPUs share a physical core, or a loaded host, this is well below
+    2, and no parallel kernel on the machine can beat it: print it beside a parallel speed-up."""
+    import threading
+
+    import numpy as np
+    from numba import njit
+
+    @njit(nogil=True, fastmath=True, cache=False)
+    def spin(a, reps):
+        s = 0.0
+        for _ in range(reps):
+            for i in range(a.shape[0]):
+                s += a[i] * a[i] + 1.0
+        return s
+
+    a = np.random.default_rng(0).random(4096).astype(np.float32)
+    spin(a, 1)
+    t = time.perf_counter()
+    spin(a, 1000)
+    reps = max(1, int(1000 * seconds / max(time.perf_counter() - t, 1e-9)))
+    t = time.perf_counter()
+    spin(a, reps)
+    t1 = time.perf_counter() - t
+    threads = [threading.Thread(target=spin, args=(a.copy(), reps)) for _ in range(2)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return 2 * t1 / (time.perf_counter() - t)

@@ -236,6 +236,9 @@ def async_sweeps(g, p, x, block, order, scan, sweeps, s, counts, record, energy_
             break
     energy = 0.0
     sumx = 0.0
+    # updates until the next probe (a probe at every update count divisible by ``every``, as a
+    # countdown: an integer division per update cost more than the rest of the bookkeeping)
+    until = (every - done % every) % every if every > 0 else -1
     for sw in range(sweeps):
         if scan == PERMUTATION:
             s = shuffle(s, order)
@@ -247,7 +250,10 @@ def async_sweeps(g, p, x, block, order, scan, sweeps, s, counts, record, energy_
             else:
                 s, j = below(s, nb)
                 v = block[j]
-            probe = every > 0 and done % every == 0
+            probe = until == 0
+            if probe:
+                until = every
+            until -= 1
             before = 0
             if probe:
                 for t in range(nt):
