@@ -149,8 +149,9 @@ def main(argv=None) -> int:
             wall[name].append(u / w)
             cpu[name].append(u / c)
         ceiling.append(two_thread_ceiling())
-        print(f"round {r + 1}/{args.reps}: " + ", ".join(f"{k} {v[-1] / 1e6:.2f}" for k, v in wall.items() if v)
-              + f" M updates/s; machine's 2-thread ceiling {ceiling[-1]:.2f}x", flush=True)
+        rates = ", ".join(f"{k} {v[-1] / 1e6:.2f}" for k, v in wall.items() if v)
+        print(f"round {r + 1}/{args.reps}: {rates} M updates/s; machine's 2-thread ceiling {ceiling[-1]:.2f}x",
+              flush=True)
 
     med = {k: statistics.median(v) if v else None for k, v in wall.items()}
     per_round = lambda a, b: statistics.median(x / y for x, y in zip(wall[a], wall[b])) if wall[a] and wall[b] else None  # noqa: E731

@@ -26,9 +26,9 @@ sure that every new value is finite before :func:`sgld_apply_` writes any, so a 
 raises with the parameters untouched: for contiguous float32 leaves a bound proves it (|x| +
 |half·g| + sd·6.7703 below float32's overflow threshold, the normals being bounded) and apply
 updates in place in one pass, as SGD does; otherwise the new values go to scratch buffers, each
-checked, and apply copies them.  Both evaluate the same expression element by element (no fused multiply-add), so the
-kernel and the shell agree bit for bit.  The tests compare the kernels with a Python reference
-that draws one normal at a time.
+checked, and apply copies them.  Both evaluate the same expression element by element (no fused
+multiply-add), so the kernel and the shell agree bit for bit.  The tests compare the kernels with a
+Python reference that draws one normal at a time.
 """
 from __future__ import annotations
 
