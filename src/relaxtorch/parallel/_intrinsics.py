@@ -63,3 +63,15 @@ def prefetch(typingctx, arr, idx, write):
         builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, rw), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
     return types.void(arr, idx, write), codegen
+
+
+@intrinsic
+def yield_cpu(typingctx):
+    """Give the CPU to another runnable thread (POSIX ``sched_yield``), for waits that may outlast
+    a time slice: a thread spinning for a descheduled partner would otherwise hold the core the
+    partner needs.  The call is by symbol name, so a cached kernel stays valid across processes."""
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(32), [])
+        builder.call(cgutils.get_or_insert_function(builder.module, fnty, "sched_yield"), [])
+        return context.get_dummy_value()
+    return types.void(), codegen

@@ -82,8 +82,45 @@ def test_bad_arguments():
         fg.PoissonGibbs(lam=0.0)
     with pytest.raises(ValueError, match="Invalid threads"):
         fg.AsyncGibbs(threads=0)
+    with pytest.raises(ValueError, match="Invalid max_lag"):
+        fg.AsyncGibbs(max_lag=-1)
     g = GRAPHS["potts"]()
     with pytest.raises(ValueError, match="Invalid x0"):
         fg.Gibbs().init(g, seed=0, x0=[0, 0, 0, 0, 0, 3])
     with pytest.raises(ValueError, match="Invalid sweeps"):
         fg.Gibbs().run(g, fg.Gibbs().init(g, seed=0), -1)
+
+
+@pytest.mark.parametrize("max_lag", [1, 3])
+def test_async_thread_waits_for_a_stalled_partner(max_lag):
+    """A thread more than ``max_lag`` sweeps ahead of the slowest waits: with its partner stalled at
+    sweep 0 (its counter held still), thread 0 stops after max_lag + 1 sweeps and goes on, to the
+    end of its chunk, once the partner's counter moves."""
+    import threading
+    import time
+
+    from relaxtorch.mcmc.factor._gibbs_kernels import async_sweeps
+    from relaxtorch.mcmc.factor.gibbs import SCANS, packed
+    from relaxtorch.mcmc.factor.state import _PAD
+
+    g = fg.ising_grid(3, 3, beta=0.3, h=0.2)
+    st = fg.AsyncGibbs().init(g, seed=0)
+    block = st.free[:5].copy()
+    progress = np.zeros(2 * _PAD, np.int64)
+    ready = np.ones(2 * _PAD, np.int64)  # both threads posted ticket 1: no start wait
+    sweeps = 40
+    args = (g.arrays, packed(g), st.x, block, block.copy(), SCANS["systematic"], sweeps, st.stream(0),
+            st.counts, False, np.zeros(sweeps), np.zeros(sweeps), progress, 0, _PAD, 0,
+            np.zeros(_PAD, np.int64), ready, 1, max_lag)
+    worker = threading.Thread(target=async_sweeps, args=args)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while progress[1] < max_lag + 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.05)
+    stalled_at = int(progress[1]), int(progress[0])
+    progress[_PAD + 1] = sweeps  # the partner catches up
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert stalled_at == (max_lag + 1, (max_lag + 1) * block.size)
+    assert progress[1] == sweeps and progress[0] == sweeps * block.size

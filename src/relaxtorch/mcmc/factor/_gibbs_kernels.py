@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from ..._numba import njit
-from ...parallel._intrinsics import load_relaxed, store_relaxed
+from ...parallel._intrinsics import load_relaxed, store_relaxed, yield_cpu
 from ._kernels import EQUAL, ISTRUE, factor_value
 from ._rng import below, categorical, uniform
 
@@ -209,7 +209,7 @@ def gibbs_sweeps(g, p, x, free, order, scan, sweeps, s, counts, record, energy, 
 
 @njit(nogil=True, cache=True)
 def async_sweeps(g, p, x, block, order, scan, sweeps, s, counts, record, energy_out, sumx_out, progress,
-                 me, stride, every, stale, ready, ticket):
+                 me, stride, every, stale, ready, ticket, max_lag):
     """One thread of HOGWILD!-Gibbs: ``sweeps`` sweeps over its ``block`` of free variables, reading
     and writing the shared x without locks.  progress[t * stride]: updates done by thread t (its own
     cache line); every ``every``-th update reads the other threads' progress before computing and
@@ -218,7 +218,11 @@ def async_sweeps(g, p, x, block, order, scan, sweeps, s, counts, record, energy_
     thread's running change of the log-potential (from its own, possibly stale, conditionals) and of
     the free values' sum.  ``ready``/``ticket``: a start barrier (each thread posts ``ticket`` in its
     slot and spins, boundedly, until every thread has), so the threads' sweeps overlap instead of one
-    finishing its chunk before another has started.  Returns the stream state."""
+    finishing its chunk before another has started.  progress[t * stride + 1]: sweeps done by thread
+    t; with ``max_lag`` > 0 a thread that has finished a sweep waits while it is more than
+    ``max_lag`` sweeps ahead of the slowest thread (bounded delay, as the analysis assumes), so a
+    thread that runs while another is descheduled, or whose block is smaller, never samples against
+    a frozen rest for long.  Returns the stream state."""
     nb = block.shape[0]
     var_ptr = g.var_ptr
     fast, coef, other, lit, lit_other, kind = p
@@ -226,6 +230,8 @@ def async_sweeps(g, p, x, block, order, scan, sweeps, s, counts, record, energy_
     scratch = np.zeros(logits.shape[0])
     nt = progress.shape[0] // stride
     done = progress[me * stride]  # cumulative over calls (a run calls once per chunk)
+    swept = progress[me * stride + 1]
+    patience = 1 << 22  # lag waits' yield budget for the call (seconds): a stopped thread never hangs the rest
     store_relaxed(ready, me * stride, ticket)
     for _ in range(1 << 30):  # bounded: a thread that never starts delays the others, never hangs them
         waiting = False
@@ -285,4 +291,19 @@ def async_sweeps(g, p, x, block, order, scan, sweeps, s, counts, record, energy_
                 counts[v, x[v]] += 1
         energy_out[sw] = energy
         sumx_out[sw] = sumx
+        swept += 1
+        store_relaxed(progress, me * stride + 1, swept)
+        if max_lag > 0 and nt > 1:
+            spins = 0
+            while patience > 0:
+                slowest = swept
+                for t in range(nt):
+                    if t != me:
+                        slowest = min(slowest, load_relaxed(progress, t * stride + 1))
+                if swept - slowest <= max_lag:
+                    break
+                spins += 1
+                if spins > 256:  # the partner is not running: let it have this core
+                    yield_cpu()
+                    patience -= 1
     return s
