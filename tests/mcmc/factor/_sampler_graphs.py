@@ -19,12 +19,13 @@ def mixed_boolean():
 
 
 def potts6():
-    """(b) 6 variables with D = 3: pairwise Potts tables on a ring plus chords, unary preferences."""
+    """(b) 6 variables with D = 3: pairwise Potts tables on a ring plus chords, unary preferences, POTTS factors."""
     d = 3
     eq = 0.8 * np.eye(d)
     factors = [(F.TABLE, 0, [i, (i + 1) % 6], None, 1.0, eq) for i in range(6)]
     factors += [(F.TABLE, 0, [0, 3], None, 1.0, -0.5 * np.eye(d)), (F.TABLE, 0, [1, 4], None, 1.0, eq[::-1])]
     factors += [(F.EQUAL_CAT_CONST, 1, [0], [2]), (F.EQUAL_CAT_CONST, 2, [2], [1]), (F.AND_CAT, 1, [4, 5], [0, 0])]
+    factors += [(F.POTTS, 1, [1, 2]), (F.POTTS, 2, [3, 4, 5])]  # the builders' Potts factors
     return fg.from_factors([d] * 6, [1.0, 0.7, -0.4], factors)
 
 

@@ -27,6 +27,43 @@ def test_unpacked_values_equal_factor_value(name):
                     ref.value(g, f, x, int(v), k)
 
 
+def every_function_graph():
+    """One factor of every FactorFunction on 3 shared variables (arity 3; ISTRUE on one, the
+    categorical ones on values of a 3-valued variable), so no function escapes the next test."""
+    from relaxtorch.mcmc.factor.functions import FactorFunction as F
+    factors = []
+    for i, fn in enumerate(F):
+        table = np.arange(27.0).reshape(3, 3, 3) / 10 - 1 if fn == F.TABLE else None
+        variables = [0] if fn == F.ISTRUE else [0, 1, 2]
+        equal_to = [2, 1, 0][:len(variables)] if fn not in (F.TABLE, F.POTTS) else None
+        factors.append((fn, i % 3, variables, equal_to, 1.0 + 0.25 * i, table))
+    return fg.from_factors([3, 3, 3], [0.7, -0.4, 1.1], factors)
+
+
+def test_every_factor_function_agrees_on_every_path():
+    g = every_function_graph()
+    a = g.arrays
+    args = (a.function, a.factor_ptr, a.edge_var, a.edge_value, a.cardinality, a.table_ptr, a.table, a.weight,
+            a.weight_id, a.feature)
+    from relaxtorch.mcmc.factor.functions import factor_value_reference
+    for x in np.ndindex(3, 3, 3):
+        x = np.array(x, np.int32)
+        for f in range(g.num_factors):
+            lo, hi = a.factor_ptr[f], a.factor_ptr[f + 1]
+            for v in [-1, *a.edge_var[lo:hi]]:
+                for k in range(3 if v >= 0 else 1):
+                    y = x.copy()
+                    if v >= 0:
+                        y[v] = k
+                    w = a.weight[a.weight_id[f]] * a.feature[f]
+                    table = a.table[a.table_ptr[f]:a.table_ptr[f + 1]] if a.function[f] == 100 else None
+                    expect = w * factor_value_reference(int(a.function[f]), y[a.edge_var[lo:hi]],
+                                                        a.edge_value[lo:hi], table, a.cardinality[a.edge_var[lo:hi]])
+                    got = (value(*args, f, x, int(v), k), value.py_func(*args, f, x, int(v), k),
+                           fg.factor_value(a, f, x, int(v), k), ref.value(g, f, x, int(v), k))
+                    assert all(r == pytest.approx(expect, abs=1e-12) for r in got), (f, x, v, k, got, expect)
+
+
 @pytest.mark.parametrize("scan", ["systematic", "random", "permutation"])
 @pytest.mark.parametrize("name", sorted(GRAPHS))
 def test_gibbs_kernel_matches_reference(name, scan):

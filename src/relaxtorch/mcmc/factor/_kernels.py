@@ -22,61 +22,62 @@ OR_CAT, EQUAL_CAT_CONST, IMPLY_NATURAL_CAT, IMPLY_MLN_CAT, TABLE, POTTS = 14, 15
 
 
 @njit(nogil=True, cache=True, inline="always")
-def factor_phi(g, f, x, v, k):
-    """phi_f(x with x[v] := k) (v = -1: no replacement), without weight and feature."""
-    start = g.factor_ptr[f]
-    end = g.factor_ptr[f + 1]
-    fn = g.function[f]
+def phi(function, factor_ptr, edge_var, edge_value, cardinality, table_ptr, table, f, x, v, k):
+    """phi_f(x with x[v] := k) (v = -1: no replacement), without weight and feature, on the graph's
+    arrays themselves (see ``_values``: the one definition every kernel evaluates factors with)."""
+    start = factor_ptr[f]
+    end = factor_ptr[f + 1]
+    fn = function[f]
     if fn == TABLE:
         index = 0
         for e in range(start, end):
-            var = g.edge_var[e]
+            var = edge_var[e]
             val = k if var == v else x[var]
-            index = index * g.cardinality[var] + val
-        return g.table[g.table_ptr[f] + index]
+            index = index * cardinality[var] + val
+        return table[table_ptr[f] + index]
     if fn == POTTS:
-        var = g.edge_var[start]
+        var = edge_var[start]
         first = k if var == v else x[var]
         for e in range(start + 1, end):
-            var = g.edge_var[e]
+            var = edge_var[e]
             val = k if var == v else x[var]
             if val != first:
                 return 0.0
         return 1.0
     if fn == AND or fn == ISTRUE or fn == AND_CAT or fn == EQUAL_CAT_CONST:
         for e in range(start, end):
-            var = g.edge_var[e]
+            var = edge_var[e]
             val = k if var == v else x[var]
-            if val != g.edge_value[e]:
+            if val != edge_value[e]:
                 return 0.0 if (fn == AND_CAT or fn == EQUAL_CAT_CONST) else -1.0
         return 1.0
     if fn == OR or fn == OR_CAT:
         for e in range(start, end):
-            var = g.edge_var[e]
+            var = edge_var[e]
             val = k if var == v else x[var]
-            if val == g.edge_value[e]:
+            if val == edge_value[e]:
                 return 1.0
         return -1.0
     if fn == EQUAL:
-        var = g.edge_var[start]
+        var = edge_var[start]
         val = k if var == v else x[var]
-        first = val == g.edge_value[start]
+        first = val == edge_value[start]
         for e in range(start + 1, end):
-            var = g.edge_var[e]
+            var = edge_var[e]
             val = k if var == v else x[var]
-            if (val == g.edge_value[e]) != first:
+            if (val == edge_value[e]) != first:
                 return -1.0
         return 1.0
     # implication-like functions: body = edges start..end-2, head = edge end-1
-    hvar = g.edge_var[end - 1]
+    hvar = edge_var[end - 1]
     hval = k if hvar == v else x[hvar]
-    head = hval == g.edge_value[end - 1]
+    head = hval == edge_value[end - 1]
     if fn == IMPLY_NATURAL or fn == IMPLY_NATURAL_CAT or fn == IMPLY_MLN or fn == IMPLY_MLN_CAT:
         natural = fn == IMPLY_NATURAL or fn == IMPLY_NATURAL_CAT
         for e in range(start, end - 1):
-            var = g.edge_var[e]
+            var = edge_var[e]
             val = k if var == v else x[var]
-            if val != g.edge_value[e]:
+            if val != edge_value[e]:
                 return 0.0 if natural else 1.0
         if head:
             return 1.0
@@ -84,9 +85,9 @@ def factor_phi(g, f, x, v, k):
     # LINEAR, RATIO, LOGICAL: count of satisfied implications (not b) or head over the body
     count = 0
     for e in range(start, end - 1):
-        var = g.edge_var[e]
+        var = edge_var[e]
         val = k if var == v else x[var]
-        if head or val != g.edge_value[e]:
+        if head or val != edge_value[e]:
             count += 1
     if fn == LINEAR:
         if end - start == 1:
@@ -100,6 +101,12 @@ def factor_phi(g, f, x, v, k):
     if end - start == 1:
         return 1.0 if head else 0.0
     return 1.0 if count > 0 else 0.0
+
+
+@njit(nogil=True, cache=True, inline="always")
+def factor_phi(g, f, x, v, k):
+    """phi_f(x with x[v] := k) (v = -1: no replacement), without weight and feature."""
+    return phi(g.function, g.factor_ptr, g.edge_var, g.edge_value, g.cardinality, g.table_ptr, g.table, f, x, v, k)
 
 
 @njit(nogil=True, cache=True, inline="always")
