@@ -20,13 +20,14 @@ import numpy as np
 
 from ..._numba import njit
 from ...parallel._intrinsics import load_relaxed, store_relaxed, yield_cpu
-from ._kernels import EQUAL, ISTRUE, factor_value
+from ._kernels import AND_CAT, EQUAL, EQUAL_CAT_CONST, ISTRUE, POTTS, factor_value
 from ._rng import below, categorical, uniform
 
 SYSTEMATIC, RANDOM, PERMUTATION = 0, 1, 2
 
 
-GENERIC, EQUAL2, ISTRUE1 = 0, 1, 2
+GENERIC, EQUAL2, ISTRUE1, POTTS2, IS1 = 0, 1, 2, 3, 4
+SLOW, FAST_BOOL, FAST_CAT = 0, 1, 2  # pack's fast[v]
 
 
 @njit(nogil=True, cache=True)
@@ -38,12 +39,55 @@ def _boolean_edges(g, start, arity):
 
 
 @njit(nogil=True, cache=True)
+def compact_factors(g):
+    """The factors whose value a few words determine, per factor: (kind, a, b, lit_a, lit_b, coef).
+    kind: EQUAL2 (boolean EQUAL on two distinct variables a, b, "equal to" values lit_a, lit_b),
+    ISTRUE1 (boolean ISTRUE on a, lit_a), POTTS2 (POTTS on two distinct variables a, b), IS1
+    (EQUAL_CAT_CONST or AND_CAT on a: 1 if x_a == b), GENERIC (anything else: ``_kernels.phi``);
+    coef = weight·feature, as ``factor_value`` forms it (so coef·φ has its bits)."""
+    m = g.function.shape[0]
+    kind = np.zeros(m, np.int8)
+    a = np.zeros(m, np.int32)
+    b = np.zeros(m, np.int32)
+    lit_a = np.zeros(m, np.int8)
+    lit_b = np.zeros(m, np.int8)
+    coef = np.zeros(m)
+    for f in range(m):
+        fn = g.function[f]
+        start = g.factor_ptr[f]
+        arity = g.factor_ptr[f + 1] - start
+        coef[f] = g.weight[g.weight_id[f]] * g.feature[f]
+        if arity < 1:
+            continue
+        a[f] = g.edge_var[start]
+        distinct = arity == 2 and g.edge_var[start] != g.edge_var[start + 1]
+        if fn == EQUAL and distinct and _boolean_edges(g, start, 2):
+            kind[f] = EQUAL2
+            b[f] = g.edge_var[start + 1]
+            lit_a[f] = g.edge_value[start]
+            lit_b[f] = g.edge_value[start + 1]
+        elif fn == ISTRUE and arity == 1 and _boolean_edges(g, start, 1):
+            kind[f] = ISTRUE1
+            lit_a[f] = g.edge_value[start]
+        elif fn == POTTS and distinct:
+            kind[f] = POTTS2
+            b[f] = g.edge_var[start + 1]
+        elif (fn == EQUAL_CAT_CONST or fn == AND_CAT) and arity == 1:
+            kind[f] = IS1
+            b[f] = g.edge_value[start]
+    return kind, a, b, lit_a, lit_b, coef
+
+
+@njit(nogil=True, cache=True)
 def pack(g):
-    """The boolean fast path's view of the var → factor adjacency, aligned with ``var_factor``:
-    fast[v] (a boolean variable whose factors are all EQUAL2 or ISTRUE1), kind[j] (EQUAL2: a two-variable EQUAL, ISTRUE1: a one-variable ISTRUE, GENERIC: anything else),
-    coef[j] = weight·feature of the factor, other[j] (EQUAL2: the other variable), lit[j] (the
-    "equal to" value on v's edge), lit_other[j] (on the other's edge).  Read sequentially by
-    :func:`bool_logits`, so one update touches a few contiguous rows instead of the factor arrays."""
+    """The fast paths' view of the var → factor adjacency (:func:`compact_factors` seen from each
+    variable), aligned with ``var_factor``: kind[j], coef[j]; other[j] (EQUAL2, POTTS2: the other
+    variable; IS1: the "equal to" value); lit[j] / lit_other[j] (EQUAL2, ISTRUE1: the "equal to"
+    values on v's edge and on the other's).  fast[v]: FAST_BOOL (a boolean variable whose factors
+    are all EQUAL2 or ISTRUE1), FAST_CAT (all POTTS2 or IS1), SLOW.  Read sequentially by
+    :func:`bool_logits` / :func:`cat_logits`, so one update touches a few contiguous rows instead of
+    the factor arrays."""
+    ck, ca, cb, cla, clb, ccoef = compact_factors(g)
     e = g.var_factor.shape[0]
     kind = np.zeros(e, np.int8)
     coef = np.zeros(e)
@@ -54,27 +98,52 @@ def pack(g):
     for v in range(n):
         for j in range(g.var_ptr[v], g.var_ptr[v + 1]):
             f = g.var_factor[j]
-            fn = g.function[f]
-            start = g.factor_ptr[f]
-            arity = g.factor_ptr[f + 1] - start
-            coef[j] = g.weight[g.weight_id[f]] * g.feature[f]
-            if fn == EQUAL and arity == 2 and _boolean_edges(g, start, 2):
-                ev = start if g.edge_var[start] == v else start + 1
-                eo = start + 1 if ev == start else start
-                kind[j] = EQUAL2
-                other[j] = g.edge_var[eo]
-                lit[j] = g.edge_value[ev]
-                lit_other[j] = g.edge_value[eo]
-            elif fn == ISTRUE and arity == 1 and _boolean_edges(g, start, 1):
-                kind[j] = ISTRUE1
-                lit[j] = g.edge_value[start]
-    fast = np.zeros(n, np.bool_)
+            kind[j] = ck[f]
+            coef[j] = ccoef[f]
+            first = ca[f] == v
+            if ck[f] == EQUAL2 or ck[f] == POTTS2:
+                other[j] = cb[f] if first else ca[f]
+                lit[j] = cla[f] if first else clb[f]
+                lit_other[j] = clb[f] if first else cla[f]
+            elif ck[f] == ISTRUE1:
+                lit[j] = cla[f]
+            elif ck[f] == IS1:
+                other[j] = cb[f]
+    fast = np.zeros(n, np.int8)
     for v in range(n):
-        fast[v] = g.cardinality[v] == 2
+        boolean = g.cardinality[v] == 2
+        categorical = True
         for j in range(g.var_ptr[v], g.var_ptr[v + 1]):
-            if kind[j] == GENERIC:
-                fast[v] = False
+            boolean = boolean and (kind[j] == EQUAL2 or kind[j] == ISTRUE1)
+            categorical = categorical and (kind[j] == POTTS2 or kind[j] == IS1)
+        fast[v] = FAST_BOOL if boolean else (FAST_CAT if categorical else SLOW)
     return fast, coef, other, lit, lit_other, kind
+
+
+@njit(nogil=True, cache=True, inline="always")
+def row_phi(kind, other, lit, lit_other, x, k):
+    """φ of a compact factor seen from its variable v (one row of :func:`pack`) at x_v = k."""
+    if kind == POTTS2:
+        return 1.0 if k == x[other] else 0.0
+    if kind == IS1:
+        return 1.0 if k == other else 0.0
+    if kind == EQUAL2:
+        return 1.0 if (k == lit) == (x[other] == lit_other) else -1.0
+    return 1.0 if k == lit else -1.0  # ISTRUE1
+
+
+@njit(nogil=True, cache=True, inline="always")
+def compact_phi(kind, a, b, lit_a, lit_b, x, v, k):
+    """φ of a compact factor (:func:`compact_factors`) at x with x_v := k (v = -1: x itself)."""
+    xa = k if a == v else x[a]
+    if kind == IS1:
+        return 1.0 if xa == b else 0.0
+    if kind == ISTRUE1:
+        return 1.0 if xa == lit_a else -1.0
+    xb = k if b == v else x[b]
+    if kind == POTTS2:
+        return 1.0 if xa == xb else 0.0
+    return 1.0 if (xa == lit_a) == (xb == lit_b) else -1.0  # EQUAL2
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -117,6 +186,30 @@ def fast_update(var_ptr, coef, other, lit, lit_other, kind, x, v, s):
         delta = (l1 - l0) if new == 1 else (l0 - l1)
     x[v] = new
     return s, old, new, delta
+
+
+@njit(nogil=True, cache=True, inline="always")
+def cat_logits(var_ptr, coef, other, kind, x, v, card, logits):
+    """logits[k] of a FAST_CAT variable v (all its factors POTTS2 or IS1): a factor adds its
+    w·feature to the one value k that makes it 1 (x_other for POTTS2, the literal for IS1), so an
+    update costs O(degree + card), not O(degree · card).  Adding 0 leaves a float unchanged, so
+    this equals :func:`site_logits`'s sums bit for bit."""
+    for k in range(card):
+        logits[k] = 0.0
+    for j in range(var_ptr[v], var_ptr[v + 1]):
+        k = x[other[j]] if kind[j] == POTTS2 else other[j]
+        if k < card:
+            logits[k] += coef[j]
+
+
+@njit(nogil=True, cache=True)
+def cat_update(var_ptr, coef, other, kind, x, v, card, s, logits, scratch):
+    """Resample a FAST_CAT variable v in place: (stream state, old, new, Δ log-potential)."""
+    old = np.int64(x[v])
+    cat_logits(var_ptr, coef, other, kind, x, v, card, logits)
+    s, new = draw_value(card, logits, s, scratch)
+    x[v] = new
+    return s, old, new, logits[new] - logits[old]
 
 
 @njit(nogil=True, cache=True)
@@ -175,6 +268,7 @@ def gibbs_sweeps(g, p, x, free, order, scan, sweeps, s, counts, record, energy, 
     nf = free.shape[0]
     kept = 0
     var_ptr = g.var_ptr
+    cardinality = g.cardinality
     fast, coef, other, lit, lit_other, kind = p
     for sw in range(sweeps):
         if scan == PERMUTATION:
@@ -187,8 +281,10 @@ def gibbs_sweeps(g, p, x, free, order, scan, sweeps, s, counts, record, energy, 
             else:
                 s, j = below(s, nf)
                 v = free[j]
-            if fast[v]:
+            if fast[v] == FAST_BOOL:
                 s, old, new, delta = fast_update(var_ptr, coef, other, lit, lit_other, kind, x, v, s)
+            elif fast[v] == FAST_CAT:
+                s, old, new, delta = cat_update(var_ptr, coef, other, kind, x, v, cardinality[v], s, logits, scratch)
             else:
                 s, old, new, delta = slow_update(g, x, v, s, logits, scratch)
             energy += delta
@@ -225,6 +321,7 @@ def async_sweeps(g, p, x, block, order, scan, sweeps, s, counts, record, energy_
     a frozen rest for long.  Returns the stream state."""
     nb = block.shape[0]
     var_ptr = g.var_ptr
+    cardinality = g.cardinality
     fast, coef, other, lit, lit_other, kind = p
     logits = np.zeros(max(1, g.cardinality.max()))
     scratch = np.zeros(logits.shape[0])
@@ -265,8 +362,10 @@ def async_sweeps(g, p, x, block, order, scan, sweeps, s, counts, record, energy_
                 for t in range(nt):
                     if t != me:
                         before += load_relaxed(progress, t * stride)
-            if fast[v]:
+            if fast[v] == FAST_BOOL:
                 s, old, new, delta = fast_update(var_ptr, coef, other, lit, lit_other, kind, x, v, s)
+            elif fast[v] == FAST_CAT:
+                s, old, new, delta = cat_update(var_ptr, coef, other, kind, x, v, cardinality[v], s, logits, scratch)
             else:
                 s, old, new, delta = slow_update(g, x, v, s, logits, scratch)
             done += 1

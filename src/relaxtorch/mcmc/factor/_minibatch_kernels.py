@@ -5,17 +5,28 @@ All four see the factors shifted to be non-negative: φ'_f = w·feature·φ_f - 
 L_v = Σ_{f ∋ v} M_f, L = max_v L_v, Ψ = Σ_f M_f.  Factors are drawn ∝ M_f from alias tables
 (Walker/Vose, :func:`relaxtorch.mcmc.poisson._vose`): one per variable over its factors (local),
 one over all factors (global).  See the samplers' modules for the derivations.
+
+Factors are evaluated through the compact views of ``_gibbs_kernels`` where they apply (pairwise
+POTTS and boolean EQUAL, one-variable ISTRUE and "x == value": ``compact_factors`` per factor for
+the global draws, ``pack``'s rows, read in order, for a variable's own factors) and through
+``_kernels.phi`` otherwise; both give ``factor_value``'s bits.  A global draw then touches a few
+words of the drawn factor, not the CSR arrays behind it, so its cost stays near one memory access
+as the graph outgrows the caches; the exact Δ of MGPMH streams over v's rows.  The kernels take
+arrays, never the graph tuple (numba reference-counts every array of a tuple on each call).
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from ..._numba import njit
+from ...parallel._intrinsics import prefetch
 from ..poisson import _vose
-from ._gibbs_kernels import PERMUTATION, RANDOM, SYSTEMATIC, draw_value, shuffle
-from ._values import value
+from ._gibbs_kernels import GENERIC, IS1, ISTRUE1, PERMUTATION, POTTS2, RANDOM, SYSTEMATIC, draw_value, row_phi, shuffle
+from ._kernels import factor_value
 from ._rng import alias_draw, below, poisson, uniform
 
 POISSON_GIBBS, MIN_GIBBS, MGPMH, DOUBLE_MIN = 0, 1, 2, 3
@@ -55,132 +66,204 @@ def global_table(span):
     return _vose(span / t)
 
 
+def generic_value(g, f, x, v, k):
+    """factor_value of factor f at x with x_v := k for a factor without a compact view.  ``g``: the
+    graph's arrays, or None when every factor is compact (the kernels are then compiled without the
+    generic code: numba reference-counts a tuple's arrays at every call that receives it, which
+    made each compact draw 7x slower)."""
+    raise NotImplementedError("compiled through the overload below")
+
+
+@overload(generic_value, jit_options={"nogil": True})
+def _generic_value(g, f, x, v, k):
+    if isinstance(g, types.NoneType):
+        return lambda g, f, x, v, k: np.nan  # never reached: no factor lacks a compact view
+    return lambda g, f, x, v, k: factor_value(g, f, x, v, k)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def row_value(g, var_factor, rcoef, rother, rlit, rlit_other, rkind, j, x, v, k):
+    """factor_value of v's j-th factor (a ``var_factor`` row) at x_v = k, from pack's rows where it can."""
+    if rkind[j] != GENERIC:
+        return rcoef[j] * row_phi(rkind[j], rother[j], rlit[j], rlit_other[j], x, k)
+    return generic_value(g, var_factor[j], x, v, k)
+
+
+# The global draws' table: one 64-byte row per alias slot i, as two views of one buffer, F
+# (float64[m, 8]) and I (int32[m, 16]; the kernels take both flattened): F[i, 0] the slot's keep probability; for candidate c (0: the
+# slot's own factor, 1: its alias) F[i, 1 + c] its span M_f and I[i, 8 + 4c : 12 + 4c] = (a, b, code,
+# f), code = kind | lit_a << 3 | lit_b << 4 | high_is_max << 5 (a, b, lits: compact_factors';
+# high_is_max: φ's higher value gives the factor's maximum, i.e. w·feature > 0).  A compact factor's
+# φ' = value - lo is then exactly M_f or 0 (checked when the table is built; a factor where it is
+# not is marked GENERIC), so a draw reads one cache line and never the CSR arrays.
+REC_COLS = 8
+
+
 @njit(nogil=True, cache=True)
-def exact_delta(g, x, v, old, new):
+def global_records(F, I, gprob, galias, ck, ca, cb, cla, clb, ccoef, lo, span):
+    """Fill the global draws' table (layout above) from the alias table and compact_factors."""
+    for i in range(gprob.shape[0]):
+        F[i, 0] = gprob[i]
+        for c in range(2):
+            f = i if c == 0 else galias[i]
+            if f >= span.shape[0]:  # the one-slot table of a graph without factors
+                continue
+            kind = ck[f]
+            high_is_max = ccoef[f] > 0.0
+            if kind != GENERIC:
+                low = 0.0 if (kind == POTTS2 or kind == IS1) else -1.0
+                top = ccoef[f] * (1.0 if high_is_max else low) - lo[f]
+                bottom = ccoef[f] * (low if high_is_max else 1.0) - lo[f]
+                if not (top == span[f] and bottom == 0.0):
+                    kind = GENERIC
+            F[i, 1 + c] = span[f]
+            I[i, 8 + 4 * c] = ca[f]
+            I[i, 9 + 4 * c] = cb[f]
+            I[i, 10 + 4 * c] = kind | (cla[f] << 3) | (clb[f] << 4) | (np.int32(high_is_max) << 5)
+            I[i, 11 + 4 * c] = f
+
+
+@njit(nogil=True, cache=True, inline="always")
+def exact_delta(g, var_ptr, var_factor, rcoef, rother, rlit, rlit_other,
+                rkind, x, v, old, new):
     """Σ_{f ∋ v} factor_value(new) - factor_value(old): the exact change of the log-potential."""
-    fn, fp, ev, evv, cd, tp, tb, wt, wi, ft = (g.function, g.factor_ptr, g.edge_var, g.edge_value, g.cardinality,
-                                               g.table_ptr, g.table, g.weight, g.weight_id, g.feature)
     d = 0.0
-    for j in range(g.var_ptr[v], g.var_ptr[v + 1]):
-        f = g.var_factor[j]
-        d += value(fn, fp, ev, evv, cd, tp, tb, wt, wi, ft, f, x, v, new) - value(fn, fp, ev, evv, cd, tp, tb, wt, wi, ft, f, x, v, old)
+    for j in range(var_ptr[v], var_ptr[v + 1]):
+        d += (row_value(g, var_factor, rcoef, rother, rlit, rlit_other, rkind,
+                        j, x, v, new)
+              - row_value(g, var_factor, rcoef, rother, rlit, rlit_other, rkind,
+                          j, x, v, old))
     return d
 
 
-@njit(nogil=True, cache=True)
-def global_estimate(g, x, v, k, lo, span, gprob, galias, lam, psi, s):
+CHUNK = 32  # global draws made (and their rows prefetched) before any is evaluated
+
+
+@njit(nogil=True, cache=True, inline="always")
+def global_estimate(g, F, I, x, v, k, lo, span, lam, psi, s, picks, fracs):
     """(stream, ε): MIN-Gibbs's estimate of Σ_f φ'_f(y), y = x with x_v = k (v = -1: x):
-    B ~ Poisson(λ) factors drawn ∝ M_f, ε = Σ_b log(1 + Ψ φ'_f(y) / (λ M_f)); E[exp ε] = exp Σ φ'."""
-    fn, fp, ev, evv, cd, tp, tb, wt, wi, ft = (g.function, g.factor_ptr, g.edge_var, g.edge_value, g.cardinality,
-                                               g.table_ptr, g.table, g.weight, g.weight_id, g.feature)
+    B ~ Poisson(λ) factors drawn ∝ M_f (``alias_draw``'s draw, on the flat records F, I),
+    ε = Σ_b log(1 + Ψ φ'_f(y) / (λ M_f)); E[exp ε] = exp Σ φ'.  The draws are made CHUNK at a
+    time with their rows prefetched, then evaluated in order, so the memory accesses of a chunk
+    overlap (picks, fracs: int64 / float64 scratch of CHUNK)."""
     s, b = poisson(s, lam)
-    m = span.shape[0]
+    m = F.shape[0] // REC_COLS
     eps = 0.0
-    for _ in range(b):
-        s, f = alias_draw(s, gprob, galias, 0, m)
-        eps += math.log1p(psi * (value(fn, fp, ev, evv, cd, tp, tb, wt, wi, ft, f, x, v, k) - lo[f]) / (lam * span[f]))
+    done = 0
+    while done < b:
+        n = min(b - done, CHUNK)
+        for i in range(n):
+            s, u = uniform(s)
+            t = u * m
+            col = np.int64(t)
+            if col >= m:
+                col = m - 1
+            picks[i] = col
+            fracs[i] = t - col
+            prefetch(F, col * REC_COLS, False)
+        for i in range(n):
+            row = picks[i] * REC_COLS
+            c = 0 if fracs[i] < F[row] else 1
+            at = 2 * row + 8 + 4 * c  # candidate c's (a, b, code, f) in I
+            code = I[at + 2]
+            kind = code & 7
+            if kind == GENERIC:
+                f = I[at + 3]
+                eps += math.log1p(psi * (generic_value(g, f, x, v, k) - lo[f]) / (lam * span[f]))
+                continue
+            a = I[at]
+            bb = I[at + 1]
+            xa = k if a == v else x[a]
+            if kind == IS1:
+                high = xa == bb
+            elif kind == ISTRUE1:
+                high = xa == ((code >> 3) & 1)
+            else:
+                xb = k if bb == v else x[bb]
+                high = (xa == xb) if kind == POTTS2 else ((xa == ((code >> 3) & 1)) == (xb == ((code >> 4) & 1)))
+            if high == (((code >> 5) & 1) == 1):  # φ' = M_f (else 0: a zero term)
+                m_f = F[row + 1 + c]
+                eps += math.log1p(psi * m_f / (lam * m_f))
+        done += n
     return s, eps
 
 
 @njit(nogil=True, cache=True)
-def local_proposal(g, x, v, lo, span, vprob, valias, vtotal, lam, big_l, s, u):
+def initial_estimate(g, F, I, x, lo, span, lam, psi, s):
+    """:func:`global_estimate` of x itself, for a chain's start (g: the arrays or None, see
+    :func:`generic_value`)."""
+    return global_estimate(g, F, I, x, -1, 0, lo, span, lam, psi, s, np.zeros(CHUNK, np.int64), np.zeros(CHUNK))
+
+
+@njit(nogil=True, cache=True, inline="always")
+def local_proposal(g, cd, var_ptr, var_factor, rcoef, rother, rlit, rlit_other,
+                   rkind, x, v, lo, span, vprob, valias, vtotal, lam, big_l, s, u):
     """MGPMH's minibatch energies u[k] = Σ_b (L / (λ M_f)) φ'_f(x with x_v = k), B ~ Poisson(λ L_v / L)
     factors of v drawn ∝ M_f (an unbiased estimate of v's local energy); returns the stream."""
-    fn, fp, ev, evv, cd, tp, tb, wt, wi, ft = (g.function, g.factor_ptr, g.edge_var, g.edge_value, g.cardinality,
-                                               g.table_ptr, g.table, g.weight, g.weight_id, g.feature)
-    card = g.cardinality[v]
+    card = cd[v]
     for k in range(card):
         u[k] = 0.0
     if vtotal[v] <= 0.0:
         return s
     s, b = poisson(s, lam * vtotal[v] / big_l)
-    a = g.var_ptr[v]
-    deg = g.var_ptr[v + 1] - a
+    a = var_ptr[v]
+    deg = var_ptr[v + 1] - a
     for _ in range(b):
         s, j = alias_draw(s, vprob, valias, a, deg)
-        f = g.var_factor[j]
+        f = var_factor[j]
         scale = big_l / (lam * span[f])
         for k in range(card):
-            u[k] += scale * (value(fn, fp, ev, evv, cd, tp, tb, wt, wi, ft, f, x, v, k) - lo[f])
+            u[k] += scale * (row_value(g, var_factor, rcoef, rother, rlit,
+                                       rlit_other, rkind, j, x, v, k) - lo[f])
     return s
 
 
-@njit(nogil=True, cache=True)
-def poisson_gibbs_energies(g, x, v, lo, span, vprob, valias, vtotal, lam, big_l, s, u):
+@njit(nogil=True, cache=True, inline="always")
+def poisson_gibbs_energies(g, cd, var_ptr, var_factor, rcoef, rother, rlit,
+                           rlit_other, rkind, x, v, lo, span, vprob, valias, vtotal, lam, big_l, s, u):
     """Poisson-Gibbs's auxiliary energies: s_f ~ Poisson(λ M_f / L + φ'_f(x)) for f ∋ v (drawn as
     Poisson((λ/L + 1) L_v) candidates ∝ M_f, each kept with prob (λ M_f / L + φ'_f(x)) / ((λ/L + 1) M_f)),
     u[k] = Σ_f s_f log(1 + L φ'_f(x with x_v = k) / (λ M_f)); returns the stream."""
-    fn, fp, ev, evv, cd, tp, tb, wt, wi, ft = (g.function, g.factor_ptr, g.edge_var, g.edge_value, g.cardinality,
-                                               g.table_ptr, g.table, g.weight, g.weight_id, g.feature)
-    card = g.cardinality[v]
+    card = cd[v]
     for k in range(card):
         u[k] = 0.0
     if vtotal[v] <= 0.0:
         return s
     c = lam / big_l
     s, b = poisson(s, (c + 1.0) * vtotal[v])
-    a = g.var_ptr[v]
-    deg = g.var_ptr[v + 1] - a
+    a = var_ptr[v]
+    deg = var_ptr[v + 1] - a
+    xv = x[v]
     for _ in range(b):
         s, j = alias_draw(s, vprob, valias, a, deg)
-        f = g.var_factor[j]
+        f = var_factor[j]
         mf = span[f]
         s, w = uniform(s)
-        if w * ((c + 1.0) * mf) < c * mf + (value(fn, fp, ev, evv, cd, tp, tb, wt, wi, ft, f, x, -1, 0) - lo[f]):
+        here = row_value(g, var_factor, rcoef, rother, rlit, rlit_other, rkind,
+                         j, x, v, xv)
+        if w * ((c + 1.0) * mf) < c * mf + (here - lo[f]):
             for k in range(card):
-                u[k] += math.log1p(big_l * (value(fn, fp, ev, evv, cd, tp, tb, wt, wi, ft, f, x, v, k) - lo[f]) / (lam * mf))
+                u[k] += math.log1p(big_l * (row_value(g, var_factor, rcoef,
+                                                      rother, rlit, rlit_other, rkind, j, x, v, k) - lo[f])
+                                   / (lam * mf))
     return s
 
 
 @njit(nogil=True, cache=True)
-def minibatch_update(method, g, x, v, s, lo, span, vprob, valias, vtotal, gprob, galias, lam, lam2,
-                     big_l, psi, eps, u, scratch):
-    """One update of free variable v by ``method``: (stream, new value, accepted, ε, Δ log-potential
-    or NaN when not computed here)."""
-    old = np.int64(x[v])
-    card = g.cardinality[v]
-    if method == POISSON_GIBBS:
-        s = poisson_gibbs_energies(g, x, v, lo, span, vprob, valias, vtotal, lam, big_l, s, u)
-        s, new = draw_value(card, u, s, scratch)
-        return s, new, True, eps, np.nan
-    if method == MIN_GIBBS:
-        for k in range(card):
-            if k == old:
-                u[k] = eps
-            else:
-                s, u[k] = global_estimate(g, x, v, k, lo, span, gprob, galias, lam, psi, s)
-        s, new = draw_value(card, u, s, scratch)
-        return s, new, True, u[new], np.nan
-    s = local_proposal(g, x, v, lo, span, vprob, valias, vtotal, lam, big_l, s, u)
-    s, prop = draw_value(card, u, s, scratch)
-    if method == MGPMH:
-        if prop == old:
-            return s, old, True, eps, 0.0
-        d = exact_delta(g, x, v, old, prop)
-        log_a = d + u[old] - u[prop]
-        s, w = uniform(s)
-        if log_a >= 0.0 or w < math.exp(log_a):
-            return s, prop, True, eps, d
-        return s, old, False, eps, 0.0
-    # DOUBLE_MIN: the exact energy difference replaced by MIN-Gibbs's estimate at the proposal
-    s, e2 = global_estimate(g, x, v, prop, lo, span, gprob, galias, lam2, psi, s)
-    log_a = e2 - eps + u[old] - u[prop]
-    s, w = uniform(s)
-    if log_a >= 0.0 or w < math.exp(log_a):
-        return s, prop, True, e2, np.nan
-    return s, old, False, eps, 0.0
-
-
-@njit(nogil=True, cache=True)
-def minibatch_sweeps(method, g, x, free, order, scan, sweeps, s, counts, record, energy, sumx,
-                     energy_out, mag_out, samples, thin, lo, span, vprob, valias, vtotal, gprob, galias,
-                     lam, lam2, big_l, psi, eps, track, u, scratch):
+def minibatch_sweeps(method, arrays, g, p, F, I, x, free, order, scan, sweeps, s, counts, record, energy, sumx,
+                     energy_out, mag_out, samples, thin, lo, span, vprob, valias, vtotal, lam, lam2, big_l, psi, eps,
+                     track, u, scratch):
     """``sweeps`` sweeps of ``method`` (same bookkeeping as ``gibbs_sweeps``; ``track``: keep the
     log-potential exact, at O(degree) per changed value when the method does not compute it).
-    Returns (stream, energy, sumx, samples written, ε, acceptances)."""
+    g: ``arrays`` or None (see :func:`generic_value`); p: ``pack(arrays)``; F, I: the global draws'
+    records (:func:`global_records`).  Returns (stream, energy, sumx, samples written, ε, acceptances)."""
+    cd = arrays.cardinality
+    var_ptr, var_factor = arrays.var_ptr, arrays.var_factor
+    _, rcoef, rother, rlit, rlit_other, rkind = p
     nf = free.shape[0]
     kept = 0
     accepted = 0
+    picks, fracs = np.zeros(CHUNK, np.int64), np.zeros(CHUNK)
     for sw in range(sweeps):
         if scan == PERMUTATION:
             s = shuffle(s, order)
@@ -193,13 +276,50 @@ def minibatch_sweeps(method, g, x, free, order, scan, sweeps, s, counts, record,
                 s, jj = below(s, nf)
                 v = free[jj]
             old = np.int64(x[v])
-            s, new, acc, eps, d = minibatch_update(method, g, x, v, s, lo, span, vprob, valias, vtotal,
-                                                   gprob, galias, lam, lam2, big_l, psi, eps, u, scratch)
+            card = cd[v]
+            # one update of v: new value, accepted, Δ log-potential (NaN: not computed here), ε
+            acc = True
+            d = np.nan
+            if method == POISSON_GIBBS:
+                s = poisson_gibbs_energies(g, cd, var_ptr, var_factor, rcoef, rother,
+                                           rlit, rlit_other, rkind, x, v, lo, span, vprob, valias, vtotal, lam, big_l,
+                                           s, u)
+                s, new = draw_value(card, u, s, scratch)
+            elif method == MIN_GIBBS:
+                for k in range(card):
+                    if k == old:
+                        u[k] = eps
+                    else:
+                        s, u[k] = global_estimate(g, F, I, x, v, k, lo, span, lam, psi, s, picks, fracs)
+                s, new = draw_value(card, u, s, scratch)
+                eps = u[new]
+            else:  # MGPMH's proposal, then its exact or DoubleMIN-Gibbs's estimated acceptance
+                s = local_proposal(g, cd, var_ptr, var_factor, rcoef, rother, rlit,
+                                   rlit_other, rkind, x, v, lo, span, vprob, valias, vtotal, lam, big_l, s, u)
+                s, new = draw_value(card, u, s, scratch)
+                if method == MGPMH:
+                    d = 0.0
+                    if new != old:
+                        d = exact_delta(g, var_ptr, var_factor, rcoef, rother,
+                                        rlit, rlit_other, rkind, x, v, old, new)
+                        log_a = d + u[old] - u[new]
+                        s, w = uniform(s)
+                        if not (log_a >= 0.0 or w < math.exp(log_a)):
+                            new, acc, d = old, False, 0.0
+                else:  # DOUBLE_MIN: the exact energy difference replaced by MIN-Gibbs's estimate at the proposal
+                    s, e2 = global_estimate(g, F, I, x, v, new, lo, span, lam2, psi, s, picks, fracs)
+                    log_a = e2 - eps + u[old] - u[new]
+                    s, w = uniform(s)
+                    if log_a >= 0.0 or w < math.exp(log_a):
+                        eps = e2
+                    else:
+                        new, acc, d = old, False, 0.0
             accepted += acc
             if new != old:
                 if track:
                     if d != d:
-                        d = exact_delta(g, x, v, old, new)
+                        d = exact_delta(g, var_ptr, var_factor, rcoef, rother,
+                                        rlit, rlit_other, rkind, x, v, old, new)
                     energy += d
                 x[v] = new
                 sumx += new - old
