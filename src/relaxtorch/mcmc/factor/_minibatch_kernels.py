@@ -136,63 +136,76 @@ def exact_delta(g, var_ptr, var_factor, rcoef, rother, rlit, rlit_other,
     return d
 
 
-CHUNK = 32  # global draws made (and their rows prefetched) before any is evaluated
+@njit(nogil=True, cache=True, inline="always")
+def global_draws(s, lam, F, picks, fracs, start):
+    """B ~ Poisson(λ) draws ∝ M_f (``alias_draw``'s draw, on the flat records F) appended at
+    ``start`` of picks (slot) / fracs (the uniform's fraction), each row prefetched; the buffers
+    grow when full.  Returns (stream, B, picks, fracs)."""
+    s, b = poisson(s, lam)
+    if start + b > picks.shape[0]:
+        size = 2 * (start + b)
+        grown_picks, grown_fracs = np.empty(size, np.int64), np.empty(size)
+        grown_picks[:start] = picks[:start]
+        grown_fracs[:start] = fracs[:start]
+        picks, fracs = grown_picks, grown_fracs
+    m = F.shape[0] // REC_COLS
+    for i in range(start, start + b):
+        s, u = uniform(s)
+        t = u * m
+        col = np.int64(t)
+        if col >= m:
+            col = m - 1
+        picks[i] = col
+        fracs[i] = t - col
+        prefetch(F, col * REC_COLS, False)
+    return s, b, picks, fracs
+
+
+@njit(nogil=True, cache=True, inline="always")
+def global_terms(g, F, I, x, v, k, lo, span, lam, psi, picks, fracs, start, stop):
+    """ε = Σ log(1 + Ψ φ'_f(y) / (λ M_f)) over the draws picks/fracs[start:stop], y = x with
+    x_v = k (v = -1: x), summed in draw order."""
+    eps = 0.0
+    for i in range(start, stop):
+        row = picks[i] * REC_COLS
+        c = 0 if fracs[i] < F[row] else 1
+        at = 2 * row + 8 + 4 * c  # candidate c's (a, b, code, f) in I
+        code = I[at + 2]
+        kind = code & 7
+        if kind == GENERIC:
+            f = I[at + 3]
+            eps += math.log1p(psi * (generic_value(g, f, x, v, k) - lo[f]) / (lam * span[f]))
+            continue
+        a = I[at]
+        bb = I[at + 1]
+        xa = k if a == v else x[a]
+        if kind == IS1:
+            high = xa == bb
+        elif kind == ISTRUE1:
+            high = xa == ((code >> 3) & 1)
+        else:
+            xb = k if bb == v else x[bb]
+            high = (xa == xb) if kind == POTTS2 else ((xa == ((code >> 3) & 1)) == (xb == ((code >> 4) & 1)))
+        if high == (((code >> 5) & 1) == 1):  # φ' = M_f (else 0: a zero term)
+            m_f = F[row + 1 + c]
+            eps += math.log1p(psi * m_f / (lam * m_f))
+    return eps
 
 
 @njit(nogil=True, cache=True, inline="always")
 def global_estimate(g, F, I, x, v, k, lo, span, lam, psi, s, picks, fracs):
-    """(stream, ε): MIN-Gibbs's estimate of Σ_f φ'_f(y), y = x with x_v = k (v = -1: x):
-    B ~ Poisson(λ) factors drawn ∝ M_f (``alias_draw``'s draw, on the flat records F, I),
-    ε = Σ_b log(1 + Ψ φ'_f(y) / (λ M_f)); E[exp ε] = exp Σ φ'.  The draws are made CHUNK at a
-    time with their rows prefetched, then evaluated in order, so the memory accesses of a chunk
-    overlap (picks, fracs: int64 / float64 scratch of CHUNK)."""
-    s, b = poisson(s, lam)
-    m = F.shape[0] // REC_COLS
-    eps = 0.0
-    done = 0
-    while done < b:
-        n = min(b - done, CHUNK)
-        for i in range(n):
-            s, u = uniform(s)
-            t = u * m
-            col = np.int64(t)
-            if col >= m:
-                col = m - 1
-            picks[i] = col
-            fracs[i] = t - col
-            prefetch(F, col * REC_COLS, False)
-        for i in range(n):
-            row = picks[i] * REC_COLS
-            c = 0 if fracs[i] < F[row] else 1
-            at = 2 * row + 8 + 4 * c  # candidate c's (a, b, code, f) in I
-            code = I[at + 2]
-            kind = code & 7
-            if kind == GENERIC:
-                f = I[at + 3]
-                eps += math.log1p(psi * (generic_value(g, f, x, v, k) - lo[f]) / (lam * span[f]))
-                continue
-            a = I[at]
-            bb = I[at + 1]
-            xa = k if a == v else x[a]
-            if kind == IS1:
-                high = xa == bb
-            elif kind == ISTRUE1:
-                high = xa == ((code >> 3) & 1)
-            else:
-                xb = k if bb == v else x[bb]
-                high = (xa == xb) if kind == POTTS2 else ((xa == ((code >> 3) & 1)) == (xb == ((code >> 4) & 1)))
-            if high == (((code >> 5) & 1) == 1):  # φ' = M_f (else 0: a zero term)
-                m_f = F[row + 1 + c]
-                eps += math.log1p(psi * m_f / (lam * m_f))
-        done += n
-    return s, eps
+    """(stream, ε, picks, fracs): MIN-Gibbs's estimate of Σ_f φ'_f(y), y = x with x_v = k (v = -1:
+    x): B ~ Poisson(λ) factors drawn ∝ M_f, ε = Σ_b log(1 + Ψ φ'_f(y) / (λ M_f)); E[exp ε] = exp Σ φ'."""
+    s, b, picks, fracs = global_draws(s, lam, F, picks, fracs, 0)
+    return s, global_terms(g, F, I, x, v, k, lo, span, lam, psi, picks, fracs, 0, b), picks, fracs
 
 
 @njit(nogil=True, cache=True)
 def initial_estimate(g, F, I, x, lo, span, lam, psi, s):
     """:func:`global_estimate` of x itself, for a chain's start (g: the arrays or None, see
     :func:`generic_value`)."""
-    return global_estimate(g, F, I, x, -1, 0, lo, span, lam, psi, s, np.zeros(CHUNK, np.int64), np.zeros(CHUNK))
+    s, eps, _, _ = global_estimate(g, F, I, x, -1, 0, lo, span, lam, psi, s, np.zeros(64, np.int64), np.zeros(64))
+    return s, eps
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -263,7 +276,8 @@ def minibatch_sweeps(method, arrays, g, p, F, I, x, free, order, scan, sweeps, s
     nf = free.shape[0]
     kept = 0
     accepted = 0
-    picks, fracs = np.zeros(CHUNK, np.int64), np.zeros(CHUNK)
+    picks, fracs = np.zeros(64, np.int64), np.zeros(64)  # the global draws of an update
+    drawn = np.zeros(u.shape[0], np.int64)  # how many of them each candidate value has
     for sw in range(sweeps):
         if scan == PERMUTATION:
             s = shuffle(s, order)
@@ -286,11 +300,21 @@ def minibatch_sweeps(method, arrays, g, p, F, I, x, free, order, scan, sweeps, s
                                            s, u)
                 s, new = draw_value(card, u, s, scratch)
             elif method == MIN_GIBBS:
+                # every candidate's draws first (in the stream's order), so their rows load together
+                total = 0
+                for k in range(card):
+                    drawn[k] = 0
+                    if k != old:
+                        s, drawn[k], picks, fracs = global_draws(s, lam, F, picks, fracs, total)
+                        total += drawn[k]
+                total = 0
                 for k in range(card):
                     if k == old:
                         u[k] = eps
                     else:
-                        s, u[k] = global_estimate(g, F, I, x, v, k, lo, span, lam, psi, s, picks, fracs)
+                        u[k] = global_terms(g, F, I, x, v, k, lo, span, lam, psi, picks, fracs, total,
+                                            total + drawn[k])
+                        total += drawn[k]
                 s, new = draw_value(card, u, s, scratch)
                 eps = u[new]
             else:  # MGPMH's proposal, then its exact or DoubleMIN-Gibbs's estimated acceptance
@@ -307,7 +331,7 @@ def minibatch_sweeps(method, arrays, g, p, F, I, x, free, order, scan, sweeps, s
                         if not (log_a >= 0.0 or w < math.exp(log_a)):
                             new, acc, d = old, False, 0.0
                 else:  # DOUBLE_MIN: the exact energy difference replaced by MIN-Gibbs's estimate at the proposal
-                    s, e2 = global_estimate(g, F, I, x, v, new, lo, span, lam2, psi, s, picks, fracs)
+                    s, e2, picks, fracs = global_estimate(g, F, I, x, v, new, lo, span, lam2, psi, s, picks, fracs)
                     log_a = e2 - eps + u[old] - u[new]
                     s, w = uniform(s)
                     if log_a >= 0.0 or w < math.exp(log_a):
