@@ -255,10 +255,13 @@ def poisson_gibbs_energies(g, cd, var_ptr, var_factor, rcoef, rother, rlit,
         here = row_value(g, var_factor, rcoef, rother, rlit, rlit_other, rkind,
                          j, x, v, xv)
         if w * ((c + 1.0) * mf) < c * mf + (here - lo[f]):
+            top = math.log1p(big_l * mf / (lam * mf))  # the term where φ' = M_f, compact factors' usual case
             for k in range(card):
-                u[k] += math.log1p(big_l * (row_value(g, var_factor, rcoef,
-                                                      rother, rlit, rlit_other, rkind, j, x, v, k) - lo[f])
-                                   / (lam * mf))
+                t = row_value(g, var_factor, rcoef, rother, rlit, rlit_other, rkind, j, x, v, k) - lo[f]
+                if t == mf:
+                    u[k] += top
+                elif t != 0.0:  # (a zero φ' adds log1p(0) = 0)
+                    u[k] += math.log1p(big_l * t / (lam * mf))
     return s
 
 
