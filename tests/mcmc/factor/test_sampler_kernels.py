@@ -8,23 +8,20 @@ import relaxtorch.mcmc.factor as fg
 from relaxtorch.mcmc.factor.functions import FactorFunction as F
 from relaxtorch.mcmc.factor import _sampler_reference as ref
 from relaxtorch.mcmc.factor._minibatch import tables
-from relaxtorch.mcmc.factor._values import value
 
 from ._sampler_graphs import GRAPHS
 
 
 @pytest.mark.parametrize("name", sorted(GRAPHS))
-def test_unpacked_values_equal_factor_value(name):
+def test_compiled_factor_values_equal_the_reference(name):
     g = GRAPHS[name]()
     a = g.arrays
     rng = np.random.default_rng(0)
     x = (rng.integers(0, 100, g.num_variables) % g.cardinality).astype(np.int32)
-    args = (a.function, a.factor_ptr, a.edge_var, a.edge_value, a.cardinality, a.table_ptr, a.table, a.weight,
-            a.weight_id, a.feature)
     for f in range(g.num_factors):
         for v in [-1, *a.edge_var[a.factor_ptr[f]:a.factor_ptr[f + 1]]]:
             for k in range(int(g.cardinality[v]) if v >= 0 else 1):
-                assert value.py_func(*args, f, x, int(v), k) == fg.factor_value(a, f, x, int(v), k) == \
+                assert fg.factor_value.py_func(a, f, x, int(v), k) == fg.factor_value(a, f, x, int(v), k) == \
                     ref.value(g, f, x, int(v), k)
 
 
@@ -38,14 +35,14 @@ def every_function_graph():
         variables = [0] if fn == F.ISTRUE else [0, 1, 2]
         equal_to = [2, 1, 0][:len(variables)] if fn not in (F.TABLE, F.POTTS) else None
         factors.append((fn, i % 3, variables, equal_to, 1.0 + 0.25 * i, table))
+    # and the compact kinds: pairwise POTTS, one-variable "x == value"
+    factors += [(F.POTTS, 1, [0, 2]), (F.EQUAL_CAT_CONST, 0, [1], [2]), (F.AND_CAT, 1, [2], [0])]
     return fg.from_factors([3, 3, 3], [0.7, -0.4, 1.1], factors)
 
 
 def test_every_factor_function_agrees_on_every_path():
     g = every_function_graph()
     a = g.arrays
-    args = (a.function, a.factor_ptr, a.edge_var, a.edge_value, a.cardinality, a.table_ptr, a.table, a.weight,
-            a.weight_id, a.feature)
     from relaxtorch.mcmc.factor.functions import factor_value_reference
     for x in np.ndindex(3, 3, 3):
         x = np.array(x, np.int32)
@@ -60,9 +57,37 @@ def test_every_factor_function_agrees_on_every_path():
                     table = a.table[a.table_ptr[f]:a.table_ptr[f + 1]] if a.function[f] == 100 else None
                     expect = w * factor_value_reference(int(a.function[f]), y[a.edge_var[lo:hi]],
                                                         a.edge_value[lo:hi], table, a.cardinality[a.edge_var[lo:hi]])
-                    got = (value(*args, f, x, int(v), k), value.py_func(*args, f, x, int(v), k),
-                           fg.factor_value(a, f, x, int(v), k), ref.value(g, f, x, int(v), k))
+                    got = (fg.factor_value(a, f, x, int(v), k), fg.factor_value.py_func(a, f, x, int(v), k),
+                           ref.value(g, f, x, int(v), k))
                     assert all(r == pytest.approx(expect, abs=1e-12) for r in got), (f, x, v, k, got, expect)
+
+
+@pytest.mark.parametrize("build", [every_function_graph, lambda: fg.ising_grid(2, 3, beta=0.5, h=-0.3),
+                                   lambda: fg.from_factors([2, 2, 2], [0.6, -0.9], [
+                                       (F.EQUAL, 0, [0, 1], [1, 0]), (F.EQUAL, 1, [2, 1], [0, 0]),
+                                       (F.ISTRUE, 1, [2], [0]), (F.ISTRUE, 0, [0])])])
+def test_compact_views_equal_factor_value(build):
+    """The compact views (per factor: compact_factors + compact_phi; per variable row: pack + row_phi)
+    give factor_value's bits for every compact factor, assignment and substitution."""
+    from relaxtorch.mcmc.factor._gibbs_kernels import GENERIC, compact_factors, compact_phi, pack, row_phi
+    g = build()
+    a = g.arrays
+    ck, ca, cb, cla, clb, ccoef = compact_factors(a)
+    _, rcoef, rother, rlit, rlit_other, rkind = pack(a)
+    assert (ck != GENERIC).sum() >= 2
+    for x in np.ndindex(*[int(c) for c in a.cardinality]):
+        x = np.array(x, np.int32)
+        for f in np.flatnonzero(ck != GENERIC):
+            for v in [-1, *a.edge_var[a.factor_ptr[f]:a.factor_ptr[f + 1]]]:
+                for k in range(int(a.cardinality[v]) if v >= 0 else 1):
+                    assert ccoef[f] * compact_phi(ck[f], ca[f], cb[f], cla[f], clb[f], x, int(v), k) == \
+                        fg.factor_value(a, f, x, int(v), k)
+        for v in range(g.num_variables):
+            for j in range(a.var_ptr[v], a.var_ptr[v + 1]):
+                if rkind[j] != GENERIC:
+                    for k in range(int(a.cardinality[v])):
+                        assert rcoef[j] * row_phi(rkind[j], rother[j], rlit[j], rlit_other[j], x, k) == \
+                            fg.factor_value(a, a.var_factor[j], x, v, k)
 
 
 @pytest.mark.parametrize("scan", ["systematic", "random", "permutation"])
@@ -117,16 +142,14 @@ METHODS = {"poisson-gibbs": lambda: fg.PoissonGibbs(lam=6.0), "min-gibbs": lambd
            "mgpmh": lambda: fg.MGPMH(lam=8.0), "double-min-gibbs": lambda: fg.DoubleMINGibbs(lam1=8.0, lam2=20.0)}
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-@pytest.mark.parametrize("name", sorted(GRAPHS))
-def test_minibatch_kernel_matches_reference(name, method):
-    g = GRAPHS[name]()
+def check_minibatch_against_reference(g, method, seed, sweeps):
+    """The kernel's chain of ``method`` on g equals the plain-Python reference's (same stream)."""
     s = METHODS[method]()
-    st = s.init(g, seed=5)
+    st = s.init(g, seed=seed)
     x0, stream, eps = st.x.copy(), int(st.stream(0)), st.estimate
-    s.run(g, st, 4)
+    s.run(g, st, sweeps)
     lam = getattr(s, "lam", getattr(s, "lam1", None))
-    x, counts, eps_ref = ref.minibatch(method, g, tables(g), x0, st.free, 4, stream, lam=lam,
+    x, counts, eps_ref = ref.minibatch(method, g, tables(g), x0, st.free, sweeps, stream, lam=lam,
                                        lam2=getattr(s, "lam2", 1.0), eps=eps)
     np.testing.assert_array_equal(st.x, x)
     np.testing.assert_array_equal(st.counts, counts)
@@ -134,6 +157,12 @@ def test_minibatch_kernel_matches_reference(name, method):
         assert st.estimate == pytest.approx(eps_ref, abs=1e-9)
     # the tracked log-potential is exact
     assert st.log_potential == pytest.approx(float(fg.log_potential(g.arrays, st.x)), abs=1e-9)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_minibatch_kernel_matches_reference(name, method):
+    check_minibatch_against_reference(GRAPHS[name](), method, seed=5, sweeps=4)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -148,18 +177,7 @@ def test_minibatch_kernel_on_compact_graphs_matches_reference(build, method):
     from relaxtorch.mcmc.factor._minibatch import generic_arrays
     g = build()
     assert generic_arrays(g) is None
-    s = METHODS[method]()
-    st = s.init(g, seed=7)
-    x0, stream, eps = st.x.copy(), int(st.stream(0)), st.estimate
-    s.run(g, st, 5)
-    lam = getattr(s, "lam", getattr(s, "lam1", None))
-    x, counts, eps_ref = ref.minibatch(method, g, tables(g), x0, st.free, 5, stream, lam=lam,
-                                       lam2=getattr(s, "lam2", 1.0), eps=eps)
-    np.testing.assert_array_equal(st.x, x)
-    np.testing.assert_array_equal(st.counts, counts)
-    if method in ("min-gibbs", "double-min-gibbs"):
-        assert st.estimate == pytest.approx(eps_ref, abs=1e-9)
-    assert st.log_potential == pytest.approx(float(fg.log_potential(g.arrays, st.x)), abs=1e-9)
+    check_minibatch_against_reference(g, method, seed=7, sweeps=5)
 
 
 def test_bad_arguments():

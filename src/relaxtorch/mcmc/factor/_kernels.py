@@ -24,7 +24,8 @@ OR_CAT, EQUAL_CAT_CONST, IMPLY_NATURAL_CAT, IMPLY_MLN_CAT, TABLE, POTTS = 14, 15
 @njit(nogil=True, cache=True, inline="always")
 def phi(function, factor_ptr, edge_var, edge_value, cardinality, table_ptr, table, f, x, v, k):
     """phi_f(x with x[v] := k) (v = -1: no replacement), without weight and feature, on the graph's
-    arrays themselves (see ``_values``: the one definition every kernel evaluates factors with)."""
+    arrays themselves: the one definition of the factor functions every kernel evaluates with (the
+    samplers once had a copy, which missed POTTS)."""
     start = factor_ptr[f]
     end = factor_ptr[f + 1]
     fn = function[f]

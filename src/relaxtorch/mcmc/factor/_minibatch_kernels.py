@@ -25,7 +25,8 @@ from numba.extending import overload
 from ..._numba import njit
 from ...parallel._intrinsics import prefetch
 from ..poisson import _vose
-from ._gibbs_kernels import GENERIC, IS1, ISTRUE1, PERMUTATION, POTTS2, RANDOM, SYSTEMATIC, draw_value, row_phi, shuffle
+from ._gibbs_kernels import (GENERIC, IS1, PERMUTATION, POTTS2, RANDOM, SYSTEMATIC, compact_phi, draw_value, row_phi,
+                             shuffle)
 from ._kernels import factor_value
 from ._rng import alias_draw, below, poisson, uniform
 
@@ -176,16 +177,7 @@ def global_terms(g, F, I, x, v, k, lo, span, lam, psi, picks, fracs, start, stop
             f = I[at + 3]
             eps += math.log1p(psi * (generic_value(g, f, x, v, k) - lo[f]) / (lam * span[f]))
             continue
-        a = I[at]
-        bb = I[at + 1]
-        xa = k if a == v else x[a]
-        if kind == IS1:
-            high = xa == bb
-        elif kind == ISTRUE1:
-            high = xa == ((code >> 3) & 1)
-        else:
-            xb = k if bb == v else x[bb]
-            high = (xa == xb) if kind == POTTS2 else ((xa == ((code >> 3) & 1)) == (xb == ((code >> 4) & 1)))
+        high = compact_phi(kind, I[at], I[at + 1], (code >> 3) & 1, (code >> 4) & 1, x, v, k) == 1.0
         if high == (((code >> 5) & 1) == 1):  # φ' = M_f (else 0: a zero term)
             m_f = F[row + 1 + c]
             eps += math.log1p(psi * m_f / (lam * m_f))
