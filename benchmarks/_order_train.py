@@ -8,6 +8,7 @@ so no second backward pass) and is observed with them.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -65,34 +66,34 @@ def full_loss(model, loss_fn, X, y) -> float:
 
 
 def run_epoch(model, loss_fn, X, y, order, state, opt, batch: int, per_example: bool | None = None,
-              grads_fn=None, factored: bool = False):
+              grads_fn=None, recorder=None):
     """One epoch of minibatch SGD in ``order``'s visiting order; returns the state.
     ``per_example=True`` takes the step from per-example gradients even for an order that
-    does not need them (to time the gradients apart from the sorter).  ``factored=True``: an
-    ordinary step recorded by ``rt.order.LinearGrads``, the order observing the factored
-    gradients (no per-example gradient formed)."""
+    does not need them (to time the gradients apart from the sorter).  ``recorder``: an
+    ``rt.order.LinearGrads`` recording each ordinary step, the order observing its factored (or
+    sketched) gradients (no per-example gradient formed)."""
     perm, state = order.epoch(state)
     balancing = order.needs_gradients
     per_example = balancing if per_example is None else per_example
     grads_fn = grads_fn or rt.order.per_example_grads
-    recorder = rt.order.LinearGrads(model) if factored else None
-    for start in range(0, len(perm), batch):
-        idx = perm[start:start + batch]
-        xb, yb = X[idx], y[idx]
-        opt.zero_grad(set_to_none=True)
-        if recorder is not None:
-            with recorder:
+    with recorder if recorder is not None else contextlib.nullcontext():  # records every step of the epoch
+        for start in range(0, len(perm), batch):
+            idx = perm[start:start + batch]
+            xb, yb = X[idx], y[idx]
+            opt.zero_grad(set_to_none=True)
+            if recorder is not None:
                 loss_fn(model(xb), yb).backward()
-            if balancing:
-                state = order.observe(state, idx, recorder.grads())
-        elif per_example:
-            _, grads = grads_fn(model, loss_fn, xb, yb)
-            rt.order.set_grads_(model, grads.mean(0))
-            if balancing:
-                state = order.observe(state, idx, grads)
-        else:
-            loss_fn(model(xb), yb).backward()
-        opt.step()
+                grads = recorder.grads()  # this step's, clearing the record for the next
+                if balancing:
+                    state = order.observe(state, idx, grads)
+            elif per_example:
+                _, grads = grads_fn(model, loss_fn, xb, yb)
+                rt.order.set_grads_(model, grads.mean(0))
+                if balancing:
+                    state = order.observe(state, idx, grads)
+            else:
+                loss_fn(model(xb), yb).backward()
+            opt.step()
     return state
 
 
@@ -128,14 +129,35 @@ def optimum(name: str, weight_decay: float) -> float | None:
     return objective(model, loss_fn, X, y, weight_decay)
 
 
-def train(name: str, order_name: str, seed: int, setting: Setting, *, regularised: bool = False,
+def parse_order(spec: str) -> tuple[str, int | None]:
+    """An order of the benchmarks' command lines: ``"grab"`` -> ("grab", None); ``"grab:sketch=64"``
+    -> ("grab", 64), GraB on ``LinearGrads(sketch=64)``'s per-layer sketches."""
+    name, _, option = spec.partition(":")
+    if not option:
+        return name, None
+    key, _, value = option.partition("=")
+    if key != "sketch" or not value.isdigit() or int(value) < 1:
+        raise ValueError(f"Invalid order {spec!r} (expected NAME or NAME:sketch=K with an integer K >= 1)")
+    return name, int(value)
+
+
+def make_recorder(model, sketch: int | None, seed: int):
+    """The ``LinearGrads`` of a run: exact (factored) or sketched, its maps drawn from ``seed``."""
+    return rt.order.LinearGrads(model, sketch=sketch, generator=torch.Generator().manual_seed(10_000 + seed))
+
+
+def train(name: str, order_spec: str, seed: int, setting: Setting, *, regularised: bool = False,
           factored: bool = False, **order_options):
     """Training losses after 0, 1, ..., epochs epochs and the seconds of each epoch.
     ``regularised``: the objective with the weight-decay term instead of the bare loss.
-    ``factored``: balancing orders observe through ``rt.order.LinearGrads`` (MLPs)."""
+    ``factored``: balancing orders observe through ``rt.order.LinearGrads`` (MLPs), sketched
+    for an ``order_spec`` like ``"grab:sketch=64"``."""
     data, model, loss_fn = problem(name, seed)
     X, y = data.X_train, data.y_train
-    order = rt.order.make(order_name, n=len(X), d=n_params(model), **order_options)
+    order_name, sketch = parse_order(order_spec)
+    recorder = make_recorder(model, sketch, seed) if factored or sketch else None
+    order = rt.order.make(order_name, n=len(X), d=n_params(model) if recorder is None else recorder.dim,
+                          **order_options)
     state = order.init(torch.Generator().manual_seed(seed))
     opt = torch.optim.SGD(model.parameters(), lr=setting.lr, momentum=setting.momentum,
                           weight_decay=setting.weight_decay)
@@ -145,7 +167,7 @@ def train(name: str, order_name: str, seed: int, setting: Setting, *, regularise
     losses, seconds = [measure()], []
     for _ in range(setting.epochs):
         t0 = time.perf_counter()
-        state = run_epoch(model, loss_fn, X, y, order, state, opt, setting.batch, factored=factored)
+        state = run_epoch(model, loss_fn, X, y, order, state, opt, setting.batch, recorder=recorder)
         seconds.append(time.perf_counter() - t0)
         losses.append(measure())
     return losses, seconds

@@ -16,7 +16,9 @@
 2. Sorter memory: ``order.state_bytes`` after one observed epoch (peak: the buffers are
    allocated at init and do not grow) against greedy herding's n x d table, over n and d.
 3. Seconds per epoch on the MLP, per-example gradients included, GraB / RR, the runs taking
-   turns epoch by epoch.  Claim: at most 1.3x.
+   turns epoch by epoch, at batch sizes 16, 64 and 256: formed per-example gradients
+   (``torch.func``), factored (``LinearGrads``) and sketched (``LinearGrads(sketch=64)``).
+   Claim: at most 1.3x.
 4. grab-sampler (PyPI) on the same problem (the digits MLP, same setting), run from its own
    virtual environment in a subprocess: loss curves (PNG) and seconds per epoch, next to ours.
 """
@@ -139,37 +141,50 @@ def figure2(args) -> dict:
 
 # ----------------------------------------------------------------------------- figure 3
 
-def figure3(args) -> dict:
-    setting = T.Setting()
-    runs = {}
-    for o in ("rr", "rr+per-example-grads", "grab", "pair", "grab+outer-product-grads", "grab+LinearGrads",
-              "pair+LinearGrads"):
+FIGURE3_RUNS = ("rr", "rr+per-example-grads", "grab", "pair", "grab+outer-product-grads", "grab+LinearGrads",
+                "pair+LinearGrads", "grab+LinearGrads:sketch=64", "pair+LinearGrads:sketch=64")
+FIGURE3_OTHER_BATCHES = ("rr", "grab+LinearGrads", "grab+LinearGrads:sketch=64", "pair+LinearGrads:sketch=64")
+
+
+def figure3_runs(batch: int, names) -> dict:
+    """Per run name ("ORDER[+HOW]"): its epoch function on the digits MLP at ``batch``, each run with
+    its own model, optimizer and order state (the same init for all)."""
+    setting = T.Setting(batch=batch)
+    fns = {}
+    for o in names:
         data, model, loss_fn = T.problem("mlp-digits", 0)
-        order = rt.order.make(o.split("+")[0], n=len(data.X_train), d=T.n_params(model))
+        name, _, how = o.partition("+")
+        recorder = T.make_recorder(model, T.parse_order(how)[1], 0) if how.startswith("LinearGrads") else None
+        order = rt.order.make(name, n=len(data.X_train), d=T.n_params(model) if recorder is None else recorder.dim)
         opt = torch.optim.SGD(model.parameters(), lr=setting.lr, momentum=setting.momentum,
                               weight_decay=setting.weight_decay)
-        runs[o] = [data, model, loss_fn, order, order.init(torch.Generator().manual_seed(0)), opt]
+        run = [order.init(torch.Generator().manual_seed(0))]
 
-    def epoch_of(o):
-        def go():
-            data, model, loss_fn, order, state, opt = runs[o]
-            runs[o][4] = T.run_epoch(model, loss_fn, data.X_train, data.y_train, order, state, opt, setting.batch,
-                                     per_example=True if o.endswith("-grads") else None,
-                                     grads_fn=T.linear_per_example_grads if "outer" in o else None,
-                                     factored=o.endswith("LinearGrads"))
-        return go
+        def go(data=data, model=model, loss_fn=loss_fn, order=order, opt=opt, recorder=recorder, run=run, o=o):
+            run[0] = T.run_epoch(model, loss_fn, data.X_train, data.y_train, order, run[0], opt, batch,
+                                 per_example=True if o.endswith("-grads") else None,
+                                 grads_fn=T.linear_per_example_grads if "outer" in o else None, recorder=recorder)
+        fns[o] = go
+    return fns
 
-    times = C.time_interleaved({o: epoch_of(o) for o in runs}, reps=args.reps, warmup=1)
-    med = {o: statistics.median(t) for o, t in times.items()}
-    rows = []
-    for o in runs:
-        r = C.paired_ratio(times[o], times["rr"])
-        rows.append([o, f"{med[o] * 1e3:.1f}", C.fmt_ratio(r),
-                     "" if o.startswith("rr") else ("met" if r <= TIME_TARGET else "not met")])
-    table = format_table(["order", "ms / epoch (median)", "ratio to rr (paired median)", f"<= {TIME_TARGET}x"], rows)
-    d = T.n_params(runs["rr"][1])
-    return {"table": table, "times_s": times, "n": len(runs["rr"][0].X_train), "d": d, "setting": vars(setting),
-            "reps": args.reps}
+
+def figure3(args) -> dict:
+    batches = [int(b) for b in args.fig3_batches.split(",")]
+    rows, times = [], {}
+    for batch in batches:
+        names = FIGURE3_RUNS if batch == T.Setting.batch else FIGURE3_OTHER_BATCHES
+        t = C.time_interleaved(figure3_runs(batch, names), reps=args.reps, warmup=1)
+        times[batch] = t
+        for o in names:
+            r = C.paired_ratio(t[o], t["rr"])
+            rows.append([batch, o, f"{statistics.median(t[o]) * 1e3:.1f}", C.fmt_ratio(r),
+                         "" if o.startswith("rr") else ("met" if r <= TIME_TARGET else "not met")])
+        print(f"  batch {batch} done", file=sys.stderr, flush=True)
+    table = format_table(["batch", "order", "ms / epoch (median)", "ratio to rr (paired median)",
+                          f"<= {TIME_TARGET}x"], rows)
+    data, model, _ = T.problem("mlp-digits", 0)
+    return {"table": table, "times_s": times, "n": len(data.X_train), "d": T.n_params(model),
+            "setting": vars(T.Setting()), "batches": batches, "reps": args.reps}
 
 
 # ----------------------------------------------------------------------------- figure 4
@@ -235,6 +250,7 @@ def main(argv=None) -> None:
     p.add_argument("--weight-decay", type=float, default=T.Setting.weight_decay, help="figure 1's weight decay")
     p.add_argument("--batch", type=C.positive_int, default=T.Setting.batch, help="figure 1's batch size")
     p.add_argument("--reps", type=C.positive_int, default=7)
+    p.add_argument("--fig3-batches", default="16,64,256", help="figure 3's batch sizes (64: every variant)")
     p.add_argument("--threads", type=C.positive_int, default=1)
     p.add_argument("--peer-python", default="/work/peer-grab/bin/python")
     p.add_argument("--peer-orders", default="rr,mean,pair")

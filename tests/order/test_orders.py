@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,8 +68,15 @@ def test_bad_input_names_the_argument(name):
             order.observe(state, perm[:3], torch.randn(3, D + 1))
         with pytest.raises(ValueError, match="Invalid grads"):
             order.observe(state, perm[:3], torch.randn(2, D))
-        with pytest.raises(ValueError, match="Invalid indices"):
-            order.observe(state, torch.tensor([0, N]), torch.randn(2, D))
+        for bad, value in ((torch.tensor([0, N]), N), (torch.tensor([-1, 0], dtype=torch.int32), -1),
+                           ([0, 1, N + 5], N + 5), (np.array([2, -3]), -3), (torch.tensor([0.0, 1.0]), None),
+                           (torch.tensor([[0, 1]]), None)):
+            match = "Invalid indices" if value is None else rf"Invalid indices: {value} \(example indices lie in"
+            with pytest.raises(ValueError, match=match):
+                order.observe(state, bad, torch.randn(np.asarray(bad).reshape(-1).size, D))
+        wide = torch.arange(6)[::2]  # a strided view of indices: read where it lies, never written
+        order.observe(state, wide, torch.randn(3, D))
+        assert wide.tolist() == [0, 2, 4]
 
 
 def test_make_rejects_unknown_names_and_options():

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._numba import njit
+
 
 def invalid(name: str, value, why: str) -> ValueError:
     """The project's ``ValueError`` for a bad argument."""
@@ -158,21 +160,27 @@ class Order:
         if isinstance(indices, Tensor):
             if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.ndim != 1:
                 raise invalid("indices", f"Tensor{list(indices.shape)} {indices.dtype}", "a 1-d integer tensor")
-            idx = indices.detach().to("cpu", torch.int64).numpy()
+            idx = indices if indices.dtype == torch.int64 and indices.is_cpu else indices.to("cpu", torch.int64)
+            idx = idx.numpy()  # integer tensors carry no gradient
         else:
             idx = np.asarray(indices)
             if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
                 raise invalid("indices", indices, "a 1-d sequence of integers")
             idx = idx.astype(np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.n):
-            bad = int(idx[(idx < 0) | (idx >= self.n)][0])
-            raise invalid("indices", bad, f"example indices lie in [0, {self.n})")
-        return np.ascontiguousarray(idx)
+        if not idx.flags.c_contiguous:
+            idx = np.ascontiguousarray(idx)
+        bad = _first_out_of_range(idx, self.n)
+        if bad >= 0:
+            raise invalid("indices", int(idx[bad]), f"example indices lie in [0, {self.n})")
+        return idx
 
     def _check_grads(self, grads, b: int):
+        d = getattr(self, "d", None)
+        if type(grads) is Tensor and grads.ndim == 2 and grads.shape[0] == b and grads.shape[1] == d \
+                and grads.dtype.is_floating_point:
+            return grads.detach() if grads.requires_grad else grads
         from .factored import FactoredGrads  # factored.py builds on this module
 
-        d = getattr(self, "d", None)
         if isinstance(grads, FactoredGrads):
             if grads.batch != b or grads.dim != d:
                 raise invalid("grads", grads, f"expected batch={b}, dim={d}: one gradient per index")
@@ -185,3 +193,12 @@ class Order:
         if not grads.dtype.is_floating_point:
             raise invalid("grads", grads.dtype, "a floating-point tensor")
         return grads.detach()
+
+
+@njit(cache=True)
+def _first_out_of_range(idx, n):
+    """The position of the first index outside [0, n), or -1 (one pass; the check of every observe)."""
+    for i in range(idx.shape[0]):
+        if idx[i] < 0 or idx[i] >= n:
+            return i
+    return -1

@@ -4,8 +4,10 @@ Each kernel updates the sorter's buffers in place.  Signs follow the balancing r
 (Lu, Guo & De Sa, NeurIPS 2022): the vector ``c`` joins the running sum ``s`` with ``+`` when
 ``<s, c> <= 0`` (that is ``||s + c|| <= ||s - c||``), else with ``-``; the probabilistic rule
 (Alweiss, Liu & Sawhney, STOC 2021) takes ``+`` when ``u <= 1/2 - <s, c> / (2 c_scale)`` for a
-uniform ``u``.  Examples already seen this epoch (``seen[j]``) are skipped.  Sums and dot
-products are float64, in index order.  The slow references are in ``_reference.py``.
+uniform ``u``.  Examples already seen this epoch (``seen[j]``) are skipped.  Sums are float64
+in index order; dot products float64 in four interleaved partial sums (a fixed order, so the
+same bits on every machine, and a dependency chain a quarter as long).  The slow references
+are in ``_reference.py``.
 """
 from __future__ import annotations
 
@@ -21,6 +23,24 @@ def _plus(dot, uniforms, i, c_scale):
     return uniforms[i] <= 0.5 - dot / (2.0 * c_scale)
 
 
+@njit(cache=True, inline="always")
+def _dot_centered(u, x, y):
+    """``Σ_k u[k] (x[k] - y[k])`` in float64: partial sums over k mod 4, added as (0 + 1) + (2 + 3)."""
+    d = u.shape[0]
+    a0 = a1 = a2 = a3 = 0.0
+    k = 0
+    while k + 4 <= d:
+        a0 += u[k] * (x[k] - y[k])
+        a1 += u[k + 1] * (x[k + 1] - y[k + 1])
+        a2 += u[k + 2] * (x[k + 2] - y[k + 2])
+        a3 += u[k + 3] * (x[k + 3] - y[k + 3])
+        k += 4
+    while k < d:
+        a0 += u[k] * (x[k] - y[k])
+        k += 1
+    return (a0 + a1) + (a2 + a3)
+
+
 @njit(cache=True)
 def mean_balance_(grads, idx, center, s, next_sum, seen, slots, ptr, uniforms, c_scale):
     """Mean balance: ``c = g - center``; ``+`` sends the example to the front (``slots[ptr[0]]``,
@@ -32,9 +52,7 @@ def mean_balance_(grads, idx, center, s, next_sum, seen, slots, ptr, uniforms, c
         if seen[j]:
             continue
         seen[j] = 1
-        dot = 0.0
-        for k in range(d):
-            dot += s[k] * (grads[i, k] - center[k])
+        dot = _dot_centered(s, grads[i], center)
         sign = 1.0 if _plus(dot, uniforms, i, c_scale) else -1.0
         for k in range(d):
             g = grads[i, k]
@@ -65,9 +83,7 @@ def pair_balance_(grads, idx, s, pending, pending_idx, seen, slots, ptr, uniform
                 pending[k] = grads[i, k]
             pending_idx[0] = j
             continue
-        dot = 0.0
-        for k in range(d):
-            dot += s[k] * (pending[k] - grads[i, k])
+        dot = _dot_centered(s, pending, grads[i])
         plus = _plus(dot, uniforms, i, c_scale)
         sign = 1.0 if plus else -1.0
         for k in range(d):
@@ -99,9 +115,7 @@ def recursive_balance_(grads, idx, center, acc, next_sum, seen, group, seq, ptr,
         node = 0
         neg = 0
         for level in range(depth + 1):
-            dot = 0.0
-            for k in range(d):
-                dot += acc[node, k] * (grads[i, k] - center[k])
+            dot = _dot_centered(acc[node], grads[i], center)
             sign = 1.0 if dot <= 0.0 else -1.0
             for k in range(d):
                 acc[node, k] += sign * (grads[i, k] - center[k])
@@ -227,3 +241,27 @@ def gram_tree_signs(u, gram, depth):
         leaf[k] = node - ((1 << depth) - 1)
         negative[k] = neg
     return weights, leaf, negative
+
+
+@njit(cache=True)
+def kron_sketches(dzs, inputs, ps, qs, q_biases, scale, z):
+    """The Kronecker sketches of ``nn.Linear`` layers' per-example gradients, one layer after
+    another along ``z``'s columns: layer l's gradient of example i, ``scale · δ_i [a_i, 1]ᵀ``,
+    becomes ``(scale · δ_i p) ⊗ (a_i q + q_bias)``, row-major (``p`` [o, k1], ``q`` [in, k2],
+    ``q_bias`` [k2]: the map's bias column, zeros for a layer without one; a bias-only block
+    passes ``a`` [b, 0], ``q`` [0, 1] and ``q_bias = [1]``).  The products are BLAS calls, so a
+    step costs O(b (o k1 + in k2 + k1 k2)) a layer and no per-example gradient is formed."""
+    b = z.shape[0]
+    col = 0
+    for layer in range(len(dzs)):
+        p, q, q_bias = ps[layer], qs[layer], q_biases[layer]
+        k1, k2 = p.shape[1], q.shape[1]
+        u = np.dot(dzs[layer], p)
+        v = np.dot(inputs[layer], q) if q.shape[0] else np.zeros((b, k2), dtype=z.dtype)
+        for i in range(b):
+            for r in range(k1):
+                ur = scale * u[i, r]
+                base = col + r * k2
+                for c in range(k2):
+                    z[i, base + c] = ur * (v[i, c] + q_bias[c])
+        col += k1 * k2

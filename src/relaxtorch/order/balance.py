@@ -96,7 +96,10 @@ class _Balancing(Order):
             grads = project(self.projection, state.buffers, grads)
         if grads.dtype not in (torch.float32, torch.float64):
             grads = grads.to(torch.float32)
-        return np.ascontiguousarray(grads.to("cpu").numpy())
+        if not grads.is_cpu:
+            grads = grads.cpu()
+        array = grads.numpy()
+        return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
     def _next(self, state: OrderState) -> Tensor:
         if state.perm is None:

@@ -25,6 +25,13 @@ from ._base import check_positive_int, invalid
 PROJECTIONS = ("sparse_jl", "kronecker")
 
 
+def kronecker_shape(dim: int) -> tuple[int, int]:
+    """``(dim1, dim2)``, the factors' sizes of a Kronecker map to at least ``dim`` numbers:
+    ``dim1 = ceil(sqrt(dim))``, ``dim2 = ceil(dim / dim1)``."""
+    dim1 = math.isqrt(dim - 1) + 1
+    return dim1, -(-dim // dim1)
+
+
 def projected_dim(kind: str | None, d: int, dim: int | None) -> int:
     """The dimension a sorter balances for ``kind`` (None: ``d``)."""
     if kind is None:
@@ -35,8 +42,8 @@ def projected_dim(kind: str | None, d: int, dim: int | None) -> int:
         raise invalid("dim", dim, f"the target dimension of the {kind!r} projection")
     dim = check_positive_int("dim", dim)
     if kind == "kronecker":
-        dim1 = math.isqrt(dim - 1) + 1
-        return dim1 * -(-dim // dim1)
+        dim1, dim2 = kronecker_shape(dim)
+        return dim1 * dim2
     return dim
 
 
@@ -46,10 +53,8 @@ def make_projection(kind: str, d: int, dim: int, generator: torch.Generator, *, 
         buckets = torch.randint(0, dim, (s, d), generator=generator)
         signs = torch.randint(0, 2, (s, d), generator=generator).to(torch.float32).mul_(2).sub_(1)
         return {"proj_buckets": buckets, "proj_signs": signs.div_(math.sqrt(s)), "proj_dim": dim}
-    d1 = math.isqrt(d - 1) + 1
-    d2 = -(-d // d1)
-    dim1 = math.isqrt(dim - 1) + 1
-    dim2 = -(-dim // dim1)
+    d1, d2 = kronecker_shape(d)
+    dim1, dim2 = kronecker_shape(dim)
     a = torch.randn(dim1, d1, generator=generator).div_(math.sqrt(dim1))
     b = torch.randn(dim2, d2, generator=generator).div_(math.sqrt(dim2))
     return {"proj_a": a, "proj_b": b}

@@ -1,9 +1,17 @@
-"""Record per-example gradients of ``nn.Linear`` layers, factored, from an ordinary training step.
+"""Record per-example gradients of ``nn.Linear`` layers, factored or sketched, from an ordinary
+training step.
 
 A forward hook keeps each layer's input ``a`` and a tensor hook its output's gradient ``δ``
-during the step's own ``loss.backward()``; ``grads()`` then hands a balancing order the
-:class:`~relaxtorch.order.factored.FactoredGrads` of the step.  Nothing is recomputed and no
-per-example gradient is formed, so GraB costs little more than the step itself.
+during the step's own ``loss.backward()``; ``grads()`` then hands a balancing order the step's
+per-example gradients.  Nothing is recomputed and no per-example gradient is formed:
+
+- exact (``sketch=None``): a :class:`~relaxtorch.order.factored.FactoredGrads`, balanced through
+  b x b Gram matrices (O(b·d) multiply-adds a step, about the step's own cost);
+- sketched (``sketch=k``): each layer's gradients ``δ_i [a_i, 1]ᵀ`` mapped to ``k`` numbers by a
+  Kronecker product of two Gaussian maps, ``(Pᵀδ_i) ⊗ (Qᵀ[a_i, 1])`` (the tensor random projection
+  of Sun, Guo, Tropp & Udell, ICML 2021, applied to the factors): O(b (o + in) √k) a step.  Inner
+  products of sketches are unbiased estimates of the gradients' (E[PPᵀ] = E[QQᵀ] = I, P and Q
+  independent), so GraB balances them as it would the gradients, up to the sketch's noise.
 
 Every trainable parameter must be the weight or bias of an ``nn.Linear`` that sees inputs of
 shape [batch, features] once per step (an MLP; activations, dropout and other parameter-free
@@ -11,11 +19,16 @@ modules are free).  Other models take :func:`~relaxtorch.order.grads.per_example
 """
 from __future__ import annotations
 
-from torch import Tensor, nn
-import torch
+import math
 
-from ._base import invalid
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import _kernels
+from ._base import check_generator, check_positive_int, invalid
 from .factored import Dense, FactoredGrads, Outer
+from .projection import kronecker_shape
 
 REDUCTIONS = ("mean", "sum")
 
@@ -40,12 +53,29 @@ def _linear_params(model: nn.Module) -> list[tuple[nn.Linear, str]]:
     return out
 
 
+def _layout(params: list[tuple[nn.Linear, str]]) -> list[tuple[nn.Linear, bool, bool]]:
+    """The gradient's blocks in parameter order: (layer, has its weight, has its bias); a bias
+    right after its layer's weight joins the weight's block."""
+    blocks = []
+    for k, (module, p_name) in enumerate(params):
+        if p_name == "bias" and k and params[k - 1] == (module, "weight"):
+            continue
+        if p_name == "weight":
+            blocks.append((module, True, k + 1 < len(params) and params[k + 1] == (module, "bias")))
+        else:
+            blocks.append((module, False, True))
+    return blocks
+
+
 class LinearGrads:
-    """A context that records a step's per-example gradients of an MLP in factored form.
+    """A context that records a step's per-example gradients of an MLP, factored or sketched.
 
     ``reduction``: how the step's loss combines the examples' losses (``"mean"``, as
     ``F.cross_entropy``, or ``"sum"``); ``grads()`` returns the gradient of each example's own
-    loss, as :func:`per_example_grads` does.
+    loss, as :func:`per_example_grads` does: a :class:`FactoredGrads` of length ``dim`` (the
+    trainable parameters' count), or with ``sketch=k`` a Tensor [b, dim] of per-layer Kronecker
+    sketches, ``k`` numbers (rounded up to ``k1 * k2``) a layer, drawn once from ``generator``
+    (None: torch's default generator).  Build the order with ``d=recorder.dim``.
 
     >>> model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     >>> x, y = torch.randn(5, 3), torch.tensor([0, 1, 1, 0, 1])
@@ -57,19 +87,52 @@ class LinearGrads:
     >>> from relaxtorch.order import per_example_grads
     >>> torch.allclose(grads.dense(), per_example_grads(model, nn.functional.cross_entropy, x, y)[1], atol=1e-6)
     True
+    >>> sketched = LinearGrads(model, sketch=16, generator=torch.Generator().manual_seed(0))
+    >>> with sketched:
+    ...     nn.functional.cross_entropy(model(x), y).backward()
+    >>> sketched.dim, sketched.grads().shape
+    (32, torch.Size([5, 32]))
     """
 
-    def __init__(self, model: nn.Module, *, reduction: str = "mean"):
+    def __init__(self, model: nn.Module, *, reduction: str = "mean", sketch: int | None = None,
+                 generator: torch.Generator | None = None):
         if not isinstance(model, nn.Module):
             raise invalid("model", type(model).__name__, "a torch.nn.Module")
         if reduction not in REDUCTIONS:
             raise invalid("reduction", reduction, f"one of {', '.join(map(repr, REDUCTIONS))}")
+        if sketch is not None:
+            sketch = check_positive_int("sketch", sketch)
+        if generator is not None:
+            check_generator(generator)
         self.reduction = reduction
+        self.sketch = sketch
         self._model = model
         self._params = _linear_params(model)
-        self._layers = list(dict.fromkeys(m for m, _ in self._params))
+        self._blocks_layout = _layout(self._params)
+        self._layers = list(dict.fromkeys(m for m, _, _ in self._blocks_layout))
+        self._batchnorms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self._maps = None if sketch is None else [self._draw_map(block, sketch, generator)
+                                                  for block in self._blocks_layout]
+        self._maps_in: dict = {}  # the maps in the dtype of the recorded steps, made on first use
+        self.dim = (sum(getattr(m, name).numel() for m, name in self._params) if sketch is None else
+                    sum(p.shape[1] * q.shape[1] for p, q, _ in self._maps))
         self._handles: list = []
         self._clear()
+
+    @staticmethod
+    def _draw_map(block, k: int, generator) -> tuple[Tensor, Tensor, Tensor]:
+        """A block's Gaussian factors (float64): P [o, k1] and Q [in, k2] with entries of variance
+        1/k1 and 1/k2, and Q's bias column [k2]; a bias-only block maps δ by P [o, k1 k2] alone."""
+        module, weight, bias = block
+        o, n_in = module.out_features, module.in_features
+        k1, k2 = kronecker_shape(k)
+        if not weight:
+            k1, k2, n_in = k1 * k2, 1, 0
+        p = torch.randn(o, k1, generator=generator, dtype=torch.float64).div_(math.sqrt(k1))
+        if not weight:
+            return p, torch.zeros(0, 1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+        q = torch.randn(n_in + bias, k2, generator=generator, dtype=torch.float64).div_(math.sqrt(k2))
+        return p, q[:n_in], q[n_in] if bias else torch.zeros(k2, dtype=torch.float64)
 
     def _clear(self) -> None:
         self._inputs: dict = {}
@@ -89,51 +152,82 @@ class LinearGrads:
         self._handles = []
 
     def _forward(self, module: nn.Module, inputs, output: Tensor) -> None:
-        if not (torch.is_grad_enabled() and isinstance(output, Tensor) and output.requires_grad):
+        if not (isinstance(output, Tensor) and output.requires_grad and torch.is_grad_enabled()):
             return  # an evaluation pass: nothing to balance
-        self._calls[module] = self._calls.get(module, 0) + 1
+        calls = self._calls
+        calls[module] = calls.get(module, 0) + 1
         self._inputs[module] = inputs[0].detach()
+        dz = self._dz
+        output.register_hook(lambda grad: dz.__setitem__(module, grad.detach()))
 
-        def keep(grad: Tensor, module=module) -> None:
-            self._dz[module] = grad.detach()
-        output.register_hook(keep)
-
-    def grads(self) -> FactoredGrads:
+    def grads(self) -> FactoredGrads | Tensor:
         """The recorded step's per-example gradients (trainable parameters in ``model.parameters()``
-        order); clears the record for the next step (also when it raises)."""
+        order): a FactoredGrads, or their sketches [b, dim] with ``sketch``; clears the record for
+        the next step (also when it raises)."""
         try:
-            return FactoredGrads(self._blocks())
+            return self._factored() if self._maps is None else self._sketched()
         finally:
             self._clear()
 
-    def _blocks(self) -> list:
-        for m in self._model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training:
+    def _recorded(self, module: nn.Module) -> tuple[Tensor, Tensor]:
+        """The step's (input, output gradient) of ``module``, or the reason it has none."""
+        calls = self._calls.get(module, 0)
+        if calls != 1:
+            why = ("no forward pass with gradients was recorded since the last grads()" if calls == 0 else
+                   f"it ran {calls} times in one step (a shared layer or a second forward pass): its "
+                   "per-example gradient is no longer one outer product; use per_example_grads")
+            raise RuntimeError(f"LinearGrads: layer {module!r}: {why}")
+        if module not in self._dz:
+            raise RuntimeError(f"LinearGrads: layer {module!r}: backward() has not reached it; "
+                               "call loss.backward() inside the `with` block before grads()")
+        a = self._inputs[module]
+        if a.ndim != 2:
+            raise invalid("inputs", f"Tensor{list(a.shape)} into {module!r}",
+                          "LinearGrads takes [batch, features] inputs; use per_example_grads for sequences")
+        return a, self._dz[module]
+
+    def _check_batchnorm(self) -> None:
+        for m in self._batchnorms:
+            if m.training:
                 raise invalid("model", f"{type(m).__name__} in train mode",
                               "batch statistics couple the examples, so a layer's output gradient is not "
                               "one example's; use per_example_grads")
+
+    def _factored(self) -> FactoredGrads:
+        self._check_batchnorm()
         blocks = []
-        for k, (module, p_name) in enumerate(self._params):
-            if p_name == "bias" and k and self._params[k - 1] == (module, "weight"):
-                continue  # joined to the weight's block
-            calls = self._calls.get(module, 0)
-            if calls != 1:
-                why = ("no forward pass with gradients was recorded since the last grads()" if calls == 0 else
-                       f"it ran {calls} times in one step (a shared layer or a second forward pass): its "
-                       "per-example gradient is no longer one outer product; use per_example_grads")
-                raise RuntimeError(f"LinearGrads: layer {module!r}: {why}")
-            if module not in self._dz:
-                raise RuntimeError(f"LinearGrads: layer {module!r}: backward() has not reached it; "
-                                   "call loss.backward() inside the `with` block before grads()")
-            a, dz = self._inputs[module], self._dz[module]
-            if a.ndim != 2:
-                raise invalid("inputs", f"Tensor{list(a.shape)} into {module!r}",
-                              "LinearGrads takes [batch, features] inputs; use per_example_grads for sequences")
+        for module, weight, bias in self._blocks_layout:
+            a, dz = self._recorded(module)
             if self.reduction == "mean":
                 dz = dz * dz.shape[0]
-            with_bias = k + 1 < len(self._params) and self._params[k + 1] == (module, "bias")
-            blocks.append(Outer(dz, a, bias=with_bias) if p_name == "weight" else Dense(dz))
-        return blocks
+            blocks.append(Outer(dz, a, bias=bias) if weight else Dense(dz))
+        return FactoredGrads(blocks)
+
+    def _sketched(self) -> Tensor:
+        self._check_batchnorm()
+        dzs, inputs = [], []
+        for module, weight, _ in self._blocks_layout:
+            a, dz = self._recorded(module)
+            dzs.append(dz)
+            inputs.append(a if weight else None)
+        dtype = dzs[0].dtype if dzs[0].dtype in (torch.float32, torch.float64) else torch.float32
+        maps = self._maps_in.get(dtype)
+        if maps is None:
+            maps = self._maps_in[dtype] = tuple(tuple(np.ascontiguousarray(t.to(dtype).numpy()) for t in part)
+                                                for part in zip(*self._maps))
+        b = dzs[0].shape[0]
+        z = np.empty((b, self.dim), dtype=maps[0][0].dtype)
+        _kernels.kron_sketches(tuple(_host(dz, dtype) for dz in dzs),
+                               tuple(np.zeros((b, 0), z.dtype) if a is None else _host(a, dtype) for a in inputs),
+                               *maps, float(b) if self.reduction == "mean" else 1.0, z)
+        return torch.from_numpy(z)
+
+
+def _host(t: Tensor, dtype: torch.dtype) -> np.ndarray:
+    """``t`` as a C-contiguous NumPy array of ``dtype`` on the CPU (no copy when it already is)."""
+    if t.dtype == dtype and t.is_cpu and t.is_contiguous():
+        return t.numpy()
+    return t.to("cpu", dtype).contiguous().numpy()
 
 
 def _factorable(model: nn.Module) -> bool:
