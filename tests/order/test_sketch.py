@@ -181,3 +181,19 @@ def test_bad_sketch_arguments_are_refused():
         nn.functional.cross_entropy(model(torch.randn(2, 6, dtype=F64)), torch.tensor([0, 1])).backward()
     with pytest.raises(ValueError, match="Invalid grads"):
         order.observe(state, torch.tensor([0, 1]), rec.grads())
+
+
+def test_a_backward_pass_with_create_graph_records_the_same_gradients():
+    model = _model()
+    gen = torch.Generator().manual_seed(12)
+    x, y = torch.randn(5, 6, dtype=F64, generator=gen), torch.randint(3, (5,), generator=gen)
+    plain = _record(rto.LinearGrads(model, sketch=9, generator=torch.Generator().manual_seed(0)), model, x, y)
+    rec = rto.LinearGrads(model, sketch=9, generator=torch.Generator().manual_seed(0))
+    params = [p for p in model.parameters() if p.requires_grad]
+    with rec:  # gradients that carry a graph (a second-order method's pass)
+        torch.autograd.grad(nn.functional.cross_entropy(model(x), y), params, create_graph=True)
+    torch.testing.assert_close(rec.grads(), plain, rtol=1e-12, atol=1e-14)
+    exact = rto.LinearGrads(model)
+    with exact:
+        torch.autograd.grad(nn.functional.cross_entropy(model(x), y), params, create_graph=True)
+    torch.testing.assert_close(exact.grads().dense(), _formed(model, x, y))

@@ -109,6 +109,8 @@ class LinearGrads:
         self._model = model
         self._params = _linear_params(model)
         self._blocks_layout = _layout(self._params)
+        self._block_modules = [m for m, _, _ in self._blocks_layout]
+        self._block_weights = [weight for _, weight, _ in self._blocks_layout]
         self._layers = list(dict.fromkeys(m for m, _, _ in self._blocks_layout))
         self._batchnorms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self._maps = None if sketch is None else [self._draw_map(block, sketch, generator)
@@ -158,7 +160,9 @@ class LinearGrads:
         calls[module] = calls.get(module, 0) + 1
         self._inputs[module] = inputs[0].detach()
         dz = self._dz
-        output.register_hook(lambda grad: dz.__setitem__(module, grad.detach()))
+        # the gradient reaching the layer's own node: its output's before any in-place op after it
+        # (a ReLU(inplace=True)); a hook on the node costs less than one on the tensor
+        output.grad_fn.register_prehook(lambda grads: dz.__setitem__(module, grads[0]))
 
     def grads(self) -> FactoredGrads | Tensor:
         """The recorded step's per-example gradients (trainable parameters in ``model.parameters()``
@@ -184,7 +188,8 @@ class LinearGrads:
         if a.ndim != 2:
             raise invalid("inputs", f"Tensor{list(a.shape)} into {module!r}",
                           "LinearGrads takes [batch, features] inputs; use per_example_grads for sequences")
-        return a, self._dz[module]
+        dz = self._dz[module]
+        return a, dz.detach() if dz.requires_grad else dz  # (create_graph=True)
 
     def _check_batchnorm(self) -> None:
         for m in self._batchnorms:
@@ -204,22 +209,21 @@ class LinearGrads:
         return FactoredGrads(blocks)
 
     def _sketched(self) -> Tensor:
-        self._check_batchnorm()
-        dzs, inputs = [], []
-        for module, weight, _ in self._blocks_layout:
-            a, dz = self._recorded(module)
-            dzs.append(dz)
-            inputs.append(a if weight else None)
-        dtype = dzs[0].dtype if dzs[0].dtype in (torch.float32, torch.float64) else torch.float32
+        if self._batchnorms:
+            self._check_batchnorm()
+        recorded = [self._recorded(module) for module in self._block_modules]
+        dz0 = recorded[0][1]
+        dtype = dz0.dtype if dz0.dtype in (torch.float32, torch.float64) else torch.float32
         maps = self._maps_in.get(dtype)
         if maps is None:
             maps = self._maps_in[dtype] = tuple(tuple(np.ascontiguousarray(t.to(dtype).numpy()) for t in part)
                                                 for part in zip(*self._maps))
-        b = dzs[0].shape[0]
+        b = dz0.shape[0]
         z = np.empty((b, self.dim), dtype=maps[0][0].dtype)
-        _kernels.kron_sketches(tuple(_host(dz, dtype) for dz in dzs),
-                               tuple(np.zeros((b, 0), z.dtype) if a is None else _host(a, dtype) for a in inputs),
-                               *maps, float(b) if self.reduction == "mean" else 1.0, z)
+        dzs = tuple([_host(dz, dtype) for _, dz in recorded])
+        inputs = tuple([_host(a, dtype) if weight else np.zeros((b, 0), z.dtype)  # a bias block: P alone
+                        for (a, _), weight in zip(recorded, self._block_weights)])
+        _kernels.kron_sketches(dzs, inputs, *maps, float(b) if self.reduction == "mean" else 1.0, z)
         return torch.from_numpy(z)
 
 
