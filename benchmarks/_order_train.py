@@ -130,15 +130,9 @@ def optimum(name: str, weight_decay: float) -> float | None:
 
 
 def parse_order(spec: str) -> tuple[str, int | None]:
-    """An order of the benchmarks' command lines: ``"grab"`` -> ("grab", None); ``"grab:sketch=64"``
-    -> ("grab", 64), GraB on ``LinearGrads(sketch=64)``'s per-layer sketches."""
-    name, _, option = spec.partition(":")
-    if not option:
-        return name, None
-    key, _, value = option.partition("=")
-    if key != "sketch" or not value.isdigit() or int(value) < 1:
-        raise ValueError(f"Invalid order {spec!r} (expected NAME or NAME:sketch=K with an integer K >= 1)")
-    return name, int(value)
+    """An order of the benchmarks' command lines (``rt.order.parse_spec``): ``"grab"`` -> ("grab", None);
+    ``"grab:sketch=64"`` -> ("grab", 64), GraB on ``LinearGrads(sketch=64)``'s per-layer sketches."""
+    return rt.order.parse_spec(spec)
 
 
 def make_recorder(model, sketch: int | None, seed: int):

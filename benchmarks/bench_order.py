@@ -154,7 +154,8 @@ def figure3_runs(batch: int, names) -> dict:
     for o in names:
         data, model, loss_fn = T.problem("mlp-digits", 0)
         name, _, how = o.partition("+")
-        recorder = T.make_recorder(model, T.parse_order(how)[1], 0) if how.startswith("LinearGrads") else None
+        sketch = T.parse_order(f"{name}{how[len('LinearGrads'):]}")[1] if how.startswith("LinearGrads") else None
+        recorder = T.make_recorder(model, sketch, 0) if how.startswith("LinearGrads") else None
         order = rt.order.make(name, n=len(data.X_train), d=T.n_params(model) if recorder is None else recorder.dim)
         opt = torch.optim.SGD(model.parameters(), lr=setting.lr, momentum=setting.momentum,
                               weight_decay=setting.weight_decay)

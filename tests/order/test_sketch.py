@@ -164,7 +164,7 @@ def test_grab_on_sketches_balances_the_true_gradients():
 
 def test_bad_sketch_arguments_are_refused():
     model = _model()
-    for bad in (0, -3, 2.5, True, "64"):
+    for bad in (0, -3, 2.5, True, "64", 10**9):
         with pytest.raises(ValueError, match="Invalid sketch"):
             rto.LinearGrads(model, sketch=bad)
     with pytest.raises(ValueError, match="Invalid generator"):
@@ -197,3 +197,11 @@ def test_a_backward_pass_with_create_graph_records_the_same_gradients():
     with exact:
         torch.autograd.grad(nn.functional.cross_entropy(model(x), y), params, create_graph=True)
     torch.testing.assert_close(exact.grads().dense(), _formed(model, x, y))
+
+
+def test_order_specs_name_a_sketch():
+    assert rto.parse_spec("grab") == ("grab", None) and rto.parse_spec("pair:sketch=64") == ("pair", 64)
+    for bad, why in (("grub", "known orders"), ("rr:sketch=4", "does not balance"), ("grab:sketch=0", "sketch=K"),
+                     ("grab:sketch=x", "sketch=K"), ("grab:dim=4", "the only option"), (4, "a string")):
+        with pytest.raises(ValueError, match=f"Invalid order.*{why}"):
+            rto.parse_spec(bad)

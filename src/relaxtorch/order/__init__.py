@@ -16,10 +16,10 @@ from .factored import FactoredGrads
 from .grads import per_example_grads, set_grads_
 from .projection import PROJECTIONS
 from .recorder import LinearGrads, example_grads
-from .registry import ORDERS, make
+from .registry import ORDERS, make, parse_spec
 from .sampler import OrderSampler, WithIndices
 from .simple import Blocks, FlipFlop, RandomReshuffling, Sequential, ShuffleOnce
 
 __all__ = ["ORDERS", "PROJECTIONS", "Blocks", "CDGraB", "FactoredGrads", "FlipFlop", "GraB", "Herding", "LinearGrads", "Order", "OrderSampler", "OrderState",
            "PairBalance", "ProbBalance", "RandomReshuffling", "RecursiveBalance", "Sequential", "ShuffleOnce",
-           "WithIndices", "example_grads", "make", "per_example_grads", "set_grads_"]
+           "WithIndices", "example_grads", "make", "parse_spec", "per_example_grads", "set_grads_"]

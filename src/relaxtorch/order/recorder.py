@@ -31,6 +31,7 @@ from .factored import Dense, FactoredGrads, Outer
 from .projection import kronecker_shape
 
 REDUCTIONS = ("mean", "sum")
+MAX_SKETCH = 1 << 20
 
 
 def _linear_params(model: nn.Module) -> list[tuple[nn.Linear, str]]:
@@ -102,6 +103,9 @@ class LinearGrads:
             raise invalid("reduction", reduction, f"one of {', '.join(map(repr, REDUCTIONS))}")
         if sketch is not None:
             sketch = check_positive_int("sketch", sketch)
+            if sketch > MAX_SKETCH:
+                raise invalid("sketch", sketch, f"at most {MAX_SKETCH} numbers a layer: a sketch is meant to be "
+                                                "far smaller than the gradient it stands for")
         if generator is not None:
             check_generator(generator)
         self.reduction = reduction
@@ -242,18 +246,26 @@ def _factorable(model: nn.Module) -> bool:
     return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
 
 
-def example_grads(model: nn.Module, loss_fn, inputs: Tensor, targets: Tensor):
+def example_grads(model: nn.Module, loss_fn, inputs: Tensor, targets: Tensor, *, recorder: LinearGrads | None = None):
     """The per-example gradients of a batch at the model's weights, for ``order.observe``: factored
     (one forward and backward pass under :class:`LinearGrads`, nothing formed) when the model is
     an MLP of ``nn.Linear`` layers with [batch, features] inputs, else the tensor of
-    :func:`~relaxtorch.order.grads.per_example_grads`.  Leaves every ``.grad`` as it was.
+    :func:`~relaxtorch.order.grads.per_example_grads`.  ``recorder``: a :class:`LinearGrads` of
+    ``model`` kept across steps (a sketching one: its maps must stay the same), whose ``grads()``
+    this returns.  Leaves every ``.grad`` as it was.
 
     >>> model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     >>> example_grads(model, nn.functional.cross_entropy, torch.randn(5, 3), torch.tensor([0, 1, 1, 0, 1]))
     FactoredGrads(batch=5, dim=26, blocks=2)
     """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recorder is not None:
+        if not isinstance(recorder, LinearGrads) or recorder._model is not model:
+            raise invalid("recorder", recorder, "a LinearGrads built on this model")
+        with torch.enable_grad(), recorder:
+            torch.autograd.grad(loss_fn(model(inputs), targets), params, allow_unused=True)
+        return recorder.grads()
     if _factorable(model) and inputs.ndim == 2:
-        params = [p for p in model.parameters() if p.requires_grad]
         with torch.enable_grad(), LinearGrads(model) as rec:
             torch.autograd.grad(loss_fn(model(inputs), targets), params, allow_unused=True)
         try:

@@ -1,4 +1,5 @@
-"""``ORDERS`` (name -> class) and ``make(name, n, d=None, **options)``."""
+"""``ORDERS`` (name -> class), ``make(name, n, d=None, **options)`` and ``parse_spec``, the orders
+as the jobs' configs and the benchmarks' command lines name them."""
 from __future__ import annotations
 
 from ._base import Order, invalid
@@ -28,3 +29,27 @@ def make(name: str, n: int, d: int | None = None, **options) -> Order:
         return cls(n, d, **options) if cls.needs_gradients else cls(n, **options)
     except TypeError as exc:  # an option the order does not take
         raise invalid("options", options, f"{name!r}: {exc}") from None
+
+
+def parse_spec(spec) -> tuple[str, int | None]:
+    """An order as configs name it: ``"grab"`` -> ("grab", None); ``"grab:sketch=64"`` -> ("grab", 64),
+    the order balancing :class:`~relaxtorch.order.LinearGrads`'s per-layer sketches of 64 numbers.
+
+    >>> parse_spec("pair:sketch=64")
+    ('pair', 64)
+    """
+    from .recorder import MAX_SKETCH
+
+    if not isinstance(spec, str):
+        raise invalid("order", spec, "a string: NAME or NAME:sketch=K")
+    name, colon, option = spec.partition(":")
+    if name not in ORDERS:
+        raise invalid("order", spec, f"known orders: {', '.join(ORDERS)}")
+    if not colon:
+        return name, None
+    key, _, value = option.partition("=")
+    if key != "sketch" or not value.isdigit() or not 1 <= int(value) <= MAX_SKETCH:
+        raise invalid("order", spec, f"the only option is sketch=K, an integer in [1, {MAX_SKETCH}]")
+    if not ORDERS[name].needs_gradients:
+        raise invalid("order", spec, f"{name!r} does not balance gradients, so it has nothing to sketch")
+    return name, int(value)

@@ -95,6 +95,43 @@ def test_a_balancing_order_is_the_plain_loop_with_that_order():
     assert rr.order_bytes == 8 * 64  # random reshuffling holds its permutation only
 
 
+def test_a_sketched_order_is_the_plain_loop_with_a_sketching_recorder():
+    """``order="pair:sketch=16"``: the loop above with pair balance observing LinearGrads(sketch=16)'s
+    per-layer sketches (maps drawn from the run's seed), the same permutations and weights."""
+    from relaxtorch import order as rto
+    data = load_dataset("digits").subsample(64)
+    hp = Hyper(epochs=3, batch_size=16, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    result = RUNNERS["sgd"](build_model("mlp", data, generator(0, "model")), data, PRECISIONS["fp32"], hp, seed=5,
+                            order="pair:sketch=16")
+    model = build_model("mlp", data, generator(0, "model"))
+    probe = build_model("mlp", data, generator(0, "model"))
+    recorder = rto.LinearGrads(probe, sketch=16, generator=generator(5, "order", "sketch"))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    order = rto.PairBalance(64, recorder.dim)
+    state = order.init(generator(5, "order"))
+    for _ in range(3):
+        perm, state = order.epoch(state)
+        for i in range(0, 64, 16):
+            idx = perm[i:i + 16]
+            x, y = data.X_train[idx], data.y_train[idx]
+            with torch.no_grad():
+                for p, q in zip(probe.parameters(), model.parameters()):
+                    p.copy_(q)
+            with recorder:
+                data_loss(probe(x), y, data).backward()
+            state = order.observe(state, idx, recorder.grads())
+            opt.zero_grad()
+            (data_loss(model(x), y, data) + l2(model, 1e-3)).backward()
+            opt.step()
+    with torch.no_grad():
+        loss = float(data_loss(model(data.X_train), data.y_train, data) + l2(model, 1e-3))
+    assert result.history[-1]["train_loss"] == loss
+    exact = RUNNERS["sgd"](build_model("mlp", data, generator(0, "model")), data, PRECISIONS["fp32"], hp, seed=5,
+                           order="pair")
+    assert exact.history[-1]["train_loss"] != loss  # the sketch changed the order, so the weights
+    assert result.order_bytes < exact.order_bytes  # the sorter's sums hold 2 x 16 numbers, not d
+
+
 def test_swalp_evaluates_the_average_and_recomputes_batch_norm():
     data = load_dataset("digits").subsample(96)
     hp = Hyper(epochs=4, batch_size=16, swa_start=0.5)

@@ -152,6 +152,14 @@ def test_an_order_axis_reports_each_orders_cost_next_to_its_loss(tmp_path, capsy
     header = next(line for line in table.splitlines() if line.startswith("| model"))
     assert "order" in header and "sort s" in header and "order state" in header
     assert (tmp_path / "out" / "order_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a sketched order is one more value of the axis, reported under its name
+    sketched = run_sweep(parse({"sweep": {"pairs": ["logreg/breast_cancer"], "algorithms": ["sgd"],
+                                          "precisions": ["fp32"], "orders": ["grab:sketch=9"], "seeds": [1]},
+                                "data": {"max_train": 48},
+                                "train": {"epochs": 2, "batch_size": 8, "lr": 0.05, "momentum": 0.0,
+                                          "weight_decay": 0.05}}), progress=False)
+    (row,) = sketched["summary"]
+    assert row["order"] == "grab:sketch=9" and 8 * n < row["order_bytes"] < by["grab"]["order_bytes"]
     # the same seed and order reproduce the run (a balancing order is deterministic too)
     again = run_sweep(parse({"sweep": {"pairs": ["logreg/breast_cancer"], "algorithms": ["sgd"],
                                        "precisions": ["fp32"], "orders": ["grab"], "seeds": [1]},

@@ -39,7 +39,7 @@ from torch import nn
 from ..._seeding import generator
 from ...numbers import quantize
 from ...optim import HALP, SVRG, SWALP
-from ...order import RandomReshuffling, example_grads, make
+from ...order import ORDERS, LinearGrads, RandomReshuffling, example_grads, make, parse_spec
 from ...quant import OptimLP, quantize_model
 from . import memory
 from .hyper import Hyper, lr_at
@@ -81,9 +81,12 @@ def unsupported(algorithm: str, model: str, precision: Precision) -> str | None:
     return None
 
 
-def build_order(name: str, n: int, model: nn.Module, seed: int):
-    """The order ``name`` for ``n`` examples and the gradients of ``model``, and its state."""
-    d = sum(p.numel() for p in model.parameters() if p.requires_grad)
+def build_order(spec: str, n: int, model: nn.Module, seed: int):
+    """The order ``spec`` (``relaxtorch.order.parse_spec``) for ``n`` examples and the gradients of
+    ``model``, its state, and the recorder of its sketches (None unless ``spec`` asks for them)."""
+    name, sketch = parse_spec(spec)
+    recorder = None if sketch is None else LinearGrads(model, sketch=sketch, generator=generator(seed, "order", "sketch"))
+    d = sum(p.numel() for p in model.parameters() if p.requires_grad) if recorder is None else recorder.dim
     order = make(name, n, d=d)
     gen = generator(seed, "order")
     if isinstance(order, RandomReshuffling):  # the stream of the loop before orders were values
@@ -91,7 +94,7 @@ def build_order(name: str, n: int, model: nn.Module, seed: int):
         state.generator = gen
     else:
         state = order.init(gen)
-    return order, state
+    return order, state, recorder
 
 
 class _Trainer:
@@ -100,8 +103,8 @@ class _Trainer:
     def __init__(self, model, data, hp: Hyper, seed: int, objective, order: str = "rr"):
         self.model, self.data, self.hp, self.objective = model, data, hp, objective
         self.n = data.X_train.shape[0]
-        self.order, self.order_state = build_order(order, self.n, model, seed)
-        self.probe = copy.deepcopy(model) if self.order.needs_gradients else None  # float32, no quantizers
+        self.probe = copy.deepcopy(model) if ORDERS[parse_spec(order)[0]].needs_gradients else None  # float32
+        self.order, self.order_state, self.recorder = build_order(order, self.n, model if self.probe is None else self.probe, seed)
         self.qgen = generator(seed, "rounding")
         self.steps_per_epoch = math.ceil(self.n / hp.batch_size)
         self.history: list[dict] = []
@@ -128,7 +131,7 @@ class _Trainer:
             for p, q in zip(self.probe.parameters(), self.model.parameters()):
                 p.copy_(q)
         self.probe.train(self.model.training)
-        grads = example_grads(self.probe, lambda out, t: data_loss(out, t, self.data), x, y)
+        grads = example_grads(self.probe, lambda out, t: data_loss(out, t, self.data), x, y, recorder=self.recorder)
         self.order_state = self.order.observe(self.order_state, idx, grads)
         self.order_bytes = max(self.order_bytes, self.order.state_bytes(self.order_state))
         self.sort_seconds += time.perf_counter() - t0

@@ -4,7 +4,8 @@ Every key has a default (``Hyper``'s, ``SWEEP_DEFAULTS``, ``DATA_DEFAULTS``);
 the bare command runs ``DEFAULT_TOML`` (= examples/default.toml).  Tables::
 
     [sweep]      pairs = ["mlp/digits"] | models = [...] x datasets = [...],
-                 algorithms, precisions, orders (example orders, default ["rr"]), seeds, threads
+                 algorithms, precisions, orders (example orders, default ["rr"]; "grab:sketch=64":
+                 GraB on 64-number sketches of each layer's gradients), seeds, threads
     [data]       split_seed, test_fraction, max_train (0 = all)
     [train]      the Hyper keys (epochs, batch_size, lr, ...)
     [models.<model>]                  Hyper keys for one model
@@ -24,7 +25,7 @@ from pathlib import Path
 from .._config import ConfigChecker, seed_error
 from ..._files import read_toml, tomllib
 from ...data import DATASETS
-from ...order import ORDERS
+from ...order import ORDERS, parse_spec
 from .algorithms import ALGORITHMS
 from .defaults import DEFAULT_TOML
 from .hyper import HYPER_KEYS, Hyper, check_hyper
@@ -43,7 +44,7 @@ SWEEP_DEFAULTS = {
     "datasets": ["digits"],
     "algorithms": list(ALGORITHMS),
     "precisions": ["fp32", "bf16", "fp8_e4m3", "fixed8", "bfp8", "mxfp4"],
-    "orders": ["rr"],  # example orders (relaxtorch.order.ORDERS): "rr", "grab", "pair", ...
+    "orders": ["rr"],  # example orders (relaxtorch.order.ORDERS): "rr", "grab", "pair", "grab:sketch=64", ...
     "seeds": [0, 1, 2],
     "threads": 1,
 }
@@ -99,6 +100,22 @@ class _Checker(ConfigChecker):
 
 
 
+def _orders(c, value) -> list[str]:
+    """``[sweep].orders``: names of ``relaxtorch.order.ORDERS``, a balancing one optionally
+    ``NAME:sketch=K`` (``relaxtorch.order.parse_spec``)."""
+    where = "[sweep].orders"
+    names = c.names(where, value, None, "order")
+    for v in names:
+        name = v.partition(":")[0]
+        if name not in ORDERS:
+            c.fail(where, f"unknown order {name!r} (choose from {', '.join(ORDERS)})")
+        try:
+            parse_spec(v)
+        except ValueError as exc:
+            c.fail(where, str(exc))
+    return names
+
+
 def parse(raw: dict, source: str | None = None) -> Config:
     """Validate a parsed TOML document and fill in the defaults."""
     c = _Checker(source)
@@ -108,10 +125,11 @@ def parse(raw: dict, source: str | None = None) -> Config:
     c.keys("[sweep]", sweep, tuple(SWEEP_DEFAULTS))
     cfg.explicit = set(sweep) | ({"models", "datasets"} if "pairs" in sweep else set())
     for key, choices, what in (("models", MODELS, "model"), ("datasets", DATASETS, "dataset"),
-                               ("algorithms", ALGORITHMS, "algorithm"), ("precisions", tuple(PRECISIONS), "precision"),
-                               ("orders", tuple(ORDERS), "order")):
+                               ("algorithms", ALGORITHMS, "algorithm"), ("precisions", tuple(PRECISIONS), "precision")):
         if key in sweep:
             cfg.sweep[key] = c.names(f"[sweep].{key}", sweep[key], choices, what)
+    if "orders" in sweep:
+        cfg.sweep["orders"] = _orders(c, sweep["orders"])
     if "pairs" in sweep:
         if "models" in sweep or "datasets" in sweep:
             c.fail("[sweep].pairs", "give either pairs or models and datasets, not both")

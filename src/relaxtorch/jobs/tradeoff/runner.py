@@ -58,8 +58,8 @@ def warm_up(runs: list[RunSpec], datasets: dict) -> None:
         for fmt in dict.fromkeys(f for f in (p.weight, p.activation, p.error, p.grad, p.momentum, p.acc) if f):
             for rounding in ("nearest", "stochastic"):
                 quantize(x, fmt, rounding, generator=torch.Generator().manual_seed(0))
-    from ...order import make
-    for name in dict.fromkeys(r.order for r in runs):  # load the sorters' compiled kernels
+    from ...order import make, parse_spec
+    for name in dict.fromkeys(parse_spec(r.order)[0] for r in runs):  # load the sorters' compiled kernels
         order = make(name, 4, d=3)
         perm, state = order.epoch(order.init(torch.Generator().manual_seed(0)))
         order.observe(state, perm, torch.zeros(4, 3))
