@@ -172,6 +172,43 @@ def test_linear_grads_are_each_examples_gradient(inplace, reduction):
     torch.testing.assert_close(grads.dense().sum(0) / (9 if reduction == "mean" else 1), total)
 
 
+class _InplaceFrom(nn.Module):
+    """ReLU that runs in place from step ``start`` on (a model whose in-place ops change)."""
+
+    def __init__(self, start):
+        super().__init__()
+        self.start, self.calls = start, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return x.relu_() if self.calls > self.start else x.relu()
+
+
+def test_linear_grads_over_many_steps_take_each_layers_gradient_before_an_in_place_op():
+    """A layer followed by an in-place op and one that is not, over several steps:
+    each step's gradients are each example's, the way each layer's is read settled on step one."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(inplace=True), nn.Linear(7, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    rec = rto.LinearGrads(model)
+    for step in range(3):
+        x, y = torch.randn(8, 5, dtype=F64), torch.randint(3, (8,))
+        with rec:
+            nn.functional.cross_entropy(model(x), y).backward()
+        torch.testing.assert_close(rec.grads().dense(), _reference(model, x, y))
+    assert rec._on_node == {model[0]: True, model[2]: False, model[4]: False}
+
+
+def test_linear_grads_refuses_an_in_place_op_that_appears_after_the_first_step():
+    model = nn.Sequential(nn.Linear(4, 5), _InplaceFrom(start=1), nn.Linear(5, 2)).double()
+    x, y = torch.randn(6, 4, dtype=F64), torch.randint(2, (6,))
+    with rto.LinearGrads(model) as rec:
+        nn.functional.cross_entropy(model(x), y).backward()
+        rec.grads()  # step one: no in-place op after the first layer
+        nn.functional.cross_entropy(model(x), y).backward()
+        with pytest.raises(RuntimeError, match="in-place op changed its output"):
+            rec.grads()
+
+
 def test_linear_grads_with_dropout_match_the_same_forward_pass():
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 2)).double()

@@ -157,7 +157,9 @@ class Order:
             raise invalid("state", f"n={state.n}", f"made for {state.n} examples, this order has n={self.n}")
 
     def _check_indices(self, indices) -> np.ndarray:
-        if isinstance(indices, Tensor):
+        if type(indices) is Tensor and indices.dtype is torch.int64 and indices.ndim == 1 and indices.is_cpu:
+            idx = indices.numpy()  # the common case, a slice of the epoch's permutation
+        elif isinstance(indices, Tensor):
             if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.ndim != 1:
                 raise invalid("indices", f"Tensor{list(indices.shape)} {indices.dtype}", "a 1-d integer tensor")
             idx = indices if indices.dtype == torch.int64 and indices.is_cpu else indices.to("cpu", torch.int64)

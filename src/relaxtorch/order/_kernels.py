@@ -250,18 +250,26 @@ def kron_sketches(dzs, inputs, ps, qs, q_biases, scale, z):
     becomes ``(scale · δ_i p) ⊗ (a_i q + q_bias)``, row-major (``p`` [o, k1], ``q`` [in, k2],
     ``q_bias`` [k2]: the map's bias column, zeros for a layer without one; a bias-only block
     passes ``a`` [b, 0], ``q`` [0, 1] and ``q_bias = [1]``).  The products are BLAS calls, so a
-    step costs O(b (o k1 + in k2 + k1 k2)) a layer and no per-example gradient is formed."""
+    step costs O(b (o k1 + in k2 + k1 k2)) a layer and no per-example gradient is formed.
+    Arithmetic in ``z``'s dtype: each factor rounded once, then their product."""
     b = z.shape[0]
+    s = z.dtype.type(scale)
     col = 0
     for layer in range(len(dzs)):
         p, q, q_bias = ps[layer], qs[layer], q_biases[layer]
         k1, k2 = p.shape[1], q.shape[1]
         u = np.dot(dzs[layer], p)
-        v = np.dot(inputs[layer], q) if q.shape[0] else np.zeros((b, k2), dtype=z.dtype)
+        if q.shape[0]:
+            v = np.dot(inputs[layer], q)
+        else:
+            v = np.zeros((b, k2), dtype=z.dtype)
         for i in range(b):
+            vi = v[i]
+            for c in range(k2):
+                vi[c] += q_bias[c]
             for r in range(k1):
-                ur = scale * u[i, r]
-                base = col + r * k2
+                ur = s * u[i, r]
+                zi = z[i, col + r * k2:col + (r + 1) * k2]
                 for c in range(k2):
-                    z[i, base + c] = ur * (v[i, c] + q_bias[c])
+                    zi[c] = ur * vi[c]
         col += k1 * k2

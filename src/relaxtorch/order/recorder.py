@@ -1,9 +1,10 @@
 """Record per-example gradients of ``nn.Linear`` layers, factored or sketched, from an ordinary
 training step.
 
-A forward hook keeps each layer's input ``a`` and a tensor hook its output's gradient ``δ``
-during the step's own ``loss.backward()``; ``grads()`` then hands a balancing order the step's
-per-example gradients.  Nothing is recomputed and no per-example gradient is formed:
+A forward hook keeps each layer's input ``a`` and its output's gradient ``δ`` is retained during
+the step's own ``loss.backward()`` (taken on the layer's autograd node instead where an in-place
+op follows the layer, as learned on the first step); ``grads()`` then hands a balancing order
+the step's per-example gradients.  Nothing is recomputed and no per-example gradient is formed:
 
 - exact (``sketch=None``): a :class:`~relaxtorch.order.factored.FactoredGrads`, balanced through
   b x b Gram matrices (O(b·d) multiply-adds a step, about the step's own cost);
@@ -120,8 +121,10 @@ class LinearGrads:
         self._maps = None if sketch is None else [self._draw_map(block, sketch, generator)
                                                   for block in self._blocks_layout]
         self._maps_in: dict = {}  # the maps in the dtype of the recorded steps, made on first use
+        self._no_input: dict = {}  # (batch, dtype) -> the empty input of a bias-only block
         self.dim = (sum(getattr(m, name).numel() for m, name in self._params) if sketch is None else
                     sum(p.shape[1] * q.shape[1] for p, q, _ in self._maps))
+        self._on_node: dict = {}  # layer -> its output gradient is taken on its autograd node (learned)
         self._handles: list = []
         self._clear()
 
@@ -141,8 +144,7 @@ class LinearGrads:
         return p, q[:n_in], q[n_in] if bias else torch.zeros(k2, dtype=torch.float64)
 
     def _clear(self) -> None:
-        self._inputs: dict = {}
-        self._calls: dict = {}
+        self._records: list = []  # (layer, input, output, output's version) of each recorded call
         self._dz: dict = {}
 
     def __enter__(self) -> "LinearGrads":
@@ -158,15 +160,19 @@ class LinearGrads:
         self._handles = []
 
     def _forward(self, module: nn.Module, inputs, output: Tensor) -> None:
-        if not (isinstance(output, Tensor) and output.requires_grad and torch.is_grad_enabled()):
-            return  # an evaluation pass: nothing to balance
-        calls = self._calls
-        calls[module] = calls.get(module, 0) + 1
-        self._inputs[module] = inputs[0].detach()
-        dz = self._dz
-        # the gradient reaching the layer's own node: its output's before any in-place op after it
-        # (a ReLU(inplace=True)); a hook on the node costs less than one on the tensor
-        output.grad_fn.register_prehook(lambda grads: dz.__setitem__(module, grads[0]))
+        # kept lean (it runs at every layer of every step); grads() validates the record
+        node = getattr(output, "grad_fn", None)
+        if node is None:
+            return  # an evaluation pass (no_grad, or nothing requires grad): nothing to balance
+        self._records.append((module, inputs[0], output, output._version))
+        on_node = self._on_node.get(module)
+        if on_node is not False:
+            # the gradient reaching the layer's own node: its output's before an in-place op after it
+            # (a ReLU(inplace=True)) moved the output's gradient to that op
+            dz = self._dz
+            node.register_prehook(lambda grads: dz.__setitem__(module, grads[0]))
+        if not on_node:
+            output.retain_grad()  # kept in C++: cheaper than a Python hook, unless an in-place op follows
 
     def grads(self) -> FactoredGrads | Tensor:
         """The recorded step's per-example gradients (trainable parameters in ``model.parameters()``
@@ -177,23 +183,42 @@ class LinearGrads:
         finally:
             self._clear()
 
-    def _recorded(self, module: nn.Module) -> tuple[Tensor, Tensor]:
-        """The step's (input, output gradient) of ``module``, or the reason it has none."""
-        calls = self._calls.get(module, 0)
-        if calls != 1:
-            why = ("no forward pass with gradients was recorded since the last grads()" if calls == 0 else
-                   f"it ran {calls} times in one step (a shared layer or a second forward pass): its "
-                   "per-example gradient is no longer one outer product; use per_example_grads")
-            raise RuntimeError(f"LinearGrads: layer {module!r}: {why}")
-        if module not in self._dz:
-            raise RuntimeError(f"LinearGrads: layer {module!r}: backward() has not reached it; "
-                               "call loss.backward() inside the `with` block before grads()")
-        a = self._inputs[module]
-        if a.ndim != 2:
-            raise invalid("inputs", f"Tensor{list(a.shape)} into {module!r}",
-                          "LinearGrads takes [batch, features] inputs; use per_example_grads for sequences")
-        dz = self._dz[module]
-        return a, dz.detach() if dz.requires_grad else dz  # (create_graph=True)
+    def _recorded_all(self, modules) -> list[tuple[Tensor, Tensor]]:
+        """The step's (input, output gradient) of each of ``modules``, or the reason one has none.
+        The first step learns, per layer, whether an in-place op follows it (its output's version
+        moved): such a layer's gradient is then taken on its autograd node, the others' retained."""
+        records = {r[0]: r for r in self._records}
+        if len(records) != len(self._records):
+            twice = next(m for m in records if sum(r[0] is m for r in self._records) > 1)
+            raise RuntimeError(f"LinearGrads: layer {twice!r}: it ran {sum(r[0] is twice for r in self._records)} "
+                               "times in one step (a shared layer or a second forward pass): its per-example "
+                               "gradient is no longer one outer product; use per_example_grads")
+        out = []
+        for module in modules:
+            record = records.get(module)
+            if record is None:
+                raise RuntimeError(f"LinearGrads: layer {module!r}: no forward pass with gradients was "
+                                   "recorded since the last grads()")
+            _, a, output, version = record
+            modified = output._version != version
+            on_node = self._on_node.setdefault(module, modified)
+            if on_node:
+                dz = self._dz.get(module)
+            elif modified:
+                raise RuntimeError(f"LinearGrads: layer {module!r}: an in-place op changed its output after "
+                                   "the layer in this step but not in the first one recorded; build a new "
+                                   "LinearGrads for a model whose in-place ops change between steps")
+            else:
+                dz = output.grad
+            if dz is None:
+                raise RuntimeError(f"LinearGrads: layer {module!r}: backward() has not reached it; "
+                                   "call loss.backward() inside the `with` block before grads()")
+            if a.ndim != 2:
+                raise invalid("inputs", f"Tensor{list(a.shape)} into {module!r}",
+                              "LinearGrads takes [batch, features] inputs; use per_example_grads for sequences")
+            out.append((a.detach() if a.requires_grad else a,
+                        dz.detach() if dz.requires_grad else dz))  # (create_graph=True)
+        return out
 
     def _check_batchnorm(self) -> None:
         for m in self._batchnorms:
@@ -205,8 +230,7 @@ class LinearGrads:
     def _factored(self) -> FactoredGrads:
         self._check_batchnorm()
         blocks = []
-        for module, weight, bias in self._blocks_layout:
-            a, dz = self._recorded(module)
+        for (module, weight, bias), (a, dz) in zip(self._blocks_layout, self._recorded_all(self._block_modules)):
             if self.reduction == "mean":
                 dz = dz * dz.shape[0]
             blocks.append(Outer(dz, a, bias=bias) if weight else Dense(dz))
@@ -215,7 +239,7 @@ class LinearGrads:
     def _sketched(self) -> Tensor:
         if self._batchnorms:
             self._check_batchnorm()
-        recorded = [self._recorded(module) for module in self._block_modules]
+        recorded = self._recorded_all(self._block_modules)
         dz0 = recorded[0][1]
         dtype = dz0.dtype if dz0.dtype in (torch.float32, torch.float64) else torch.float32
         maps = self._maps_in.get(dtype)
@@ -223,17 +247,20 @@ class LinearGrads:
             maps = self._maps_in[dtype] = tuple(tuple(np.ascontiguousarray(t.to(dtype).numpy()) for t in part)
                                                 for part in zip(*self._maps))
         b = dz0.shape[0]
-        z = np.empty((b, self.dim), dtype=maps[0][0].dtype)
+        z = torch.empty(b, self.dim, dtype=dtype)
         dzs = tuple([_host(dz, dtype) for _, dz in recorded])
-        inputs = tuple([_host(a, dtype) if weight else np.zeros((b, 0), z.dtype)  # a bias block: P alone
+        no_input = self._no_input.get((b, dtype))
+        if no_input is None:  # a bias block's stand-in input: P alone
+            no_input = self._no_input[(b, dtype)] = np.zeros((b, 0), maps[0][0].dtype)
+        inputs = tuple([_host(a, dtype) if weight else no_input
                         for (a, _), weight in zip(recorded, self._block_weights)])
-        _kernels.kron_sketches(dzs, inputs, *maps, float(b) if self.reduction == "mean" else 1.0, z)
-        return torch.from_numpy(z)
+        _kernels.kron_sketches(dzs, inputs, *maps, float(b) if self.reduction == "mean" else 1.0, z.numpy())
+        return z
 
 
 def _host(t: Tensor, dtype: torch.dtype) -> np.ndarray:
     """``t`` as a C-contiguous NumPy array of ``dtype`` on the CPU (no copy when it already is)."""
-    if t.dtype == dtype and t.is_cpu and t.is_contiguous():
+    if t.dtype is dtype and t.is_cpu and t.is_contiguous():
         return t.numpy()
     return t.to("cpu", dtype).contiguous().numpy()
 
