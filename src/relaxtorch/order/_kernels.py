@@ -41,23 +41,46 @@ def _dot_centered(u, x, y):
     return (a0 + a1) + (a2 + a3)
 
 
+@njit(cache=True, inline="always")
+def _dot(u, x):
+    """``Σ_k u[k] x[k]`` in float64, summed as :func:`_dot_centered` (so ``_dot(u, x - y)`` is
+    bit for bit ``_dot_centered(u, x, y)``)."""
+    d = u.shape[0]
+    a0 = a1 = a2 = a3 = 0.0
+    k = 0
+    while k + 4 <= d:
+        a0 += u[k] * x[k]
+        a1 += u[k + 1] * x[k + 1]
+        a2 += u[k + 2] * x[k + 2]
+        a3 += u[k + 3] * x[k + 3]
+        k += 4
+    while k < d:
+        a0 += u[k] * x[k]
+        k += 1
+    return (a0 + a1) + (a2 + a3)
+
+
 @njit(cache=True)
 def mean_balance_(grads, idx, center, s, next_sum, seen, slots, ptr, uniforms, c_scale):
     """Mean balance: ``c = g - center``; ``+`` sends the example to the front (``slots[ptr[0]]``,
     ascending), ``-`` to the back (``slots[ptr[1]]``, descending).  ``next_sum`` gathers the
     raw gradients for the next stale mean; ``ptr[2]`` counts them."""
     b, d = grads.shape
+    c = np.empty(d)  # the centered vector, formed once for the dot product and the update
     for i in range(b):
         j = idx[i]
         if seen[j]:
             continue
         seen[j] = 1
-        dot = _dot_centered(s, grads[i], center)
+        g = grads[i]
+        for k in range(d):
+            c[k] = g[k] - center[k]
+        dot = _dot(s, c)
         sign = 1.0 if _plus(dot, uniforms, i, c_scale) else -1.0
         for k in range(d):
-            g = grads[i, k]
-            s[k] += sign * (g - center[k])
-            next_sum[k] += g
+            s[k] += sign * c[k]
+        for k in range(d):
+            next_sum[k] += g[k]
         if sign > 0:
             slots[ptr[0]] = j
             ptr[0] += 1
