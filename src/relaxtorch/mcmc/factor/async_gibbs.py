@@ -11,8 +11,10 @@ Each probe pulls the other threads' counter lines into this core and so costs th
 on their next count: probing every 64th update cost 5% of the 2-thread rate on a 500x500 grid, every
 1024th (the default: some 240 probes a sweep there) costs nothing measurable.
 
-The threads meet every ``sync_every`` sweeps (0: 16 sweeps, within 2^12 to 2^21 updates per thread),
-and start each stretch together (a spin barrier in the kernel).  Within a stretch a thread that is
+The threads meet every ``sync_every`` sweeps (0: 256 sweeps, within 2^16 to 2^24 updates per thread,
+about half a second at most: between stretches Ctrl-C gets through), and start each stretch together
+(a spin barrier in the kernel).  A meeting costs the faster thread its lead, so they are rare: with
+16-sweep stretches the 2-thread rate on the 500x500 grid was 4% lower.  Within a stretch a thread that is
 more than ``max_lag`` sweeps (default 1) ahead of the slowest waits for it: the bounded delay the
 analysis assumes.  Without it a thread that runs while another is descheduled, or whose block is
 the smaller, samples its block against a frozen rest: still a valid blocked sampler, but one that
@@ -93,7 +95,7 @@ class AsyncGibbs:
         streams = [state.stream(t) for t in range(k)]
 
         size = max(1, max(b.size for b in blocks))
-        every = int(self.sync_every) or max(1, min(max(16 * size, 1 << 12), 1 << 21) // size)
+        every = int(self.sync_every) or max(1, min(max(256 * size, 1 << 16), 1 << 24) // size)
 
         def work(t, a, b):
             r = async_sweeps(g, p, state.x, blocks[t], orders[t], SCANS[self.scan], b - a, streams[t],
