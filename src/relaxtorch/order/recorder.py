@@ -121,7 +121,6 @@ class LinearGrads:
         self._maps = None if sketch is None else [self._draw_map(block, sketch, generator)
                                                   for block in self._blocks_layout]
         self._maps_in: dict = {}  # the maps in the dtype of the recorded steps, made on first use
-        self._no_input: dict = {}  # (batch, dtype) -> the empty input of a bias-only block
         self.dim = (sum(getattr(m, name).numel() for m, name in self._params) if sketch is None else
                     sum(p.shape[1] * q.shape[1] for p, q, _ in self._maps))
         self._on_node: dict = {}  # layer -> its output gradient is taken on its autograd node (learned)
@@ -249,10 +248,7 @@ class LinearGrads:
         b = dz0.shape[0]
         z = torch.empty(b, self.dim, dtype=dtype)
         dzs = tuple([_host(dz, dtype) for _, dz in recorded])
-        no_input = self._no_input.get((b, dtype))
-        if no_input is None:  # a bias block's stand-in input: P alone
-            no_input = self._no_input[(b, dtype)] = np.zeros((b, 0), maps[0][0].dtype)
-        inputs = tuple([_host(a, dtype) if weight else no_input
+        inputs = tuple([_host(a, dtype) if weight else np.zeros((b, 0), maps[0][0].dtype)  # a bias block: P alone
                         for (a, _), weight in zip(recorded, self._block_weights)])
         _kernels.kron_sketches(dzs, inputs, *maps, float(b) if self.reduction == "mean" else 1.0, z.numpy())
         return z
