@@ -101,6 +101,30 @@ def _ties(n, seed):
     return x
 
 
+def _spread(n, seed):
+    """Magnitudes over every float32 exponent, subnormals, zeros of both signs, inf and NaN."""
+    g = torch.Generator().manual_seed(seed)
+    bits = torch.randint(0, 2**31, (n,), generator=g, dtype=torch.int64).to(torch.int32)
+    x = bits.view(torch.float32).clone()
+    x[::17] = 0.0
+    x[3::19] = -0.0
+    return x
+
+
+@pytest.mark.parametrize("make", [_x, _ties, _spread, lambda n, s: torch.zeros(n), lambda n, s: torch.full((n,), -2.5)])
+@pytest.mark.parametrize("n", [1, 7, 1000, 28160])
+def test_kth_largest_key_matches_sorting(make, n):
+    """The radix select's threshold key, and the counts above and at it, against a sort of the keys."""
+    x = make(n, n).contiguous()
+    keys = np.empty(n, np.uint32)
+    _kernels.magnitude_keys(x.numpy(), keys)
+    ordered = np.sort(keys)[::-1]
+    for k in sorted(k for k in {1, 2, n // 3, n // 2, n - 1, n} if 1 <= k <= n):
+        t, above, equal = _kernels.kth_largest_key(x.numpy(), k)
+        assert t == ordered[k - 1]
+        assert above == int((keys > t).sum()) and equal == int((keys == t).sum())
+
+
 @pytest.mark.parametrize("make", [_x, _ties])
 @pytest.mark.parametrize("n,ratio", [(1, 0.5), (10, 0.3), (1000, 0.2), (28160, 0.2), (1000, 0.01), (999, 1.0)])
 def test_topk_compiled_equals_reference(make, n, ratio):

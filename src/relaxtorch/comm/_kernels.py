@@ -114,52 +114,141 @@ def _deal_windows(perm, nwin, k, window, out):
 
 
 @_jit
+def _key(bits):
+    """The bits of ``|x|`` as uint32, which order as ``|x|`` does, every NaN one key above +inf
+    (``torch.sort`` ties NaNs and puts them above inf)."""
+    key = bits & np.uint32(0x7FFFFFFF)
+    return np.uint32(0x7FC00000) if key > np.uint32(0x7F800000) else key
+
+
+@_jit
 def magnitude_keys(x, keys):
-    """``keys[i]``: the bits of ``|x[i]|`` as uint32, which order as ``|x|`` does, every NaN one
-    key above +inf (``torch.sort`` ties NaNs and puts them above inf)."""
+    """``keys[i] = _key(x[i])`` for every element."""
     bits = x.view(np.uint32)
     for i in range(x.shape[0]):
-        key = bits[i] & np.uint32(0x7FFFFFFF)
-        keys[i] = np.uint32(0x7FC00000) if key > np.uint32(0x7F800000) else key
+        keys[i] = _key(bits[i])
+
+
+@_jit
+def _select_level(keys, count, shift, nbins, k):
+    """Histogram of ``(key >> shift) & (nbins - 1)`` over ``keys[:count]``; returns the bin
+    holding the ``k``-th largest, how many keys lie in higher bins and how many in it."""
+    hist = np.zeros(nbins, np.int64)
+    mask = np.uint32(nbins - 1)
+    for i in range(count):
+        hist[(keys[i] >> np.uint32(shift)) & mask] += 1
+    b, above = nbins - 1, 0
+    while above + hist[b] < k:
+        above += hist[b]
+        b -= 1
+    return b, above, hist[b]
+
+
+@_jit
+def kth_largest_key(x, k):
+    """The ``k``-th largest magnitude key (:func:`_key`) of ``x`` (1 <= k <= n), how many keys
+    lie above it and how many equal it: a radix select on the 31-bit keys (10, 11 and 10 bits), one histogram
+    pass over ``x`` (four interleaved histograms, so runs of keys in one bin do not wait on
+    each other's increments), one pass taking the keys of the threshold's bin, then the same
+    on those candidates (linear in n whatever the ties, where a partition degrades on repeated
+    keys)."""
+    n = x.shape[0]
+    bits = x.view(np.uint32)
+    hist4 = np.zeros((4, 1024), np.int32)
+    s21 = np.uint32(21)
+    quads = n >> 2
+    for q in range(quads):
+        i = q << 2
+        hist4[0, _key(bits[i]) >> s21] += 1
+        hist4[1, _key(bits[i + 1]) >> s21] += 1
+        hist4[2, _key(bits[i + 2]) >> s21] += 1
+        hist4[3, _key(bits[i + 3]) >> s21] += 1
+    for i in range(quads << 2, n):
+        hist4[0, _key(bits[i]) >> s21] += 1
+    b, above = 1023, 0
+    while True:
+        inside = np.int64(hist4[0, b]) + hist4[1, b] + hist4[2, b] + hist4[3, b]
+        if above + inside >= k:
+            break
+        above += inside
+        b -= 1
+    cand = np.empty(inside + 1, np.uint32)  # branch-free: each key written, kept if in bin b
+    count = 0
+    ub = np.uint32(b)
+    for i in range(n):
+        key = _key(bits[i])
+        cand[count] = key
+        count += np.int64((key >> s21) == ub)
+    prefix = ub << s21
+    b, more, inside = _select_level(cand, count, 10, 2048, k - above)
+    above += more
+    prefix |= np.uint32(b) << np.uint32(10)
+    kept = 0
+    ub = np.uint32(b)
+    for i in range(count):  # in place: slot kept <= i
+        key = cand[i]
+        cand[kept] = key
+        kept += np.int64(((key >> np.uint32(10)) & np.uint32(2047)) == ub)
+    b, more, inside = _select_level(cand, kept, 0, 1024, k - above)
+    return prefix | np.uint32(b), above + more, inside
 
 
 def topk_select(x: np.ndarray, k: int, mask: np.ndarray, idx: np.ndarray, values: np.ndarray) -> None:
     """The ``k`` (>= 1) largest ``|x|`` (NaN largest; ties: lowest positions first), in position
-    order: positions into ``idx``, values into ``values``, and (if ``mask`` is not empty) the
-    packed bitmask of the positions into ``mask``.  The threshold is NumPy's ``partition``
-    (introselect, vectorised), then one compiled pass takes the elements."""
-    n = x.shape[0]
-    keys = np.empty(n, np.uint32)
-    magnitude_keys(x, keys)
-    t = np.partition(keys, n - k)[n - k] if k < n else np.uint32(0)  # the k-th largest key
-    slots_i, slots_v = np.empty(k + 1, np.int64), np.empty(k + 1, x.dtype)
-    _take(x, keys, t, k, mask, slots_i, slots_v)
-    idx[:] = slots_i[:k]
-    values[:] = slots_v[:k]
+    order: positions into ``idx`` (if not empty), values into ``values``, and (if ``mask`` is
+    not empty) the packed bitmask of the positions into ``mask``.  The threshold is a radix
+    select (:func:`kth_largest_key`), then one pass takes the elements."""
+    _topk_take(x, k, mask, idx, values)
 
 
 @_jit
-def _take(x, keys, t, k, mask, idx, values):
-    """Branch-free: every element is written at slot ``j`` (idx and values have k + 1 slots),
-    and ``j`` moves on when it is taken."""
+def _topk_take(x, k, mask, idx, values):
+    """Branch-free, eight elements (one mask byte) at a time: every element is written at slot
+    ``j`` of a scratch of k + 8 slots and ``j`` moves on when it is taken; the loop ends at the
+    byte holding the k-th."""
     n = x.shape[0]
-    above = 0
-    for i in range(n):
-        above += np.int64(keys[i] > t)
+    t, above, equal = kth_largest_key(x, k)
     ties = k - above  # keys equal to t that fit, lowest positions first
-    if mask.shape[0]:
+    t = np.int64(t)
+    if ties == equal:  # all of them: no count to carry from element to element
+        t -= 1
+        ties = 0
+    bits = x.view(np.uint32)
+    want_idx, want_mask = idx.shape[0] > 0, mask.shape[0] > 0
+    slot_v = np.empty(k + 8, np.float32)
+    slot_i = np.empty(k + 8 if want_idx else 0, np.int64)
+    if want_mask:
         mask[:] = 0
     j = 0
-    for i in range(n):
-        key = keys[i]
-        tie = np.int64(key == t) & np.int64(ties > 0)
-        take = np.int64(key > t) | tie
-        ties -= tie
-        idx[j] = i
-        values[j] = x[i]
-        j += take
-        if mask.shape[0]:
-            mask[i >> 3] |= np.uint8(take << (i & 7))
+    for byte in range((n + 7) >> 3):
+        base = byte << 3
+        m = 0
+        if base + 8 <= n and ties == 0:  # the common case: eight fixed steps, no tie count
+            for u in range(8):
+                take = np.int64(np.int64(_key(bits[base + u])) > t)
+                slot_v[j] = x[base + u]
+                if want_idx:
+                    slot_i[j] = base + u
+                j += take
+                m |= take << u
+        else:
+            for u in range(min(8, n - base)):
+                key = np.int64(_key(bits[base + u]))
+                tie = np.int64(key == t) & np.int64(ties > 0)
+                take = np.int64(key > t) | tie
+                ties -= tie
+                slot_v[j] = x[base + u]
+                if want_idx:
+                    slot_i[j] = base + u
+                j += take
+                m |= take << u
+        if want_mask:
+            mask[byte] = np.uint8(m)
+        if j >= k:
+            break
+    values[:] = slot_v[:k]
+    if want_idx:
+        idx[:] = slot_i[:k]
 
 
 @_jit
@@ -364,8 +453,9 @@ def warm() -> None:
     out = np.empty((2, 2), np.int32)
     sorted_windows(np.arange(5, dtype=np.int32), 2, 2, out)
     x = np.arange(5, dtype=f)
-    topk_select(x, 2, np.empty(1, u8), np.empty(2, i64), np.empty(2, f))
-    topk_select(x, 2, np.empty(0, u8), np.empty(2, i64), np.empty(2, f))
+    for m in (np.empty(1, u8), np.empty(0, u8)):
+        for ix in (np.empty(2, i64), np.empty(0, i64)):
+            topk_select(x, 2, m, ix, np.empty(2, f))
     mask_scatter(np.ones(1, u8), x, np.empty(5, f))
     gather(x, pos, np.empty(2, f))
     add_gathered(np.ones(2, f), x, pos)

@@ -170,7 +170,7 @@ class TopK(Sparsifier):
     ``k * ceil(log2(numel)) >= numel`` (the reference CocktailSGD code sends masks).  Ties
     at the threshold go to the lowest positions and NaN counts as the largest magnitude, so
     the kept set is defined bit for bit (on CPU float32 tensors a compiled selection, one
-    pass after a partition; elsewhere a stable sort).  Biased: wrap it in ``ErrorFeedback``.
+    pass after a radix select; elsewhere a stable sort).  Biased: wrap it in ``ErrorFeedback``.
     """
 
     ratio: float = 0.01
@@ -197,10 +197,11 @@ class TopK(Sparsifier):
         return self._compress_torch(flat, n, k, x)
 
     def _compress_cpu(self, flat, n, k, x):
-        mask = torch.empty(_bits.packed_bytes(n, 1) if self.uses_mask(n) else 0, dtype=torch.uint8)
-        idx, values = torch.empty(k, dtype=torch.int64), torch.empty(k, dtype=torch.float32)
+        use_mask = self.uses_mask(n)
+        mask = torch.empty(_bits.packed_bytes(n, 1) if use_mask else 0, dtype=torch.uint8)
+        idx, values = torch.empty(0 if use_mask else k, dtype=torch.int64), torch.empty(k, dtype=torch.float32)
         _kernels.topk_select(_kernels.np_(flat), k, mask.numpy(), idx.numpy(), values.numpy())
-        where = {"mask": mask} if self.uses_mask(n) else {"indices": _bits.pack(idx, _bits.width_for(n))}
+        where = {"mask": mask} if use_mask else {"indices": _bits.pack(idx, _bits.width_for(n))}
         return payload({"values": values, **where}, x.shape, x.dtype)
 
     def _compress_torch(self, flat, n, k, x):
