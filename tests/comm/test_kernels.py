@@ -72,6 +72,64 @@ def test_cycle_windows_match_sorting(numel, k):
     assert torch.equal(_cycle_windows(7, numel, k), _cycle_windows_reference(7, numel, k))
 
 
+def _window_labels_loop(seed: int, n: int, nwin: int, k: int) -> list[int]:
+    """The labels 0..0, 1..1, ..., nwin.. shuffled by forward Fisher-Yates, two 32-bit draws
+    per splitmix64 output (high half first; a rejection redraws from the next output's high half)."""
+    labels = [min(i // k, nwin) for i in range(n)]
+    state = seed
+
+    def splitmix():
+        nonlocal state
+        state = (state + 0x9E3779B97F4A7C15) & _M64
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+        return z ^ (z >> 31)
+
+    halves: list[int] = []
+    for i in range(n - 1):
+        if not halves:
+            z = splitmix()
+            halves = [z >> 32, z & 0xFFFFFFFF]
+        bound = n - i
+        m = halves.pop(0) * bound
+        if (m & 0xFFFFFFFF) < bound:
+            floor = ((1 << 32) - bound) % bound
+            while (m & 0xFFFFFFFF) < floor:
+                m = (splitmix() >> 32) * bound
+        j = i + (m >> 32)
+        labels[i], labels[j] = labels[j], labels[i]
+    return labels
+
+
+@pytest.mark.parametrize("n,k", [(1, 1), (2, 1), (7, 3), (1000, 100), (1001, 7), (4099, 4099)])
+def test_window_labels_match_the_loop(n, k):
+    nwin = n // k
+    for seed in (0, 12345, (1 << 63) - 1):
+        got = np.empty(n, np.uint8 if nwin < 255 else np.uint32)
+        _kernels.window_labels(seed, nwin, k, got)
+        assert got.tolist() == _window_labels_loop(seed, n, nwin, k)
+
+
+def test_cycle_windows_are_a_uniform_partition():
+    """n=7, k=2: three disjoint sorted windows of 2 and one position left over; over 9450 seeds
+    each of the 7!/(2!^3) = 630 labelled partitions appears about equally (chi-square)."""
+    n, k, draws = 7, 2, 9450
+    seen = {}
+    for s in range(draws):
+        _cycle_windows.cache_clear()
+        w = _cycle_windows(s, n, k)
+        assert w.shape == (3, 2) and torch.equal(w, w.sort(dim=1).values)
+        assert w.unique().numel() == 6
+        key = tuple(w.reshape(-1).tolist())
+        seen[key] = seen.get(key, 0) + 1
+    assert len(seen) == 630
+    counts = torch.tensor(list(seen.values()), dtype=torch.float64)
+    expected = draws / 630
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 629 + 5 * math.sqrt(2 * 629)
+
+
 def test_randomk_subsets_are_uniform():
     """Each position is in a step's subset with probability k/n (within 5 standard errors)."""
     n, steps = 200, 4000

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .._seeding import derive
@@ -34,9 +35,24 @@ def _permutation(seed: int, numel: int, k: int | None = None) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=16)  # one per (chunk, cycle) in use
 def _cycle_windows(seed: int, numel: int, k: int) -> torch.Tensor:
-    """A seeded permutation cut into ``numel // k`` windows of ``k`` positions, each sorted
-    (int32 or int64; one counting pass over the permutation instead of sorting the windows)."""
-    return _sorted_windows(_permutation(seed, numel), numel // k, k)
+    """``numel // k`` disjoint windows of ``k`` positions each, sorted, a uniformly random
+    partition (int32 or int64): the positions' window labels shuffled
+    (``_kernels.window_labels``), then one pass in position order deals them out."""
+    nwin = numel // k
+    dtype = torch.int32 if numel < 2**31 else torch.int64
+    if numel >= 2**32:  # beyond the kernel's 32-bit bounds: the windows of a torch permutation
+        return _sorted_windows(_permutation(seed, numel), nwin, k)
+    labels = _window_labels(seed, numel, k)
+    out = torch.empty((nwin + 1, k), dtype=dtype)  # the last row: the numel % k left over
+    _kernels.deal_labels(labels, out.numpy())
+    return out[:nwin]
+
+
+def _window_labels(seed: int, numel: int, k: int) -> np.ndarray:
+    nwin = numel // k
+    labels = np.empty(numel, np.uint8 if nwin < 255 else np.uint32)
+    _kernels.window_labels(seed, nwin, k, labels)
+    return labels
 
 
 def _sorted_windows(perm: torch.Tensor, nwin: int, k: int) -> torch.Tensor:
@@ -46,9 +62,10 @@ def _sorted_windows(perm: torch.Tensor, nwin: int, k: int) -> torch.Tensor:
 
 
 def _cycle_windows_reference(seed: int, numel: int, k: int) -> torch.Tensor:
-    """:func:`_cycle_windows` by sorting each window (the reference the tests compare with)."""
-    perm = _permutation(seed, numel)
-    return perm[: (numel // k) * k].reshape(-1, k).sort(dim=1).values
+    """:func:`_cycle_windows` from the same labels by ``nonzero`` (the reference the tests compare with)."""
+    labels = torch.from_numpy(_window_labels(seed, numel, k).astype(np.int64))
+    dtype = torch.int32 if numel < 2**31 else torch.int64
+    return torch.stack([torch.nonzero(labels == j).reshape(-1) for j in range(numel // k)]).to(dtype)
 
 
 def _check_ratio(ratio) -> float:
@@ -103,15 +120,16 @@ class RandomK(Sparsifier):
     error feedback (CocktailSGD) keeps the residual small instead of amplifying noise.
 
     ``cycle=True`` draws without replacement across steps, as the reference CocktailSGD
-    code's ``random_wo_replacement``: one seeded permutation serves ``numel // k``
-    consecutive steps, each taking the next ``k`` positions, so no position is sent twice
-    in a cycle (the ``numel % k`` left over wait for a later cycle's permutation); each
-    step's subset is still uniformly random, and the permutation (cached, its windows put
-    in order by one counting pass) costs one draw per cycle instead of one per step.
+    code's ``random_wo_replacement``: one seeded random partition serves ``numel // k``
+    consecutive steps, each taking the next window of ``k`` positions, so no position is
+    sent twice in a cycle (the ``numel % k`` left over wait for a later cycle); each step's
+    subset is still uniformly random, and the partition (cached: a shuffle of one window
+    label per position, dealt out in position order) costs one draw per cycle instead of one
+    per step.
 
-    The permutations are relaxtorch's own seeded Fisher-Yates shuffles (splitmix64 with
-    unbiased bounds, compiled), not ``torch.randperm``: the same seed picks the same positions
-    on every machine and torch version, and a step without ``cycle`` draws only ``k`` swaps.
+    The shuffles are relaxtorch's own seeded Fisher-Yates (splitmix64 with unbiased bounds,
+    compiled), not ``torch.randperm``: the same seed picks the same positions on every
+    machine and torch version, and a step without ``cycle`` draws only ``k`` swaps.
     """
 
     ratio: float = 0.1
