@@ -172,3 +172,41 @@ def test_abs_max_bits_matches_numpy(n):
             bits[k] = np.uint32(0xFFC00001 if n % 2 else 0x7F800000)  # a negative NaN or +inf
         expect = int((bits & np.uint32(0x7FFFFFFF)).max()) if n else 0
         assert int(_cpu.abs_max_bits(bits)) == expect
+
+
+def _tie_patterns() -> torch.Tensor:
+    """Every sign and float32 exponent x the top 8 mantissa bits x low 15 bits of 0, 2**j and
+    2**j +- 1 (exact ties and their neighbours at every cut position), 0x7FFF: 6.0M patterns."""
+    low = sorted({0, 0x7FFF} | {v for j in range(15) for v in (1 << j, (1 << j) - 1, (1 << j) + 1)} - {1 << 15})
+    top = torch.arange(512, dtype=torch.int64).reshape(-1, 1, 1) << 23
+    mid = torch.arange(256, dtype=torch.int64).reshape(1, -1, 1) << 15
+    bits = (top | mid | torch.tensor(low, dtype=torch.int64).reshape(1, 1, -1)).reshape(-1)
+    return (bits - (bits >> 31 << 32)).to(torch.int32).view(torch.float32)
+
+
+LEAN = [rt.formats.FP8_E4M3, rt.formats.FP8_E5M2, rt.formats.BF16, rt.formats.FP16, rt.formats.FP4_E2M1,
+        FloatFormat(3, 2, subnormals=False), FloatFormat(4, 3, specials="fn", overflow="nan"), FloatFormat(8, 22),
+        FloatFormat(5, 2, overflow="inf"), FixedPoint(8, 4), FixedPoint(12, -3), FixedPoint(6, 5, signed=False),
+        FixedPoint(8, 4, symmetric=True), FixedPoint(23, 0), FixedPoint(4, 20)]
+
+
+@pytest.mark.parametrize("fmt", LEAN, ids=repr)
+def test_lean_nearest_matches_portable_path_on_every_tie(fmt):
+    """The lean nearest routine (``_cpu.lean_ok`` grids) against the torch-ops path on exact
+    ties and their neighbours at every exponent and cut position."""
+    g = _grid.element_grid(fmt)
+    args = qmod._kernel_args(g)
+    assert qmod._cpu.short_ok(g.man, g.emin, g.k_low) and qmod._cpu.lean_ok(g.man, g.emin, g.k_low, args[3], args[4])
+    x = _tie_patterns()
+    slow = _reference.round_flat(x, g, ROUNDING_CODES["nearest"], (0, 0), qmod._AWAY["nearest"])
+    assert _same_bits(quantize(x, fmt), slow)
+
+
+@pytest.mark.parametrize("fmt", [FixedPoint(24, 0), FloatFormat(8, 4, bias=140), FloatFormat(8, 23)], ids=repr)
+def test_grids_outside_the_lean_routine_keep_the_short_or_full_one(fmt):
+    g = _grid.element_grid(fmt)
+    args = qmod._kernel_args(g)
+    assert not (qmod._cpu.short_ok(g.man, g.emin, g.k_low) and qmod._cpu.lean_ok(g.man, g.emin, g.k_low, args[3], args[4]))
+    x = _tie_patterns()[::7]
+    slow = _reference.round_flat(x, g, ROUNDING_CODES["nearest"], (0, 0), qmod._AWAY["nearest"])
+    assert _same_bits(quantize(x, fmt), slow)

@@ -18,7 +18,7 @@ from numba.extending import intrinsic
 from .._numba import njit
 from ._modes import CEIL, DIRECTED, EVEN, F32_MAX_BITS, NEAREST, NEAREST_AWAY, STOCHASTIC
 from ._cpu_ir import (prefer_wide_vectors, random_bits_i32, round_directed, round_directed_short, round_nearest,
-                      round_nearest_away, round_nearest_away_short, round_nearest_short, round_stochastic,
+                      round_nearest_lean, round_nearest_away, round_nearest_away_short, round_nearest_short, round_stochastic,
                       round_stochastic_short, umax_abs, abs_max_32, random_bits_at, round_directed_fin,
                       round_directed_short_fin, round_nearest_fin, round_nearest_away_fin,
                       round_nearest_away_short_fin, round_nearest_short_fin, round_stochastic_fin,
@@ -70,9 +70,30 @@ def short_ok(man, emin, k_low):
 _MX_BLOCK = 32  # the OCP MX block: compiled with a constant trip count
 
 
+@njit(inline="always")
+def _grid_shift(be, man, emin, k_low):
+    """The bits the short routine cuts from a magnitude of biased float32 exponent ``be``."""
+    be1 = max(be, 1)
+    return 23 - man if be1 >= emin + 127 else k_low + 150 - be1
+
+
+@njit(inline="always")
+def lean_ok(man, emin, k_low, max_pos_bits, max_neg_bits):
+    """Whether ``round_nearest_lean`` rounds on this (short) grid exactly as the short routine:
+    every finite magnitude up to the larger maximum is cut at a shift of at least 1 (so one mask
+    and ``half - 1`` do, and larger ones overflow whatever they round to), and float32
+    subnormals are not cut at 23 (where the kept LSB is their missing hidden bit)."""
+    top = np.int64(max(max_pos_bits, max_neg_bits) >> np.uint32(23))
+    return _grid_shift(top, man, emin, k_low) >= 1 and _grid_shift(0, man, emin, k_low) != 23
+
+
 @njit(parallel=True, nogil=True, cache=True)
 def flat_nearest(src, dst, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
-    if short_ok(man, emin, k_low):
+    if short_ok(man, emin, k_low) and lean_ok(man, emin, k_low, max_pos_bits, max_neg_bits):
+        for i in prange(src.size):
+            prefer_wide_vectors()
+            dst[i] = round_nearest_lean(src[i], man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+    elif short_ok(man, emin, k_low):
         for i in prange(src.size):
             prefer_wide_vectors()
             dst[i] = round_nearest_short(src[i], np.uint32(0), False, False,

@@ -117,6 +117,43 @@ def _emit_round(b, mode, u, rnd, away_pos, away_neg, man, emin, k_low, max_pos, 
     return b.or_(rbits, b.and_(u, _c(0x80000000)))
 
 
+def _emit_round_nearest_lean(b, u, man, emin, k_low, max_pos, max_neg, overflow):
+    """The short routine at nearest (ties to even) in about two thirds of the instructions, for
+    grids where every finite magnitude up to the larger maximum is cut at a shift of at least 1
+    and no float32 subnormal is cut at 23 (``_cpu.lean_ok``): the kept LSB then comes from
+    ``a | 2**23`` (the hidden bit) and the kept bits from one mask, infinities take the overflow
+    branch as any magnitude beyond the maximum does, and only NaN needs its own select."""
+    a = b.and_(u, _c(0x7FFFFFFF))
+    be1 = b.select(b.icmp_unsigned(">", b.lshr(a, _c(23)), _c(1)), b.lshr(a, _c(23)), _c(1))
+    # shift = 23 - man on the normal grid (biased exponent >= emin + 127), k_low + 150 - be below
+    shift = b.select(b.icmp_signed(">=", be1, b.add(emin, _c(127))), b.sub(_c(23), man),
+                     b.sub(b.add(k_low, _c(150)), be1))
+    sh = _smin(b, _smax(b, shift, _c(0)), _c(31))
+    mask = b.shl(_c(-1), sh)
+    half_m1 = b.lshr(b.xor(mask, _c(-1)), _c(1))
+    lsb = b.and_(b.lshr(b.or_(a, _c(0x800000)), sh), _c(1))
+    kept = b.and_(b.add(b.add(a, half_m1), lsb), mask)
+    tiny = b.select(b.icmp_unsigned(">=", a, _tiny_threshold(b, NEAREST, k_low)), _pow2_bits(b, k_low), _c(0))
+    rbits = b.select(b.icmp_signed("<=", shift, _c(23)), kept, tiny)
+    neg = b.icmp_signed("<", u, _c(0))
+    mx = b.select(neg, max_neg, max_pos)
+    special = b.select(b.icmp_unsigned("==", overflow, _c(1)), _c(0x7F800000), _c(0x7FC00000))
+    limit = b.select(b.icmp_unsigned("==", overflow, _c(0)), mx, special)
+    rbits = b.select(b.icmp_unsigned(">", rbits, mx), limit, rbits)
+    rbits = b.select(b.icmp_unsigned(">", a, _c(0x7F800000)), a, rbits)
+    return b.or_(rbits, b.and_(u, _c(0x80000000)))
+
+
+@intrinsic
+def round_nearest_lean(typingctx, u, man, emin, k_low, max_pos, max_neg, overflow):
+    """``round_nearest_short`` on the grids ``_cpu.lean_ok`` admits, bit for bit, in fewer instructions."""
+    sig = types.uint32(u, man, emin, k_low, max_pos, max_neg, overflow)
+
+    def codegen(context, builder, signature, args):
+        return _emit_round_nearest_lean(builder, *[_i32(builder, v) for v in args])
+    return sig, codegen
+
+
 def _make(mode, full=True, finite=False):
     @intrinsic
     def round_i32(typingctx, u, rnd, away_pos, away_neg, man, emin, k_low, max_pos, max_neg, overflow):
