@@ -119,18 +119,49 @@ def flat_nearest_away(src, dst, man, emin, k_low, max_pos_bits, max_neg_bits, ov
                                         man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
 
 
+@njit(inline="always")
+def _stochastic_span(src, dst, i0, n, short, seed_lo, seed_hi, man, emin, k_low, mp, mn, overflow):
+    """``dst[i0 + j]`` for ``j < n`` rounded with ``random_bits_at(i0, j)``: the caller keeps
+    ``i0 + j`` from carrying into bit 32.  With ``n`` a constant (32) LLVM builds the lanes'
+    counters from constants; a loop counter would be a 64-bit vector split every iteration."""
+    for j in range(n):
+        i = np.uint64(i0) + np.uint64(j)
+        rnd = random_bits_at(np.uint64(i0), j, seed_lo, seed_hi)
+        if short:
+            dst[i] = round_stochastic_short(src[i], rnd, False, False, man, emin, k_low, mp, mn, overflow)
+        else:
+            dst[i] = round_stochastic(src[i], rnd, False, False, man, emin, k_low, mp, mn, overflow)
+
+
 @njit(parallel=True, nogil=True, cache=True)
 def flat_stochastic(src, dst, seed_lo, seed_hi, man, emin, k_low, max_pos_bits, max_neg_bits, overflow):
+    """Element ``i`` rounded with ``random_bits_i32(i)``, computed per aligned span of 32 as
+    ``random_bits_at(span start, offset)`` (the same bits), as the MX kernels do: 1.5x faster
+    than one loop over 64-bit indices.  Parallel items of 8192 elements."""
+    n = src.size
+    nitems = (n + 8191) // 8192
     if short_ok(man, emin, k_low):
-        for i in prange(src.size):
+        for t in prange(nitems):
             prefer_wide_vectors()
-            dst[i] = round_stochastic_short(src[i], random_bits_i32(i, seed_lo, seed_hi), False, False,
-                                            man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+            i0 = t * 8192
+            full = min(8192, n - i0) // 32
+            for b in range(full):
+                _stochastic_span(src, dst, i0 + 32 * b, _MX_BLOCK, True, seed_lo, seed_hi,
+                                 man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+            if i0 + 32 * full < n:
+                _stochastic_span(src, dst, i0 + 32 * full, min(8192, n - i0) - 32 * full, True, seed_lo, seed_hi,
+                                 man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
     else:
-        for i in prange(src.size):
+        for t in prange(nitems):
             prefer_wide_vectors()
-            dst[i] = round_stochastic(src[i], random_bits_i32(i, seed_lo, seed_hi), False, False,
-                                      man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+            i0 = t * 8192
+            full = min(8192, n - i0) // 32
+            for b in range(full):
+                _stochastic_span(src, dst, i0 + 32 * b, _MX_BLOCK, False, seed_lo, seed_hi,
+                                 man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
+            if i0 + 32 * full < n:
+                _stochastic_span(src, dst, i0 + 32 * full, min(8192, n - i0) - 32 * full, False, seed_lo, seed_hi,
+                                 man, emin, k_low, max_pos_bits, max_neg_bits, overflow)
 
 
 @njit(parallel=True, nogil=True, cache=True)

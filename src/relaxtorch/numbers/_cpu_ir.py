@@ -225,9 +225,10 @@ def random_bits_i32(typingctx, index, seed_lo, seed_hi):
 
 @intrinsic
 def random_bits_at(typingctx, base, j, seed_lo, seed_hi):
-    """``random_bits_i32(base + j)`` for ``base % 32 == 0`` and ``0 <= j < 32`` (an MX block's
-    elements): the offset goes into the low 32 bits alone, so the high half is the block's and
-    LLVM builds the lanes' indices as one vector add instead of 32 scalar ones."""
+    """``random_bits_i32(base + j)`` where adding ``j`` to ``base`` carries nothing into bit 32
+    (``base`` a multiple of a power of two above ``j``: an MX block's 32 elements, a flat
+    kernel's aligned chunk): the offset goes into the low 32 bits alone, so the high half is
+    the block's and LLVM builds the lanes' indices as one vector add."""
     def codegen(context, builder, signature, args):
         b = builder
         idx = args[0]

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import torch
 
+from .. import _memory
 from . import _grid, _reference
 from ._modes import NEAREST, NEAREST_AWAY, ROUNDING_CODES, SCALE_CODES, STOCHASTIC
 from .formats import FORMAT_TYPES, BlockFloat, FixedPoint, FloatFormat, Format, MXFormat
@@ -243,7 +244,7 @@ def _round_flat(x32, grid, mode, seeds, away, out=None) -> torch.Tensor:
                                     int(_f32_bits(grid.max_pos)), int(_f32_bits(grid.max_neg))), out)
     if _cpu is None or x32.device.type != "cpu":
         return _into(_reference.round_flat(x32, grid, mode, seeds, away), out)
-    out = torch.empty_like(x32) if out is None else out
+    out = _memory.empty_like(x32) if out is None else out
     src, dst = x32.view(-1).numpy().view(np.uint32), out.view(-1).numpy().view(np.uint32)
     common = _kernel_args(grid)
     with _threads_for(src.size):
@@ -285,7 +286,7 @@ def _round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man, scal
     if _cpu is None or rows.device.type != "cpu":
         return _into(_reference.round_blocks(rows, block, grid, mode, scale_mode, elem_emax, even_man,
                                              *scale_range, seeds, away), out)
-    out = torch.empty_like(rows) if out is None else out
+    out = _memory.empty_like(rows) if out is None else out
     src, dst = rows.reshape(-1).numpy().view(np.uint32), out.view(-1).numpy().view(np.uint32)
     group = max(_BLOCK_GROUP // block, 1)
     common = (max(rows.shape[1], 1), block, group, scale_mode, elem_emax, even_man, scale_range[0], scale_range[1], grid.man, grid.emin,
